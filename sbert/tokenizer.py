@@ -1,0 +1,88 @@
+"""WordPiece tokenization through the `tokenizers` library; padding to a batch's longest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from .errors import CheckpointError
+from .fileio import read_json
+
+
+class WordPiece:
+    """A BERT tokenizer: text -> token ids with [CLS] ... [SEP], truncated to `max_length`.
+
+    Args:
+        tokenizer: a `tokenizers.Tokenizer` holding the vocabulary and normaliser.
+        max_length: the most tokens per sentence, special tokens included.
+        lowercase: lower-case the text before tokenizing, on top of what the tokenizer does
+            (sentence-transformers' `do_lower_case`).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, lowercase: bool = False):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.lowercase = lowercase
+        tokenizer.no_padding()  # we pad per batch, to the batch's longest sentence only
+        tokenizer.enable_truncation(max_length)
+        pad_id = tokenizer.token_to_id("[PAD]")
+        self.pad_id = 0 if pad_id is None else pad_id
+
+    @classmethod
+    def from_folder(cls, folder: Path, max_length: int, lowercase: bool = False) -> WordPiece:
+        """Load `tokenizer.json`, or else build WordPiece from `vocab.txt`."""
+        if (folder / "tokenizer.json").is_file():
+            return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), max_length, lowercase)
+        if (folder / "vocab.txt").is_file():
+            config_path = folder / "tokenizer_config.json"
+            config = read_json(config_path) if config_path.is_file() else {}
+            lower = bool(config.get("do_lower_case", True))
+            tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)
+            return cls(tok._tokenizer, max_length, lowercase)
+        raise CheckpointError(folder, "no tokenizer.json or vocab.txt: cannot build the tokenizer")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def ids(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Token ids of each sentence, [CLS] and [SEP] included, no padding."""
+        # sentence-transformers strips surrounding whitespace before tokenizing; so do we.
+        texts = [s.strip().lower() if self.lowercase else s.strip() for s in sentences]
+        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Pad token ids to the longest in the batch: input_ids and attention_mask, (B, T)."""
+        longest = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), longest), dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            attention_mask[i, : len(x)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def save(self, folder: Path) -> None:
+        """Write tokenizer.json, vocab.txt and the configs transformers' AutoTokenizer reads."""
+        self.tokenizer.save(str(folder / "tokenizer.json"))
+        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab))
+        normalizer = json.loads(self.tokenizer.to_str()).get("normalizer") or {}
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": bool(normalizer.get("lowercase", True)),
+            "model_max_length": self.max_length,
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+        }
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+        special = {k: config[k] for k in ("unk_token", "sep_token", "pad_token", "cls_token")}
+        special["mask_token"] = "[MASK]"
+        (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
