@@ -182,7 +182,7 @@ class Bert(nn.Module):
         return n
 
     def flops_per_token(self, seq_len: int, training: bool) -> float:
-        """Model FLOPs per token: 2N forward (+4N backward) plus attention scores (nanoGPT's MFU)."""
+        """Model FLOPs per token: 2N forward (+4N backward) plus attention (nanoGPT's MFU)."""
         c = self.config
         attention = 2 * 2 * c.num_layers * seq_len * c.hidden_size  # QK^T and AV
         forward = 2 * self.num_parameters(exclude_embeddings=True) + attention

@@ -197,34 +197,31 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
 def _canonical(name: str) -> str:
     # Checkpoints saved from BertFor* models prefix "bert."; old TF conversions say gamma/beta.
     name = name.removeprefix("bert.")
-    return re.sub(
-        r"LayerNorm\.gamma$",
-        "LayerNorm.weight",
-        re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name),
-    )
+    name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
+    return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
+
+
+def _as_tuple(names: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (names,) if isinstance(names, str) else names
 
 
 def expand_map(num_layers: int) -> dict[str, str | tuple[str, ...]]:
     """WEIGHT_MAP with the layer templates filled in for `num_layers` layers."""
     out: dict[str, str | tuple[str, ...]] = {}
     for ours, theirs in WEIGHT_MAP.items():
-        for i in range(num_layers) if "{i}" in ours else [None]:
-            fill = (lambda s, i=i: s.format(i=i)) if i is not None else (lambda s: s)
-            out[fill(ours)] = (
-                tuple(map(fill, theirs)) if isinstance(theirs, tuple) else fill(theirs)
-            )
+        for i in range(num_layers) if "{i}" in ours else [0]:
+            names = tuple(n.format(i=i) for n in _as_tuple(theirs))
+            out[ours.format(i=i)] = names if isinstance(theirs, tuple) else names[0]
     return out
 
 
 def hf_to_ours(
     weights: dict[str, torch.Tensor], model: Bert, source: Path
 ) -> dict[str, torch.Tensor]:
-    """Map a Hugging Face state dict onto `model`; any missing/unexpected/mis-shaped tensor fails."""
+    """Map HF-named tensors onto `model`; any missing, unexpected or mis-shaped one fails."""
     weights = {_canonical(k): v for k, v in weights.items() if not DROPPED.match(_canonical(k))}
     mapping = expand_map(model.config.num_layers)
-    expected = {
-        n for names in mapping.values() for n in ([names] if isinstance(names, str) else names)
-    }
+    expected = {n for names in mapping.values() for n in _as_tuple(names)}
     missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
     if missing or unexpected:
         raise CheckpointError(
@@ -234,10 +231,7 @@ def hf_to_ours(
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
         )
     state = {
-        ours: torch.cat([weights[n] for n in theirs])
-        if isinstance(theirs, tuple)
-        else weights[theirs]
-        for ours, theirs in mapping.items()
+        ours: torch.cat([weights[n] for n in _as_tuple(theirs)]) for ours, theirs in mapping.items()
     }
     for name, tensor in model.state_dict().items():
         if state[name].shape != tensor.shape:
@@ -279,29 +273,17 @@ def write_folder(folder: Path, encoder: Bert, layout: Layout, save_tokenizer) ->
     (folder / "config.json").write_text(json.dumps(config_to_hf(encoder.config), indent=2))
     save_file(ours_to_hf(encoder), str(folder / "model.safetensors"), metadata={"format": "pt"})
     save_tokenizer(folder)
+    parts = [("", "Transformer"), ("1_Pooling", "Pooling")]
+    parts += [("2_Normalize", "Normalize")] if layout.normalize else []
     modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
+        {"idx": i, "name": str(i), "path": p, "type": f"sentence_transformers.models.{t}"}
+        for i, (p, t) in enumerate(parts)
     ]
-    if layout.normalize:
-        modules.append(
-            {
-                "idx": 2,
-                "name": "2",
-                "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }  # fmt: skip
-        )
-        (folder / "2_Normalize").mkdir()
+    for path, _ in parts[1:]:
+        (folder / path).mkdir()
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     st_config = {"max_seq_length": layout.max_seq_length, "do_lower_case": layout.lowercase}
     (folder / "sentence_bert_config.json").write_text(json.dumps(st_config, indent=2))
-    (folder / "1_Pooling").mkdir()
     pool_config = {"word_embedding_dimension": encoder.config.hidden_size}
     pool_config.update({key: mode == layout.pooling for mode, key in _POOL_KEYS.items()})
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pool_config, indent=2))
