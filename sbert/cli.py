@@ -1,0 +1,114 @@
+"""The `sbert` command line: encode, similarity, train, evaluate.
+
+This is the only place that turns exceptions into exit codes: a known problem prints one line
+on stderr and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import DataError, SbertError
+
+EXIT_BAD_INPUT = 2
+
+
+def read_sentences(path: Path) -> list[str]:
+    """One sentence a line, UTF-8; a blank line or an empty file is an error with its location."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, None, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, None, "is a directory, not a file") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot read ({e.strerror})") from None
+    sentences = []
+    for n, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(path, n, f"not UTF-8 (byte 0x{line[e.start]:02x})") from None
+        if not text.strip():
+            raise DataError(path, n, "empty sentence")
+        sentences.append(text)
+    if not sentences:
+        raise DataError(path, None, "empty file: no sentences")
+    return sentences
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .fileio import atomic_write_bytes
+    from .model import SentenceBert
+
+    sentences = read_sentences(Path(args.input))
+    model = SentenceBert.from_pretrained(args.model)
+    vectors = model.encode(
+        sentences,
+        batch_size=args.batch_size,
+        normalize=args.normalize,
+        device=args.device,
+        show_progress_bar=len(sentences) > 1000,
+    )
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    atomic_write_bytes(Path(args.output), buffer.getvalue())
+    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {args.output}")
+
+
+def cmd_similarity(args: argparse.Namespace) -> None:
+    from .model import SentenceBert
+
+    model = SentenceBert.from_pretrained(args.model)
+    u, v = model.encode([args.first, args.second], normalize=True, device=args.device)
+    print(f"{float(u @ v):.4f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sbert", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("encode", help="embed a file of sentences (one a line) into a .npy array")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
+    p.add_argument("--input", required=True, help="UTF-8 text file, one sentence a line")
+    p.add_argument("--output", required=True, help="where to write the float32 [N, H] .npy")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    p.set_defaults(run=cmd_encode)
+
+    p = sub.add_parser("similarity", help="print the cosine similarity of two sentences")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_similarity)
+
+    from .train import add_train_parsers
+
+    add_train_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except SbertError as e:
+        print(f"sbert {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:  # a full disk, a missing output folder: say so, no traceback
+        print(f"sbert {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"sbert {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
