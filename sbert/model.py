@@ -63,7 +63,6 @@ class SentenceBert(nn.Module):
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.ids(sentences)
 
-    @torch.inference_mode()
     def encode(
         self,
         sentences: str | Sequence[str],
@@ -75,15 +74,32 @@ class SentenceBert(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed sentences, in input order.
 
-        Sentences are sorted by length so that each batch pads to a similar length, then the
-        vectors are put back in input order.
-
         Returns:
             float32 array (N, H), or a tensor on `device` if `convert_to_tensor`; a single
             string gives a single vector (H,).
         """
         single = isinstance(sentences, str)
         ids = self.tokenize([sentences] if single else list(sentences))
+        out = self.encode_ids(ids, batch_size, device, show_progress_bar)
+        if normalize:
+            out = F.normalize(out, dim=-1)
+        if single:
+            out = out[0]
+        return out if convert_to_tensor else out.cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+        show_progress_bar: bool = False,
+    ) -> torch.Tensor:
+        """Embed already-tokenized sentences: (N, H) float32 on `device`, in input order.
+
+        Sentences are sorted by length so that each batch pads to a similar length (little
+        compute is spent on padding), then the vectors are put back in input order.
+        """
         device = torch.device(device) if device is not None else self.device
         was_training = self.training
         self.eval().to(device)
@@ -100,11 +116,7 @@ class SentenceBert(nn.Module):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             out[torch.tensor(index, device=device)] = self(**batch).float()
         self.train(was_training)
-        if normalize:
-            out = F.normalize(out, dim=-1)
-        if single:
-            out = out[0]
-        return out if convert_to_tensor else out.cpu().numpy()
+        return out
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CHECKPOINT) -> SentenceBert:
@@ -150,12 +162,13 @@ class SentenceBert(nn.Module):
         The folder is built under a temporary name and renamed into place: a crash leaves either
         the old folder or the new one, never a mix.
         """
-        layout = checkpoint.Layout(
-            Path(path),
-            self.tokenizer.max_length,
-            self.tokenizer.lowercase,
-            self.pooling,
-            self.normalize,
-        )
         with atomic_dir(Path(path)) as tmp:
-            checkpoint.write_folder(tmp, self.encoder, layout, self.tokenizer.save)
+            self.write(tmp)
+
+    def write(self, folder: Path) -> None:
+        """Write the model's files into an existing, empty `folder` (not atomic: see `save`)."""
+        tok = self.tokenizer
+        layout = checkpoint.Layout(
+            folder, tok.max_length, tok.lowercase, self.pooling, self.normalize
+        )
+        checkpoint.write_folder(folder, self.encoder, layout, tok.save)
