@@ -287,3 +287,34 @@ def write_folder(folder: Path, encoder: Bert, layout: Layout, save_tokenizer) ->
     pool_config = {"word_embedding_dimension": encoder.config.hidden_size}
     pool_config.update({key: mode == layout.pooling for mode, key in _POOL_KEYS.items()})
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pool_config, indent=2))
+
+
+# The classification head of a multi-task model lives beside the encoder in the same folder.
+# sentence-transformers ignores files that modules.json does not name, so it still loads it.
+CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.safetensors", "classifier.json"
+
+
+def write_classifier(folder: Path, state: dict[str, torch.Tensor], labels: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, str(folder / CLASSIFIER_WEIGHTS), metadata={"format": "pt"})
+    config = {"labels": labels, "features": "[u; v; |u - v|]  (SBERT eq. 1)"}
+    (folder / CLASSIFIER_CONFIG).write_text(json.dumps(config, indent=2))
+
+
+def read_classifier(name_or_path: str | Path) -> tuple[list[str], dict[str, torch.Tensor]] | None:
+    """The classifier's labels and tensors, or None when the folder has no classifier."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = read_layout(resolve(name_or_path)).transformer
+    if not (folder / CLASSIFIER_CONFIG).is_file():
+        return None
+    labels = read_json(folder / CLASSIFIER_CONFIG).get("labels")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise CheckpointError(folder / CLASSIFIER_CONFIG, "'labels' must be a list of strings")
+    try:
+        return labels, load_file(folder / CLASSIFIER_WEIGHTS)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(folder / CLASSIFIER_WEIGHTS, f"unreadable classifier ({e})") from None
