@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
@@ -57,14 +58,7 @@ class WordPiece:
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
     def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
-        """Pad token ids to the longest in the batch: input_ids and attention_mask, (B, T)."""
-        longest = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), longest), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), longest), dtype=torch.long)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            attention_mask[i, : len(x)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return pad_ids(ids, self.pad_id)
 
     def save(self, folder: Path) -> None:
         """Write tokenizer.json, vocab.txt and the configs transformers' AutoTokenizer reads."""
@@ -86,3 +80,17 @@ class WordPiece:
         special = {k: config[k] for k in ("unk_token", "sep_token", "pad_token", "cls_token")}
         special["mask_token"] = "[MASK]"
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def pad_ids(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad token ids to the longest in the batch: input_ids and attention_mask, (B, T)."""
+    longest = max(map(len, ids))
+    input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(ids), longest), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        attention_mask[row, : len(x)] = 1
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(attention_mask),
+    }

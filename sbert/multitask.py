@@ -1,0 +1,128 @@
+"""Part 2: one shared encoder, two objectives from ONE forward pass over a batch of pairs.
+
+- classification (SBERT §3, eq. 1): o = softmax(W [u; v; |u - v|]), W of shape (3H, k),
+  cross-entropy against the label;
+- regression (SBERT §3, "Regression Objective Function"): cos(u, v) against the gold score
+  rescaled to [0, 1] ((score - lo) / (hi - lo) of the data set's scale), mean-squared error.
+
+A batch may carry labels, scores or both; each loss is computed over the pairs that have its
+target, and the total is a weighted sum. This module knows nothing of files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint
+from .fileio import atomic_dir
+from .model import SentenceBert
+
+IGNORE_LABEL = -100  # a pair without a label (cross_entropy's ignore_index)
+
+
+def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[u; v; |u - v|], (B, 3H): the classifier's input (SBERT eq. 1, best in its Table 6)."""
+    return torch.cat([u, v, (u - v).abs()], dim=-1)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """Mean cross-entropy over the pairs that have a label; None if none has."""
+    if not (labels != IGNORE_LABEL).any():
+        return None
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
+
+
+def regression_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+    """Mean squared error of cos(u, v) against scores in [0, 1] (NaN = no score); None if none."""
+    has = ~scores.isnan()
+    if not has.any():
+        return None
+    return F.mse_loss(F.cosine_similarity(u[has], v[has], dim=-1), scores[has])
+
+
+@dataclass
+class Output:
+    loss: torch.Tensor  # the weighted sum that is back-propagated
+    losses: dict[str, torch.Tensor]  # each objective's loss, for logging
+    u: torch.Tensor  # (B, H)
+    v: torch.Tensor  # (B, H)
+    logits: torch.Tensor | None  # (B, k)
+
+
+class MultiTaskModel(nn.Module):
+    """A SentenceBert encoder shared by a classification head and a cosine regression.
+
+    Args:
+        encoder: the sentence encoder (its weights are shared by both objectives).
+        labels: the classifier's label names, in output order; empty for no classifier.
+        loss_weights: weights of the classification and regression losses in the total.
+    Shapes:
+        forward: input_ids, attention_mask (2B, T) holding the B first sentences then the B
+        second sentences; labels (B,) long (IGNORE_LABEL = none); scores (B,) float (NaN = none).
+    """
+
+    def __init__(
+        self,
+        encoder: SentenceBert,
+        labels: list[str] | tuple[str, ...] = (),
+        loss_weights: tuple[float, float] = (1.0, 1.0),
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.labels = list(labels)
+        self.loss_weights = loss_weights
+        self.classifier = nn.Linear(3 * encoder.dim, len(labels)) if labels else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
+    ) -> Output:
+        # One encoder call over all 2B sentences: both objectives share this forward pass.
+        u, v = self.encoder(input_ids, attention_mask).chunk(2)
+        logits = self.classifier(pair_features(u, v)) if self.classifier is not None else None
+        losses = {}
+        if labels is not None and logits is not None:
+            loss = classification_loss(logits, labels)
+            if loss is not None:
+                losses["classification"] = loss
+        if scores is not None:
+            loss = regression_loss(u, v, scores)
+            if loss is not None:
+                losses["regression"] = loss
+        weights = dict(zip(("classification", "regression"), self.loss_weights, strict=True))
+        total = sum((weights[name] * loss for name, loss in losses.items()), u.new_zeros(()))
+        return Output(total, losses, u, v, logits)
+
+    def save(self, path: str | Path) -> None:
+        """A SentenceBert folder (loadable by sentence-transformers) plus the classifier."""
+        with atomic_dir(Path(path)) as tmp:
+            self.encoder.write(tmp)
+            if self.classifier is not None:
+                checkpoint.write_classifier(tmp, self.classifier.state_dict(), self.labels)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, loss_weights: tuple[float, float] = (1.0, 1.0)
+    ) -> MultiTaskModel:
+        """Load an encoder folder, with its classifier when the folder has one."""
+        encoder = SentenceBert.from_pretrained(name_or_path)
+        head = checkpoint.read_classifier(name_or_path)
+        if head is None:
+            return cls(encoder, (), loss_weights)
+        labels, state = head
+        model = cls(encoder, labels, loss_weights)
+        try:
+            model.classifier.load_state_dict(state)
+        except RuntimeError as e:
+            raise checkpoint.CheckpointError(
+                name_or_path, f"classifier does not fit: {e}"
+            ) from None
+        return model
