@@ -230,14 +230,19 @@ def hf_to_ours(
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
         )
-    state = {
-        ours: torch.cat([weights[n] for n in _as_tuple(theirs)]) for ours, theirs in mapping.items()
-    }
-    for name, tensor in model.state_dict().items():
-        if state[name].shape != tensor.shape:
-            raise CheckpointError(
-                source, f"{name}: shape {tuple(state[name].shape)}, expected {tuple(tensor.shape)}"
-            )
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    state = {}
+    for ours, theirs in mapping.items():
+        names = _as_tuple(theirs)
+        # Check every part before concatenating: torch.cat of mis-shaped Q/K/V parts would
+        # raise its own RuntimeError instead of naming the tensor.
+        expected = (shapes[ours][0] // len(names), *shapes[ours][1:])
+        for n in names:
+            if tuple(weights[n].shape) != expected:
+                raise CheckpointError(
+                    source, f"{n}: shape {tuple(weights[n].shape)}, expected {expected}"
+                )
+        state[ours] = torch.cat([weights[n] for n in names])
     return state
 
 
