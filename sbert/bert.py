@@ -175,6 +175,15 @@ class Bert(nn.Module):
             x = layer(x, mask)
         return x
 
+    def set_dropout(self, p: float) -> None:
+        """Change every dropout rate, e.g. to 0 for runs that must match exactly."""
+        self.config = replace(self.config, dropout=p)
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, SelfAttention):
+                module.dropout_p = p
+
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:

@@ -1,7 +1,619 @@
-"""Part 3: training (being written)."""
+"""Part 3: training with the SBERT paper's defaults, evaluation, checkpoints and resume.
+
+setup (data, model, optimizer) -> fit (the loop) -> evaluate -> save. The defaults are SBERT's
+(§4: AdamW lr 2e-5, batch 16, linear warm-up over 10% of the steps) plus weight decay 0.01 and
+gradient clipping at 1.0. This is the only module that knows about torch.distributed: launched
+by torchrun it trains with DistributedDataParallel, and everything else works unchanged.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import batching
+from .data import read_pairs
+from .errors import CheckpointError, ConfigError, SbertError
+from .evaluate import evaluate
+from .fileio import atomic_dir
+from .multitask import MultiTaskModel
+from .strategies import STRATEGIES, knobs, param_groups
+
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+DEMO_TRAIN = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRAIN"]
+DEMO_DEV = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRIAL", f"{REPO_DATA}/stsbenchmark/sts-dev.csv"]
+
+
+class TrainingError(SbertError):
+    """Training cannot go on (a non-finite loss, out of memory, a locked output folder)."""
+
+
+def _arg(help: str, default=None, default_factory=None, **meta):
+    """A TrainConfig field whose help text (and argparse details) become its CLI flag."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run; every field is a `sbert train` flag and a config-file key."""
+
+    train: list[str] = _arg(
+        "training data PATH[@SPLIT][:OBJECTIVE], repeatable; OBJECTIVE is classification, "
+        "regression or both (default: every target the file has); SPLIT picks a SICK split. "
+        "Default: the demo, the first 1,000 SICK TRAIN pairs",
+        default_factory=list,
+        append=True,
+    )
+    dev: list[str] = _arg(
+        "dev data PATH[@SPLIT], repeatable (default with the demo: SICK TRIAL and STS-B dev)",
+        default_factory=list,
+        append=True,
+    )
+    out: str = _arg("output folder: final/, best/, checkpoint/, metrics.jsonl, curves.png",
+                    "runs/demo")  # fmt: skip
+    model: str = _arg("model folder, packaged name, or a preset (bert-base, tiny...) to train "
+                      "from scratch", "all-MiniLM-L6-v2")  # fmt: skip
+    epochs: int = _arg("passes over the training data", 1)
+    max_steps: int = _arg("stop after this many optimizer steps (0: no limit)", 0)
+    limit: int = _arg("use only the first N pairs of each training file (0: all; demo: 1000)", 0)
+    batch_size: int = _arg("global batch: pairs per optimizer step, over all processes", 16)
+    grad_accum: int = _arg("split each process's batch into this many micro-batches", 1)
+    lr: float = _arg("peak learning rate of the encoder (SBERT: 2e-5)", 2e-5)
+    head_lr: float = _arg("learning rate of the classifier head (fresh weights need more)", 2e-3)
+    weight_decay: float = _arg("AdamW weight decay on 2+-dimensional tensors", 0.01)
+    warmup: float = _arg("fraction of the steps for linear warm-up (SBERT: 10%)", 0.1)
+    max_grad_norm: float = _arg("clip the gradient norm to this", 1.0)
+    dropout: float = _arg("dropout rate of the encoder (-1: keep the checkpoint's)", -1.0)
+    loss_weights: list[float] = _arg(
+        "weights of the classification and regression losses", default_factory=lambda: [1.0, 1.0]
+    )
+    mix: str = _arg("how to interleave several training files", "round-robin",
+                    choices=("round-robin", "proportional"))  # fmt: skip
+    strategy: str = _arg("transfer-learning strategy", "full", choices=STRATEGIES)
+    freeze_layers: int = _arg("freeze the lowest N encoder layers (strategy partial)", -1)
+    layer_decay: float = _arg("layer-wise learning-rate decay factor (strategy layer-decay)", -1.0)
+    seed: int = _arg("seed of the sampler, dropout and head initialisation", 42)
+    eval_every: int = _arg("also evaluate every N steps (0: after each epoch only)", 0)
+    save_every: int = _arg("write a resumable checkpoint every N steps (0: at epoch ends)", 0)
+    best_metric: str = _arg("dev metric that picks best/ (default: the first dev set's "
+                            "spearman, else accuracy)", "")  # fmt: skip
+    eval_batch_size: int = _arg("batch size for evaluation", 128)
+    device: str = _arg("cpu, cuda, cuda:1 ... (default: cuda when available)", "")
+    no_eval: bool = _arg("skip all evaluation", False)
+    resume: bool = _arg("continue from <out>/checkpoint", False)
+    skip_nonfinite: bool = _arg("skip a batch whose loss is NaN/Inf (counted) instead of stopping",
+                                False)  # fmt: skip
+    stages: list[dict] = field(default_factory=list, metadata={"cli": False})
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line and config file
+
 
 def add_train_parsers(sub) -> None:
-    """Add `train` and `evaluate` to the `sbert` command line."""
+    """`sbert train` (flags generated from TrainConfig) and `sbert evaluate`."""
+    p = sub.add_parser("train", help="train a multi-task sentence encoder",
+                       description=__doc__.splitlines()[0])  # fmt: skip
+    add_config_flags(p)
+    p.set_defaults(run=lambda args: run(config_from_args(args)))
+
+    p = sub.add_parser("evaluate", help="print dev metrics of a model as one JSON object")
+    p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
+    p.add_argument("--data", required=True, help="data file, PATH[@SPLIT]")
+    p.add_argument("--format", default=None, help="sts, sick, nli or csv (default: detected)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="")
+    p.set_defaults(run=cmd_evaluate)
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with any of these settings, and [[stages]]")
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if meta.get("cli") is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action="store_true", default=None, help=meta["help"])
+        elif f.type == "list[float]":
+            p.add_argument(flag, type=float, nargs=2, default=None, help=meta["help"])
+        elif meta.get("append"):
+            p.add_argument(flag, action="append", default=None, help=meta["help"])
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            p.add_argument(flag, type=kind, default=None, choices=meta.get("choices"),
+                           help=f"{meta['help']} (default: {f.default})")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the config file, then the flags given on the command line."""
+    values: dict = {}
+    if args.config:
+        values.update(read_config_file(Path(args.config)))
+    for f in fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return make_config(values)
+
+
+def read_config_file(path: Path) -> dict:
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable config file ({e})") from None
+    known = {f.name for f in fields(TrainConfig)}
+    for table in [values, *values.get("stages", [])]:
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return values
+
+
+def make_config(values: dict) -> TrainConfig:
+    try:
+        config = TrainConfig(**values)
+    except TypeError as e:
+        raise ConfigError(f"bad settings: {e}") from None
+    if config.batch_size < 1 or config.grad_accum < 1 or config.epochs < 1:
+        raise ConfigError("batch-size, grad-accum and epochs must be at least 1")
+    if not config.train:  # the demo: SBERT's two objectives on SICK, checked on SICK and STS-B
+        config.train = list(DEMO_TRAIN)
+        config.limit = config.limit or 1000
+        config.dev = config.dev or list(DEMO_DEV)
+    return config
+
+
+def stage_configs(config: TrainConfig) -> list[TrainConfig]:
+    """One config per sequential stage (e.g. NLI classification, then STS regression)."""
+    if not config.stages:
+        return [config]
+    base = dataclasses.asdict(config)
+    return [make_config({**base, "stages": [], **stage}) for stage in config.stages]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, str]:
+    """PATH[@SPLIT][:OBJECTIVE] -> (path, split, objective)."""
+    path, objective = spec, "both"
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail in ("classification", "regression", "both"):
+        path, objective = head, tail
+    path, sep, split = path.rpartition("@") if "@" in Path(path).name else (path, "", "")
+    return path, (split or None), objective
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among torchrun's processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def start_processes(device: torch.device) -> Processes:
+    if "RANK" not in os.environ:
+        return Processes()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+def load_model(config: TrainConfig, labels: list[str]) -> MultiTaskModel:
+    """The starting model: a checkpoint (with its classifier, if any) or a fresh preset."""
+    from .bert import PRESETS
+    from .model import SentenceBert
+
+    weights = tuple(config.loss_weights)
+    if config.model in PRESETS:
+        model = MultiTaskModel(SentenceBert.from_config(config.model), labels, weights)
+    else:
+        model = MultiTaskModel.from_pretrained(config.model, weights)
+        if labels and model.labels != labels:
+            if model.classifier is not None and set(model.labels) != set(labels):
+                print(f"note: new classifier for labels {labels} (checkpoint had {model.labels})")
+            model = MultiTaskModel(model.encoder, labels, weights)
+    if config.dropout >= 0:
+        model.encoder.encoder.set_dropout(config.dropout)
+    return model
+
+
+def read_train_sets(config: TrainConfig) -> list[tuple[str, object, str]]:
+    sets = []
+    for spec in config.train:
+        path, split, objective = parse_spec(spec)
+        data = read_pairs(path, split=split, limit=config.limit or None)
+        sets.append((spec, data, objective))
+    return sets
+
+
+def label_space(sets) -> list[str]:
+    return sorted({x for _, data, obj in sets if obj != "regression" for x in data.label_names})
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run(config: TrainConfig) -> dict:
+    """Train every stage, then write <out>/final. Returns the last dev metrics."""
+    out = Path(config.out)
+    device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    procs = start_processes(device)
+    try:
+        with output_lock(out, procs):
+            return _run_stages(config, out, device, procs)
+    finally:
+        if procs.world > 1:
+            dist.destroy_process_group()
+
+
+def _run_stages(config: TrainConfig, out: Path, device, procs: Processes) -> dict:
+    stages = stage_configs(config)
+    state = read_checkpoint(out) if config.resume else None
+    if config.resume and state is None:
+        raise CheckpointError(out / "checkpoint", "no checkpoint to resume from")
+    start_stage = state["stage"] if state else 0
+    if not config.resume and procs.is_main:
+        (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+    model, before, metrics = None, {}, {}
+    for index, stage in enumerate(stages):
+        if index < start_stage:
+            continue
+        trainer = Trainer(stage, out, device, procs, index, model)
+        if index == start_stage and state is not None:
+            trainer.restore(state)
+        elif index == 0 and not stage.no_eval:
+            before = trainer.evaluate_all(step=0)
+        metrics = trainer.fit()
+        model = trainer.model
+        state = None
+    if procs.is_main:
+        model.save(out / "final")
+        if before and metrics:
+            print(before_after_table(before, metrics))
+        print(f"saved the final model to {out / 'final'}")
+    procs.barrier()
+    return metrics
+
+
+class Trainer:
+    """One stage: data, model, optimizer and schedule, and the loop over steps."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: Path,
+        device: torch.device,
+        procs: Processes,
+        stage: int,
+        model: MultiTaskModel | None,
+    ):
+        self.config, self.out, self.device, self.procs, self.stage = (
+            config,
+            out,
+            device,
+            procs,
+            stage,
+        )
+        if config.batch_size % (procs.world * config.grad_accum):
+            raise ConfigError(
+                f"batch size {config.batch_size} does not divide into {procs.world} processes "
+                f"x {config.grad_accum} micro-batches"
+            )
+        torch.manual_seed(config.seed)  # the classifier's initialisation
+        sets = read_train_sets(config)
+        labels = label_space(sets)
+        self.model = load_model(config, labels) if model is None else _with_labels(model, labels)
+        self.model.to(device)
+        tokenizer = self.model.encoder.tokenizer
+        index = {name: i for i, name in enumerate(self.model.labels)}
+        self.train_sets = [
+            batching.tokenize_pairs(data, tokenizer, index, obj) for _, data, obj in sets
+        ]
+        self.dev_sets = {}
+        if not config.no_eval:
+            for spec in config.dev:
+                path, split, _ = parse_spec(spec)
+                data = read_pairs(path, split=split)
+                name = Path(path).stem + (f"-{split}" if split else "")
+                self.dev_sets[name] = batching.tokenize_pairs(data, tokenizer, index or None)
+        self.best_metric = config.best_metric or self._default_best_metric()
+        self.best = -math.inf
+        total = len(self.schedule(0)) * config.epochs
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        k = knobs(config.strategy, _unset(config.freeze_layers), _unset(config.layer_decay))
+        groups = param_groups(self.model, k, config.lr, config.head_lr, config.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda")
+        warmup = max(1, round(config.warmup * self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: linear_warmup_decay(s, warmup, self.total_steps)
+        )
+        self.ddp = self.model
+        if procs.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.step, self.epoch, self.position, self.skipped = 0, 0, 0, 0
+        self.evaluated_at, self.metrics = -1, {}
+        if procs.is_main:
+            trainable = sum(p.numel() for g in groups for p in g["params"])
+            print(f"stage {stage}: {sum(map(len, self.train_sets))} training pairs, "
+                  f"{self.total_steps} steps, {trainable / 1e6:.2f}M trainable parameters, "
+                  f"strategy {config.strategy}, on {device}")  # fmt: skip
+
+    def _default_best_metric(self) -> str:
+        for name, data in self.dev_sets.items():
+            if not all(math.isnan(s) for s in data.scores):
+                return f"{name}/spearman"
+        return next((f"{n}/accuracy" for n in self.dev_sets), "")
+
+    def schedule(self, epoch: int) -> list[tuple[int, list[int]]]:
+        """This epoch's global batches, in order: the same for the same seed and epoch."""
+        seed = self.config.seed * 1000 + epoch
+        per_set = [
+            batching.bucketed_batches(d.lengths, self.config.batch_size, seed + i)
+            for i, d in enumerate(self.train_sets)
+        ]
+        mixed = batching.mix(per_set, self.config.mix, seed)
+        # Under DDP every process needs a non-empty share of each batch.
+        return [(d, b) for d, b in mixed if len(b) >= self.procs.world * self.config.grad_accum]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train to total_steps; evaluate and checkpoint on schedule. Returns the last metrics."""
+        from tqdm.auto import tqdm
+
+        config = self.config
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train (stage {self.stage})",
+                   unit="step", disable=not self.procs.is_main, dynamic_ncols=True)  # fmt: skip
+        started, pairs = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            batches = self.schedule(self.epoch)
+            for set_index, batch in batches[self.position :]:
+                losses = self.train_step(set_index, batch)
+                self.position += 1
+                pairs += len(batch)
+                bar.update(1)
+                rate = pairs / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{losses['loss']:.4f}", pairs_s=f"{rate:.0f}")
+                self.log({"step": self.step, "epoch": self.epoch, **losses})
+                if config.eval_every and self.step % config.eval_every == 0:
+                    self.evaluate_all(self.step)
+                if config.save_every and self.step % config.save_every == 0:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    break
+            if self.position == len(batches):  # the end of an epoch
+                self.epoch, self.position = self.epoch + 1, 0
+                if self.evaluated_at != self.step:
+                    self.evaluate_all(self.step)
+                if not config.save_every or self.step % config.save_every:
+                    self.save_checkpoint()
+        bar.close()
+        if self.evaluated_at != self.step:  # stopped by max_steps inside an epoch
+            self.evaluate_all(self.step)
+        if self.procs.is_main:
+            self.plot()
+        return self.metrics
+
+    def train_step(self, set_index: int, batch: list[int]) -> dict[str, float]:
+        """One optimizer step on one global batch: this process's share, in micro-batches."""
+        config, data = self.config, self.train_sets[set_index]
+        share = batching.shard(batch, self.procs.rank, self.procs.world)
+        micro = math.ceil(len(share) / config.grad_accum)
+        parts = [share[i : i + micro] for i in range(0, len(share), micro)]
+        self.model.train()
+        totals: dict[str, float] = {}
+        for i, part in enumerate(parts):
+            tensors = batching.collate(data, part, self.model.encoder.tokenizer.pad_id)
+            tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+            sync = i == len(parts) - 1 or self.procs.world == 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync(), self.autocast():
+                output = self.ddp(**tensors)
+            loss = output.loss * (len(part) / len(share))
+            if not torch.isfinite(loss):
+                return self._nonfinite(loss, batch)
+            loss.backward()
+            for name, value in {"loss": output.loss, **output.losses}.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(part) / len(share)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return totals
+
+    def _nonfinite(self, loss: torch.Tensor, batch: list[int]) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self.config.skip_nonfinite:
+            raise TrainingError(
+                f"non-finite loss ({float(loss)}) at step {self.step + 1}; the last good "
+                f"checkpoint is kept (use --skip-nonfinite to skip such batches)"
+            )
+        self.skipped += 1
+        self.step += 1
+        self.scheduler.step()
+        return {"loss": float("nan"), "skipped": self.skipped}
+
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- evaluation, logging, checkpoints ---------------------------------------------------
+
+    def evaluate_all(self, step: int) -> dict[str, float]:
+        """Dev metrics on rank 0 (the others wait); a better best_metric saves <out>/best."""
+        metrics: dict[str, float] = {}
+        self.evaluated_at = step
+        if self.procs.is_main and self.dev_sets:
+            for name, data in self.dev_sets.items():
+                result = evaluate(self.model, data, self.config.eval_batch_size, self.device)
+                metrics.update({f"{name}/{k}": v for k, v in result.items() if k != "pairs"})
+            self.log({"step": step, "epoch": self.epoch, "stage": self.stage, **metrics})
+            value = metrics.get(self.best_metric)
+            if step > 0 and value is not None and value > self.best:
+                self.best = value
+                self.model.save(self.out / "best")
+        self.procs.barrier()
+        self.metrics = metrics
+        return metrics
+
+    def log(self, record: dict) -> None:
+        if not self.procs.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": self.stage, **record}) + "\n")
+
+    def save_checkpoint(self) -> None:
+        """Everything a resumed run needs, written atomically to <out>/checkpoint."""
+        if self.procs.is_main:
+            state = {
+                "stage": self.stage,
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "skipped": self.skipped,
+                "best": self.best,
+                "model": self.model.state_dict(),
+                "labels": self.model.labels,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
+            with atomic_dir(self.out / "checkpoint") as tmp:
+                torch.save(state, tmp / "state.pt")
+        self.procs.barrier()
+
+    def restore(self, state: dict) -> None:
+        if state["labels"] != self.model.labels:
+            raise CheckpointError(self.out / "checkpoint", "labels differ from this run's data")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.skipped, self.best = state["skipped"], state["best"]
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.procs.is_main:
+            print(f"resumed stage {self.stage} at step {self.step} (epoch {self.epoch})")
+
+    def plot(self) -> None:
+        from .plot import plot_curves
+
+        plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+
+
+def read_checkpoint(out: Path) -> dict | None:
+    path = out / "checkpoint" / "state.pt"
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged zip/pickle raises many types
+        raise CheckpointError(path, f"damaged checkpoint ({e})") from None
+
+
+def _with_labels(model: MultiTaskModel, labels: list[str]) -> MultiTaskModel:
+    """The previous stage's model, with a new classifier only if this stage's labels differ."""
+    if not labels or labels == model.labels:
+        return model
+    return MultiTaskModel(model.encoder, labels, model.loss_weights)
+
+
+def _unset(value):
+    return None if value is None or value < 0 else value
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: 0 -> 1 over `warmup` steps, then 1 -> 0 at `total` (SBERT §4)."""
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, procs: Processes):
+    """Refuse a second run on the same output folder: it would interleave their files."""
+    import fcntl
+
+    if not procs.is_main:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError(f"{out}: another run is using this output folder") from None
+        yield
+
+
+def before_after_table(before: dict, after: dict) -> str:
+    rows = [f"{'dev metric':<32} {'before':>8} {'after':>8}"]
+    for key in after:
+        if key in before:
+            rows.append(f"{key:<32} {before[key]:8.2f} {after[key]:8.2f}")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# sbert evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    path, split, _ = parse_spec(args.data)
+    data = read_pairs(path, format=args.format, split=split)
+    device = pick_device(args.device, 0)
+    model = MultiTaskModel.from_pretrained(args.model).to(device)
+    index = {name: i for i, name in enumerate(model.labels)} or None
+    pairs = batching.tokenize_pairs(data, model.encoder.tokenizer, index)
+    metrics = evaluate(model, pairs, args.batch_size, device)
+    json.dump(metrics, sys.stdout)
+    print()

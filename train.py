@@ -1,0 +1,8 @@
+"""`python train.py` = `sbert train`: with no arguments, the demo (see README)."""
+
+import sys
+
+from sbert.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
