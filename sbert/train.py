@@ -445,7 +445,7 @@ class Trainer:
         micro = math.ceil(len(share) / config.grad_accum)
         parts = [share[i : i + micro] for i in range(0, len(share), micro)]
         self.model.train()
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         for i, part in enumerate(parts):
             tensors = batching.collate(data, part, self.model.encoder.tokenizer.pad_id)
             tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
@@ -458,13 +458,13 @@ class Trainer:
                 return self._nonfinite(loss, batch)
             loss.backward()
             for name, value in {"loss": output.loss, **output.losses}.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * len(part) / len(share)
+                totals[name] = totals.get(name, 0.0) + value.detach() * len(part) / len(share)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return totals
+        return {name: float(value) for name, value in totals.items()}
 
     def _nonfinite(self, loss: torch.Tensor, batch: list[int]) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
