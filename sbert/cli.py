@@ -49,6 +49,9 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from .model import SentenceBert
 
     sentences = read_sentences(Path(args.input))
+    output = Path(args.output)
+    if not output.parent.is_dir():  # before encoding; else the error names a temporary file
+        raise SbertError(f"{output}: output folder {output.parent} not found")
     model = SentenceBert.from_pretrained(args.model)
     vectors = model.encode(
         sentences,
@@ -59,7 +62,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     )
     buffer = io.BytesIO()
     np.save(buffer, vectors)
-    atomic_write_bytes(Path(args.output), buffer.getvalue())
+    atomic_write_bytes(output, buffer.getvalue())
     print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {args.output}")
 
 
