@@ -138,6 +138,15 @@ def test_non_utf8_input(tmp_path):
     run_encode(tmp_path, PATH, source, f"{source}:3:", "not UTF-8")
 
 
+def test_missing_output_folder(tmp_path, good_input):
+    output = tmp_path / "no-such-folder" / "out.npy"
+    result = sbert(
+        "encode", "--model", PATH, "--input", good_input, "--output", output, cwd=tmp_path
+    )
+    before = {good_input.name}
+    assert_clean_failure(result, str(output), "output folder", folder=tmp_path, before=before)
+
+
 @pytest.fixture(scope="module")
 def model_copy(tmp_path_factory) -> Path:
     """all-MiniLM-L6-v2's folder, copied, with its weights left out (each test writes its own)."""
