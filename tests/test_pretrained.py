@@ -279,6 +279,17 @@ def test_damaged_safetensors(tmp_path, how):
     assert str(folder / "model.safetensors") in str(e.value)
 
 
+def test_damaged_pytorch_model_bin(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("config.json", "vocab.txt"):
+        shutil.copy(PATH / name, folder / name)
+    (folder / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not really a zip file")
+    with pytest.raises(CheckpointError, match="unreadable PyTorch weights") as e:
+        SentenceBert.from_pretrained(folder)
+    assert str(folder / "pytorch_model.bin") in str(e.value)
+
+
 QUERY = "encoder.layer.0.attention.self.query.weight"
 
 
