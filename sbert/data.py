@@ -1,0 +1,436 @@
+"""Readers for sentence-pair files -> validated `Pair`s.
+
+Four formats, told apart by content (`detect_format`), each read into one `PairSet`:
+
+- ``sts``:  STS Benchmark, tab-separated, no header, no quoting; 7 or 9 fields
+  ``genre, file, year, id, score, sentence1, sentence2[, src1, src2]``; score in [0, 5].
+- ``sick``: SICK (Marelli et al., 2014), tab-separated with a header; entailment label and
+  relatedness score in [1, 5]; optional ``SemEval_set`` column (TRAIN / TRIAL / TEST).
+- ``nli``:  SNLI / MultiNLI JSON lines with ``sentence1, sentence2, gold_label``; rows whose
+  gold label is ``-`` (no annotator majority) are skipped and counted.
+- ``csv``:  CSV or TSV with a header naming the sentence columns and a label and/or score.
+
+Rules shared by every format. Files are UTF-8 (a leading BOM is dropped) with ``\\n`` or
+``\\r\\n`` line endings. Entirely empty lines are skipped wherever they are; a line holding
+only spaces is a malformed row. The first bad row raises ``DataError(path, line, problem)``:
+nothing is dropped silently. A NUL or a carriage return inside a line is rejected (a binary
+file, or old Mac line endings that would make our line numbers wrong). Other control
+characters inside a sentence are replaced by a space and the row is counted in
+``PairSet.repaired``: STS-B train line 2919 has U+0012 where an apostrophe belongs, and
+rejecting a whole benchmark for it would help nobody. Sentences are otherwise kept exactly
+as published (some have leading or trailing spaces; the tokenizer handles those).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
+
+from sbert.errors import ConfigError, DataError
+
+FORMATS = ("sts", "sick", "nli", "csv")
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+SICK_SPLITS = ("TRAIN", "TRIAL", "TEST")
+SICK_COLUMNS = ("pair_id", "sentence_a", "sentence_b", "entailment_label", "relatedness_score")
+# Sentence column pairs a CSV/TSV header may use, matched case-insensitively, first wins.
+CSV_SENTENCE_COLUMNS = (
+    ("sentence1", "sentence2"),
+    ("sentence_a", "sentence_b"),
+    ("text_a", "text_b"),
+)
+
+_Lines = Iterator[tuple[int, str]]  # (1-based line number, text without line ending)
+_BOM = b"\xef\xbb\xbf"
+# C0 controls, DEL and C1 controls (Unicode category Cc) -> space; NUL is rejected before.
+_CONTROLS = {c: " " for c in chain(range(0x20), range(0x7F, 0xA0))}
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One sentence pair with its gold label and/or score and its 1-based source line."""
+
+    a: str
+    b: str
+    label: str | None = None  # NLI labels are lower-case: entailment / neutral / contradiction
+    score: float | None = None  # raw gold score as in the file
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """The validated pairs of one file, with the gold score scale they were read on."""
+
+    path: str
+    format: str  # one of FORMATS
+    pairs: list[Pair]
+    score_range: tuple[float, float] | None  # (lo, hi) of the gold scale; None without scores
+    skipped: int = 0  # rows skipped on purpose (NLI gold_label "-")
+    repaired: int = 0  # rows whose sentences had control characters replaced by spaces
+
+    @property
+    def has_scores(self) -> bool:
+        return bool(self.pairs) and all(p.score is not None for p in self.pairs)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.pairs) and all(p.label is not None for p in self.pairs)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(sorted({p.label for p in self.pairs if p.label is not None}))
+
+    def normalized_score(self, pair: Pair) -> float:
+        """The pair's gold score mapped linearly from `score_range` onto [0, 1]."""
+        if pair.score is None or self.score_range is None:
+            raise DataError(self.path, pair.line, "pair has no gold score")
+        lo, hi = self.score_range
+        return (pair.score - lo) / (hi - lo)
+
+
+@dataclass
+class _Ctx:
+    """What a reader tells `read_pairs` besides its pairs."""
+
+    path: str
+    rows: int = 0  # data rows seen (not header, not blank)
+    header: bool = False
+    skipped: int = 0
+
+    def error(self, line: int | None, problem: str) -> DataError:
+        return DataError(self.path, line, problem)
+
+
+def _check_path(path: str | os.PathLike[str]) -> None:
+    try:
+        p = Path(path)
+        is_dir, exists = p.is_dir(), p.exists()
+    except (OSError, TypeError, ValueError):  # e.g. a NUL inside the path string
+        raise DataError(str(path), None, "not a valid file path") from None
+    if is_dir:
+        raise DataError(path, None, "is a directory")
+    if not exists:
+        raise DataError(path, None, "file not found")
+    if not p.is_file():  # a FIFO or /dev/zero would never end
+        raise DataError(path, None, "not a regular file")
+
+
+def _lines(path: str | os.PathLike[str]) -> _Lines:
+    """Yield (line number, text without line ending) for every physical line, blank ones too.
+
+    Lines are decoded one at a time so that a bad byte is reported on its own line.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below; open errors caught here)
+    except OSError as e:
+        raise DataError(path, None, f"cannot read: {e.strerror or e}") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            if n == 1:
+                raw = raw.removeprefix(_BOM)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                byte = raw[e.start]
+                problem = f"not UTF-8 (byte 0x{byte:02x} at column {e.start + 1})"
+                raise DataError(path, n, problem) from None
+            if "\x00" in text:
+                raise DataError(path, n, "NUL character in line (binary file?)")
+            if "\r" in text:
+                raise DataError(path, n, "carriage return inside a line")
+            yield n, text
+
+
+def _nonblank(lines: _Lines) -> _Lines:
+    return ((n, t) for n, t in lines if t)
+
+
+def _first(lines: _Lines) -> tuple[int, str] | None:
+    """Consume `lines` up to and including the first non-blank one, and return it."""
+    return next(_nonblank(lines), None)
+
+
+def _short(text: str, width: int = 30) -> str:
+    """repr() of a field for an error message, cut so a 1 MB field cannot flood it."""
+    return repr(text if len(text) <= width else text[:width] + "...")
+
+
+def _score(ctx: _Ctx, n: int, text: str, name: str, lo: float, hi: float) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise ctx.error(n, f"{name} {_short(text)} is not a number") from None
+    if not math.isfinite(x):  # float() accepts "nan", "inf" and overflows "1e309" to inf
+        raise ctx.error(n, f"{name} {_short(text)} is not a finite number")
+    if not lo <= x <= hi:
+        raise ctx.error(n, f"{name} {_short(text.strip())} is outside [{lo:g}, {hi:g}]")
+    return x
+
+
+def _sentence(ctx: _Ctx, n: int, text: str, name: str) -> str:
+    """Check one sentence and return it with control characters turned into spaces."""
+    if "\x00" in text:  # JSON can spell it as \u0000
+        raise ctx.error(n, f"{name} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
+        raise ctx.error(n, f"{name} contains an unpaired surrogate") from None
+    clean = text.translate(_CONTROLS)
+    # Empty means nothing a tokenizer would keep: only whitespace, controls, format marks.
+    if not any(not c.isspace() and unicodedata.category(c)[0] != "C" for c in clean):
+        raise ctx.error(n, f"{name} is empty")
+    return clean
+
+
+def _pair(
+    ctx: _Ctx,
+    n: int,
+    a: str,
+    b: str,
+    names: tuple[str, str],
+    label: str | None = None,
+    score: float | None = None,
+) -> tuple[Pair, bool]:
+    """A checked Pair, and whether control characters in it were replaced by spaces."""
+    clean = _sentence(ctx, n, a, names[0]), _sentence(ctx, n, b, names[1])
+    return Pair(*clean, label, score, n), clean != (a, b)
+
+
+def _nli_label(ctx: _Ctx, n: int, text: str, name: str) -> str:
+    label = text.lower()
+    if label not in NLI_LABELS:
+        raise ctx.error(
+            n, f"unknown {name} {_short(text)}; expected one of {', '.join(NLI_LABELS)}"
+        )
+    return label
+
+
+def _read_sts(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pair, bool]]:
+    for n, text in _nonblank(lines):
+        ctx.rows += 1
+        # Plain split, never csv: STS-B sentences contain unbalanced `"` characters.
+        f = text.split("\t")
+        if len(f) not in (7, 9):
+            raise ctx.error(n, f"expected 7 or 9 tab-separated fields, found {len(f)}")
+        score = _score(ctx, n, f[4], "score", 0.0, 5.0)
+        yield _pair(ctx, n, f[5], f[6], ("sentence1", "sentence2"), score=score)
+
+
+def _read_sick(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pair, bool]]:
+    lines = _nonblank(lines)
+    if (first := _first(lines)) is None:
+        return
+    hn, header = first
+    ctx.header = True
+    names = [h.strip().lower() for h in header.split("\t")]
+    missing = [c for c in SICK_COLUMNS if c not in names]
+    if missing:
+        raise ctx.error(hn, f"SICK header lacks column(s): {', '.join(missing)}")
+    ia, ib, il, isc = (names.index(c) for c in SICK_COLUMNS[1:])
+    iset = names.index("semeval_set") if "semeval_set" in names else None
+    if split is not None and iset is None:
+        raise ctx.error(hn, f"split {split} asked for, but the header has no SemEval_set column")
+    for n, text in lines:
+        ctx.rows += 1
+        f = text.split("\t")
+        if len(f) != len(names):
+            raise ctx.error(n, f"expected {len(names)} tab-separated fields, found {len(f)}")
+        label = _nli_label(ctx, n, f[il], "entailment_label")
+        score = _score(ctx, n, f[isc], "relatedness_score", 1.0, 5.0)
+        pair = _pair(ctx, n, f[ia], f[ib], ("sentence_A", "sentence_B"), label, score)
+        if iset is not None:
+            part = f[iset].upper()
+            if part not in SICK_SPLITS:
+                expected = ", ".join(SICK_SPLITS)
+                raise ctx.error(n, f"SemEval_set {_short(f[iset])} is not one of {expected}")
+            if split is not None and part != split:
+                continue  # validated all the same: a broken row is an error in any split
+        yield pair
+
+
+def _read_nli(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pair, bool]]:
+    for n, text in _nonblank(lines):
+        ctx.rows += 1
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ctx.error(n, f"invalid JSON: {e.msg} at column {e.colno}") from None
+        except (ValueError, RecursionError):  # "[[[[..." nested deep, an int of 5000 digits
+            raise ctx.error(n, "invalid JSON: nested too deeply or a number too long") from None
+        if not isinstance(row, dict):
+            raise ctx.error(n, "expected a JSON object")
+        for key in ("sentence1", "sentence2", "gold_label"):
+            if key not in row:
+                raise ctx.error(n, f"missing key {key!r}")
+            if not isinstance(row[key], str):
+                raise ctx.error(n, f"{key} is not a string")
+        if row["gold_label"] == "-":  # annotators did not agree: by convention not used
+            ctx.skipped += 1
+            continue
+        label = _nli_label(ctx, n, row["gold_label"], "gold_label")
+        names = ("sentence1", "sentence2")
+        yield _pair(ctx, n, row["sentence1"], row["sentence2"], names, label)
+
+
+def _read_csv(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pair, bool]]:
+    if (first := _first(lines)) is None:
+        return
+    hn, header = first
+    # csv.reader is fed every physical line (blank ones come back as []), so that its
+    # line_num plus the header's offset is the file's line number, even for quoted newlines.
+    rows = csv.reader(
+        chain([header + "\n"], (t + "\n" for _, t in lines)),
+        delimiter="\t" if "\t" in header else ",",
+        strict=True,  # a stray quote is an error, not a silently merged field
+    )
+    offset = hn - 1
+
+    def next_row() -> tuple[int, list[str] | None]:
+        n = offset + rows.line_num + 1  # the line the next record starts on
+        try:
+            return n, next(rows)
+        except StopIteration:
+            return n, None
+        except csv.Error as e:
+            raise ctx.error(n, f"malformed CSV: {e}") from None
+
+    hn, names = next_row()
+    ctx.header = True
+    lower = [h.strip().lower() for h in names or []]
+    both = [(x, y) for x, y in CSV_SENTENCE_COLUMNS if x in lower and y in lower]
+    cols = (lower.index(both[0][0]), lower.index(both[0][1])) if both else None
+    if cols is None:
+        raise ctx.error(hn, "header names no sentence columns (sentence1, sentence2)")
+    il = lower.index("label") if "label" in lower else None
+    isc = lower.index("score") if "score" in lower else None
+    if il is None and isc is None:
+        raise ctx.error(hn, "header needs a 'label' or a 'score' column")
+    sentence_names = (names[cols[0]].strip(), names[cols[1]].strip())
+    while True:
+        n, f = next_row()
+        if f is None:
+            return
+        if not f:
+            continue
+        ctx.rows += 1
+        if len(f) != len(names):
+            raise ctx.error(n, f"expected {len(names)} fields as in the header, found {len(f)}")
+        label = score = None
+        if il is not None:
+            label = f[il].strip()
+            if not label:
+                raise ctx.error(n, "label is empty")
+            if any(unicodedata.category(c) == "Cc" for c in label):
+                raise ctx.error(n, f"label {_short(label)} contains a control character")
+            if label.lower() in NLI_LABELS:
+                label = label.lower()
+        if isc is not None:
+            # Range is checked after reading: the scale is inferred from all scores.
+            score = _score(ctx, n, f[isc], "score", -math.inf, math.inf)
+        yield _pair(ctx, n, f[cols[0]], f[cols[1]], sentence_names, label, score)
+
+
+# A reader yields each pair with a flag: were control characters replaced in it?
+_Reader = Callable[[_Ctx, _Lines, str | None], Iterator[tuple[Pair, bool]]]
+_READERS: dict[str, _Reader] = {
+    "sts": _read_sts,
+    "sick": _read_sick,
+    "nli": _read_nli,
+    "csv": _read_csv,
+}
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Tell the format from the first non-empty line of the file (never from its name)."""
+    _check_path(path)
+    if (line := _first(_lines(path))) is None:
+        raise DataError(path, None, "no sentence pairs: the file is empty")
+    n, first = line
+    if first.lstrip().startswith("{"):
+        return "nli"
+    fields = first.split("\t")
+    if all(c in [f.strip().lower() for f in fields] for c in SICK_COLUMNS):
+        return "sick"
+    if len(fields) in (7, 9):
+        try:
+            float(fields[4])
+            return "sts"
+        except ValueError:
+            pass
+    try:
+        names = next(csv.reader([first], delimiter="\t" if "\t" in first else ","))
+    except csv.Error:
+        names = []
+    lower = {h.strip().lower() for h in names}
+    if any(x in lower and y in lower for x, y in CSV_SENTENCE_COLUMNS):
+        return "csv"
+    why = "the first line is no STS-B row, SICK header, JSON object or CSV/TSV header"
+    raise DataError(path, n, f"unknown format: {why} with sentence1,sentence2 columns")
+
+
+def _score_range(ctx: _Ctx, fmt: str, pairs: list[Pair]) -> tuple[float, float] | None:
+    if fmt == "sts":
+        return (0.0, 5.0)
+    if fmt == "sick":
+        return (1.0, 5.0)
+    if fmt == "nli" or pairs[0].score is None:
+        return None
+    # CSV: the smallest usual scale that holds every score, [0, 1] or STS's [0, 5].
+    scores = [p.score for p in pairs]
+    if all(0.0 <= s <= 1.0 for s in scores):
+        return (0.0, 1.0)
+    bad = next((p for p in pairs if not 0.0 <= p.score <= 5.0), None)
+    if bad is not None:
+        raise ctx.error(bad.line, f"score {bad.score!r} is outside [0, 1] and [0, 5]")
+    return (0.0, 5.0)
+
+
+def read_pairs(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+) -> PairSet:
+    """Read and validate every row of a sentence-pair file.
+
+    Args:
+        path: the file.
+        format: one of FORMATS, or None to detect it from the content.
+        split: SICK only: TRAIN, TRIAL or TEST (any case) keeps that SemEval_set.
+        limit: keep the first `limit` pairs and stop reading there.
+    Raises:
+        DataError: the file is missing, unreadable, malformed or holds no pairs.
+        ConfigError: an unknown format or split, a split for a non-SICK file, a bad limit.
+    """
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"unknown data format {format!r}; expected one of {', '.join(FORMATS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    if split is not None:
+        if not isinstance(split, str) or split.upper() not in SICK_SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SICK_SPLITS)}")
+        split = split.upper()
+    _check_path(path)
+    fmt = format or detect_format(path)
+    if split is not None and fmt != "sick":
+        raise ConfigError(f"split applies to SICK files only, not to the {fmt} format")
+    ctx = _Ctx(str(path))
+    rows = list(islice(_READERS[fmt](ctx, _lines(path), split), limit))
+    pairs = [pair for pair, _ in rows]
+    if not pairs:
+        if ctx.rows == 0:
+            why = "only a header" if ctx.header else "the file is empty"
+        elif split is not None:
+            why = f"no row has SemEval_set {split}"
+        else:
+            why = f"all {ctx.skipped} rows have gold_label '-'"
+        raise DataError(path, None, f"no sentence pairs: {why}")
+    repaired = sum(fixed for _, fixed in rows)
+    return PairSet(str(path), fmt, pairs, _score_range(ctx, fmt, pairs), ctx.skipped, repaired)
