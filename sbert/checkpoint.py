@@ -15,7 +15,7 @@ import torch
 
 from .bert import Bert, BertConfig
 from .errors import CheckpointError
-from .fileio import read_json
+from .fileio import read_json, verify_manifest
 from .pooling import POOLING_MODES, PoolingMode
 
 # Our parameter names -> Hugging Face BertModel names; "{i}" is the layer index. A tuple is
@@ -259,8 +259,13 @@ def ours_to_hf(model: Bert) -> dict[str, torch.Tensor]:
 
 
 def load_parts(name_or_path: str | Path) -> tuple[Layout, BertConfig, dict[str, torch.Tensor]]:
-    """Everything needed to build a model: the layout, the config and the (our-named) weights."""
-    layout = read_layout(resolve(name_or_path))
+    """Everything needed to build a model: the layout, the config and the (our-named) weights.
+
+    A folder we saved is first checked file by file against its manifest (size and sha256).
+    """
+    folder = resolve(name_or_path)
+    verify_manifest(folder)
+    layout = read_layout(folder)
     config = config_from_hf(layout.transformer / "config.json")
     if layout.max_seq_length > config.max_position_embeddings:
         # Never tokenize past the position table: such a model would index out of range.

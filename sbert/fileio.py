@@ -1,16 +1,28 @@
-"""Atomic writes and small file helpers: a reader never sees a half-written file or folder."""
+"""Atomic writes and small file helpers: a reader never sees a half-written file or folder.
+
+Every folder written by `atomic_dir` carries a `manifest.json` with the size and sha256 of each
+file, so that `verify_manifest` can tell a complete folder from a truncated or damaged one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import CheckpointError
+
+MANIFEST = "manifest.json"
+# Temporary names of atomic writes: ".NAME.RANDOM.tmp" (being written, or being deleted) and
+# ".NAME.PID.old" (the folder being replaced, on systems without an atomic swap).
+_LITTER = re.compile(r"\.(?P<name>.+)\.[^.]+\.(?P<kind>tmp|old)")
 
 
 def read_json(path: Path, expect: type = dict):
@@ -73,24 +85,108 @@ def sync_tree(folder: Path) -> None:
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Build a folder under a temporary name, then swap it in place of `path` in one rename.
 
-    Yields the temporary folder to write into. On any error it is removed and `path` is left
-    as it was. An existing `path` is moved aside, replaced, then deleted, so at every moment
-    the folder on disk is either the complete old one or the complete new one.
+    Yields the temporary folder to write into; `manifest.json` is added after the caller's
+    files. On any error the temporary folder is removed and `path` is left as it was. An
+    existing `path` is exchanged with the new folder in one step where the system can (Linux),
+    so at every moment the folder on disk is either the complete old one or the complete new one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        write_manifest(tmp)
         sync_tree(tmp)
-        if path.exists():
+        if not path.exists():
+            os.replace(tmp, path)
+        elif _exchange(tmp, path):  # tmp now holds the old folder
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # two renames; a kill between them leaves .old, which remove_litter puts back
             old = path.with_name(f".{path.name}.{os.getpid()}.old")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a folder without ever showing a half-deleted one under its name: hide it first."""
+    hidden = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    os.replace(path, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def remove_litter(folder: Path) -> None:
+    """Clean up after atomic writes that were killed: delete temporary files and folders, and
+    put back a folder caught between the two renames of a replacement.
+
+    Call it only while no other process writes into `folder` (training holds a lock).
+    """
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        match = _LITTER.fullmatch(entry.name)
+        if match is None:
+            continue
+        target = folder / match["name"]
+        if match["kind"] == "old" and not target.exists():
+            os.replace(entry, target)  # the complete old folder; its replacement never landed
+        elif entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and sha256 of every file under `folder` in `folder/manifest.json`."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[path.relative_to(folder).as_posix()] = {
+            "size": path.stat().st_size,
+            "sha256": sha256(path),
+        }
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+
+
+def verify_manifest(folder: Path) -> None:
+    """Check every file that `folder/manifest.json` lists against its recorded size and sha256.
+
+    A folder without a manifest (a Hugging Face download, an older save) passes unchecked.
+    Raises CheckpointError naming the first missing, truncated or altered file.
+    """
+    manifest = Path(folder) / MANIFEST
+    if not manifest.is_file():
+        return
+    files = read_json(manifest).get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(manifest, "no 'files' table")
+    for name, expected in files.items():
+        if not (isinstance(expected, dict) and {"size", "sha256"} <= expected.keys()):
+            raise CheckpointError(manifest, f"bad entry for {name!r}")
+        path = manifest.parent / name
+        if not path.is_file():
+            raise CheckpointError(path, f"missing (listed in {MANIFEST})")
+        size = path.stat().st_size
+        if size != expected["size"]:
+            raise CheckpointError(
+                path, f"truncated or damaged: {size} bytes, {expected['size']} when saved"
+            )
+        if sha256(path) != expected["sha256"]:
+            raise CheckpointError(path, f"damaged: its sha256 differs from the one in {MANIFEST}")
