@@ -100,16 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(error: Exception) -> str:
+    """The message on one line: some causes we quote (torch's) span several."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except SbertError as e:
-        print(f"sbert {args.command}: error: {e}", file=sys.stderr)
+        print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # a full disk, a missing output folder: say so, no traceback
-        print(f"sbert {args.command}: error: {e}", file=sys.stderr)
+        print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"sbert {args.command}: interrupted", file=sys.stderr)

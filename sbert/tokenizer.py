@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from tokenizers.implementations import BertWordPieceTokenizer
 
 from .errors import CheckpointError
 from .fileio import read_json
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class WordPiece:
@@ -55,6 +58,9 @@ class WordPiece:
         """Token ids of each sentence, [CLS] and [SEP] included, no padding."""
         # sentence-transformers strips surrounding whitespace before tokenizing; so do we.
         texts = [s.strip().lower() if self.lowercase else s.strip() for s in sentences]
+        # A lone surrogate (e.g. from os.fsdecode) cannot cross into `tokenizers`, which raises
+        # an obscure TypeError: replace it with U+FFFD, as a UTF-8 decoder replaces a bad byte.
+        texts = [_SURROGATE.sub("\ufffd", t) for t in texts]
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
     def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:

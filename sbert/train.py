@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 import tomllib
@@ -27,7 +28,7 @@ from . import batching
 from .data import read_pairs
 from .errors import CheckpointError, ConfigError, SbertError
 from .evaluate import evaluate
-from .fileio import atomic_dir
+from .fileio import atomic_dir, remove_dir, remove_litter, verify_manifest
 from .multitask import MultiTaskModel
 from .strategies import STRATEGIES, knobs, param_groups
 
@@ -63,7 +64,7 @@ class TrainConfig:
         default_factory=list,
         append=True,
     )
-    out: str = _arg("output folder: final/, best/, checkpoint/, metrics.jsonl, curves.png",
+    out: str = _arg("output folder: final/, best/, checkpoints/, metrics.jsonl, curves.png",
                     "runs/demo")  # fmt: skip
     model: str = _arg("model folder, packaged name, or a preset (bert-base, tiny...) to train "
                       "from scratch", "all-MiniLM-L6-v2")  # fmt: skip
@@ -89,14 +90,17 @@ class TrainConfig:
     seed: int = _arg("seed of the sampler, dropout and head initialisation", 42)
     eval_every: int = _arg("also evaluate every N steps (0: after each epoch only)", 0)
     save_every: int = _arg("write a resumable checkpoint every N steps (0: at epoch ends)", 0)
+    keep_checkpoints: int = _arg("keep the newest K checkpoints (an older one is a fallback if "
+                                 "the newest is damaged)", 2)  # fmt: skip
     best_metric: str = _arg("dev metric that picks best/ (default: the first dev set's "
                             "spearman, else accuracy)", "")  # fmt: skip
     eval_batch_size: int = _arg("batch size for evaluation", 128)
     device: str = _arg("cpu, cuda, cuda:1 ... (default: cuda when available)", "")
     no_eval: bool = _arg("skip all evaluation", False)
-    resume: bool = _arg("continue from <out>/checkpoint", False)
-    skip_nonfinite: bool = _arg("skip a batch whose loss is NaN/Inf (counted) instead of stopping",
-                                False)  # fmt: skip
+    resume: bool = _arg("continue from the newest intact checkpoint in <out>/checkpoints", False)
+    skip_nonfinite: bool = _arg("skip a batch whose loss or gradient is NaN/Inf (counted) instead "
+                                "of stopping", False)  # fmt: skip
+    max_seq_length: int = _arg("truncate sentences to N tokens (0: the model's own limit)", 0)
     stages: list[dict] = field(default_factory=list, metadata={"cli": False})
 
 
@@ -171,8 +175,8 @@ def make_config(values: dict) -> TrainConfig:
         config = TrainConfig(**values)
     except TypeError as e:
         raise ConfigError(f"bad settings: {e}") from None
-    if config.batch_size < 1 or config.grad_accum < 1 or config.epochs < 1:
-        raise ConfigError("batch-size, grad-accum and epochs must be at least 1")
+    if min(config.batch_size, config.grad_accum, config.epochs, config.keep_checkpoints) < 1:
+        raise ConfigError("batch-size, grad-accum, epochs and keep-checkpoints must be at least 1")
     if not config.train:  # the demo: SBERT's two objectives on SICK, checked on SICK and STS-B
         config.train = list(DEMO_TRAIN)
         config.limit = config.limit or 1000
@@ -290,9 +294,10 @@ def run(config: TrainConfig) -> dict:
 
 def _run_stages(config: TrainConfig, out: Path, device, procs: Processes) -> dict:
     stages = stage_configs(config)
-    state = read_checkpoint(out) if config.resume else None
-    if config.resume and state is None:
-        raise CheckpointError(out / "checkpoint", "no checkpoint to resume from")
+    if procs.is_main:  # what a killed run left half-written; we hold the lock, so it is stale
+        for folder in (out, out / CHECKPOINTS):
+            remove_litter(folder)
+    last, state = resume_point(out, procs) if config.resume else (None, None)
     start_stage = state["stage"] if state else 0
     if not config.resume and procs.is_main:
         (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
@@ -301,13 +306,13 @@ def _run_stages(config: TrainConfig, out: Path, device, procs: Processes) -> dic
         if index < start_stage:
             continue
         trainer = Trainer(stage, out, device, procs, index, model)
+        trainer.last_checkpoint = last
         if index == start_stage and state is not None:
             trainer.restore(state)
         elif index == 0 and not stage.no_eval:
             before = trainer.evaluate_all(step=0)
         metrics = trainer.fit()
-        model = trainer.model
-        state = None
+        model, last, state = trainer.model, trainer.last_checkpoint, None
     if procs.is_main:
         model.save(out / "final")
         if before and metrics:
@@ -346,6 +351,8 @@ class Trainer:
         labels = label_space(sets)
         self.model = load_model(config, labels) if model is None else _with_labels(model, labels)
         self.model.to(device)
+        if config.max_seq_length:
+            limit_seq_length(self.model.encoder, config.max_seq_length)
         tokenizer = self.model.encoder.tokenizer
         index = {name: i for i, name in enumerate(self.model.labels)}
         self.train_sets = [
@@ -376,6 +383,7 @@ class Trainer:
             )
         self.step, self.epoch, self.position, self.skipped = 0, 0, 0, 0
         self.evaluated_at, self.metrics = -1, {}
+        self.last_checkpoint: Path | None = None  # the newest one written or resumed from
         if procs.is_main:
             trainable = sum(p.numel() for g in groups for p in g["params"])
             print(f"stage {stage}: {sum(map(len, self.train_sets))} training pairs, "
@@ -412,7 +420,10 @@ class Trainer:
         while self.step < self.total_steps:
             batches = self.schedule(self.epoch)
             for set_index, batch in batches[self.position :]:
-                losses = self.train_step(set_index, batch)
+                try:
+                    losses = self.train_step(set_index, batch)
+                except torch.OutOfMemoryError:
+                    raise self._out_of_memory(set_index, batch) from None
                 self.position += 1
                 pairs += len(batch)
                 bar.update(1)
@@ -455,28 +466,56 @@ class Trainer:
                 output = self.ddp(**tensors)
             loss = output.loss * (len(part) / len(share))
             if not torch.isfinite(loss):
-                return self._nonfinite(loss, batch)
+                return self._nonfinite("loss", loss)
             loss.backward()
             for name, value in {"loss": output.loss, **output.losses}.items():
                 totals[name] = totals.get(name, 0.0) + value.detach() * len(part) / len(share)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        if not torch.isfinite(norm):  # a finite loss can still back-propagate an Inf or a NaN
+            return self._nonfinite("gradient norm", norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return {name: float(value) for name, value in totals.items()}
 
-    def _nonfinite(self, loss: torch.Tensor, batch: list[int]) -> dict[str, float]:
+    def _nonfinite(self, what: str, value: torch.Tensor) -> dict[str, float]:
+        """Stop at a NaN/Inf loss or gradient; with --skip-nonfinite, skip the batch and count it.
+
+        The step still counts, so that the schedule and the batches stay those of a clean run.
+        """
         self.optimizer.zero_grad(set_to_none=True)
+        where = f"step {self.step + 1}" + (f" of stage {self.stage}" if self.stage else "")
         if not self.config.skip_nonfinite:
             raise TrainingError(
-                f"non-finite loss ({float(loss)}) at step {self.step + 1}; the last good "
-                f"checkpoint is kept (use --skip-nonfinite to skip such batches)"
+                f"non-finite {what} ({float(value)}) at {where}; {self._kept()} "
+                f"(--skip-nonfinite skips such batches)"
             )
         self.skipped += 1
         self.step += 1
         self.scheduler.step()
-        return {"loss": float("nan"), "skipped": self.skipped}
+        if self.procs.is_main:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"warning: skipped {where}: non-finite {what} ({float(value)}); "
+                       f"{self.skipped} skipped so far", file=sys.stderr)  # fmt: skip
+        return {"loss": float("nan"), "skipped": self.skipped, "nonfinite": what}
+
+    def _out_of_memory(self, set_index: int, batch: list[int]) -> TrainingError:
+        """Name the two knobs of a step's memory: pairs per micro-batch, and their length."""
+        config, lengths = self.config, self.train_sets[set_index].lengths
+        pairs = math.ceil(len(batch) / (self.procs.world * config.grad_accum))
+        return TrainingError(
+            f"out of memory at step {self.step + 1} on micro-batches of {pairs} pairs x "
+            f"{max(lengths[i] for i in batch)} tokens: lower --batch-size (now "
+            f"{config.batch_size}) or raise --grad-accum (now {config.grad_accum}), or lower "
+            f"--max-seq-length (now {self.model.encoder.tokenizer.max_length})"
+        )
+
+    def _kept(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is kept: {self.last_checkpoint}"
 
     def autocast(self):
         if self.device.type == "cuda":
@@ -491,7 +530,14 @@ class Trainer:
         self.evaluated_at = step
         if self.procs.is_main and self.dev_sets:
             for name, data in self.dev_sets.items():
-                result = evaluate(self.model, data, self.config.eval_batch_size, self.device)
+                try:
+                    result = evaluate(self.model, data, self.config.eval_batch_size, self.device)
+                except torch.OutOfMemoryError:
+                    raise TrainingError(
+                        f"out of memory evaluating {name}: lower --eval-batch-size (now "
+                        f"{self.config.eval_batch_size}) or --max-seq-length (now "
+                        f"{self.model.encoder.tokenizer.max_length})"
+                    ) from None
                 metrics.update({f"{name}/{k}": v for k, v in result.items() if k != "pairs"})
             self.log({"step": step, "epoch": self.epoch, "stage": self.stage, **metrics})
             value = metrics.get(self.best_metric)
@@ -510,7 +556,8 @@ class Trainer:
             f.write(json.dumps({"stage": self.stage, **record}) + "\n")
 
     def save_checkpoint(self) -> None:
-        """Everything a resumed run needs, written atomically to <out>/checkpoint."""
+        """Everything a resumed run needs, in a new folder under <out>/checkpoints, written
+        atomically; then only the newest `keep_checkpoints` are kept."""
         if self.procs.is_main:
             state = {
                 "stage": self.stage,
@@ -526,14 +573,26 @@ class Trainer:
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             }
-            with atomic_dir(self.out / "checkpoint") as tmp:
-                torch.save(state, tmp / "state.pt")
+            path = self.out / CHECKPOINTS / f"stage{self.stage}-step{self.step:06d}"
+            try:
+                write_checkpoint(path, state)
+            except OSError as e:  # a full disk: the temporary folder is gone, the others intact
+                raise TrainingError(
+                    f"{path}: cannot write the checkpoint ({e.strerror or e}); {self._kept()}"
+                ) from None
+            self.last_checkpoint = path
+            prune_checkpoints(self.out, path, self.config.keep_checkpoints)
         self.procs.barrier()
 
     def restore(self, state: dict) -> None:
         if state["labels"] != self.model.labels:
-            raise CheckpointError(self.out / "checkpoint", "labels differ from this run's data")
-        self.model.load_state_dict(state["model"])
+            raise CheckpointError(self.last_checkpoint, "labels differ from this run's data")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:  # another --model or preset than the checkpoint's
+            raise CheckpointError(
+                self.last_checkpoint, f"does not fit this run's model ({e})"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
@@ -542,7 +601,8 @@ class Trainer:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if self.procs.is_main:
-            print(f"resumed stage {self.stage} at step {self.step} (epoch {self.epoch})")
+            print(f"resumed stage {self.stage} at step {self.step} (epoch {self.epoch}) from "
+                  f"{self.last_checkpoint}")  # fmt: skip
 
     def plot(self) -> None:
         from .plot import plot_curves
@@ -550,14 +610,76 @@ class Trainer:
         plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
 
 
-def read_checkpoint(out: Path) -> dict | None:
-    path = out / "checkpoint" / "state.pt"
-    if not path.is_file():
-        return None
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: <out>/checkpoints/stage0-step000123/{state.pt, manifest.json}, the newest K kept
+
+
+CHECKPOINTS = "checkpoints"
+_CHECKPOINT_NAME = re.compile(r"stage(\d+)-step(\d+)")
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    """Checkpoint folders, newest first. A killed write leaves only a hidden temporary name."""
+    found = []
+    for path in (out / CHECKPOINTS).glob("stage*-step*"):
+        match = _CHECKPOINT_NAME.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append(((int(match[1]), int(match[2])), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    with atomic_dir(path) as tmp, open(tmp / "state.pt", "wb") as f:
+        # Through a Python file: a full disk then raises OSError (ENOSPC), not a RuntimeError.
+        torch.save(state, f)
+
+
+def prune_checkpoints(out: Path, newest: Path, keep: int) -> None:
+    """Keep `newest` and the keep-1 before it. Later ones go too: they are damaged ones this run
+    resumed before, or left by an earlier run in the same folder."""
+    paths = list_checkpoints(out)
+    index = paths.index(newest)
+    for path in paths[:index] + paths[index + keep :]:
+        remove_dir(path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The training state in a checkpoint folder, checked against its manifest first."""
+    verify_manifest(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(path / "state.pt", "file not found") from None
     except Exception as e:  # a damaged zip/pickle raises many types
-        raise CheckpointError(path, f"damaged checkpoint ({e})") from None
+        raise CheckpointError(path / "state.pt", f"damaged checkpoint ({e})") from None
+
+
+def resume_point(out: Path, procs: Processes) -> tuple[Path, dict]:
+    """The newest intact checkpoint; skipping a damaged one is said in one line."""
+    damaged = []
+    for path in list_checkpoints(out):
+        try:
+            state = read_checkpoint(path)
+        except CheckpointError as e:
+            damaged.append(str(e))
+            continue
+        if damaged and procs.is_main:
+            print(f"warning: resuming from the older {path.name}: newer checkpoint damaged: "
+                  f"{'; '.join(damaged)}", file=sys.stderr)  # fmt: skip
+        return path, state
+    if damaged:
+        raise CheckpointError(out / CHECKPOINTS, f"no intact checkpoint to resume from: "
+                                                 f"{'; '.join(damaged)}")  # fmt: skip
+    raise CheckpointError(out / CHECKPOINTS, "no checkpoint to resume from")
+
+
+def limit_seq_length(encoder, max_length: int) -> None:
+    """Truncate sentences to `max_length` tokens (never past the position table)."""
+    from .tokenizer import WordPiece
+
+    tok = encoder.tokenizer
+    max_length = min(max_length, encoder.encoder.config.max_position_embeddings)
+    encoder.tokenizer = WordPiece(tok.tokenizer, max_length, tok.lowercase)
 
 
 def _with_labels(model: MultiTaskModel, labels: list[str]) -> MultiTaskModel:
@@ -587,11 +709,19 @@ def output_lock(out: Path, procs: Processes):
         yield
         return
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as lock:
+    with open(out / ".lock", "a+") as lock:  # "a+": opening must not erase the holder's pid
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TrainingError(f"{out}: another run is using this output folder") from None
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise TrainingError(
+                f"{out}: another run (process {holder}) is using this output folder; wait for "
+                f"it to end or choose another --out"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
         yield
 
 
