@@ -413,9 +413,19 @@ class Trainer:
         """Train to total_steps; evaluate and checkpoint on schedule. Returns the last metrics."""
         from tqdm.auto import tqdm
 
-        config = self.config
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train (stage {self.stage})",
                    unit="step", disable=not self.procs.is_main, dynamic_ncols=True)  # fmt: skip
+        with bar:  # closed on an error too, so that the error message starts its own line
+            self.train_steps(bar)
+        if self.evaluated_at != self.step:  # stopped by max_steps inside an epoch
+            self.evaluate_all(self.step)
+        if self.procs.is_main:
+            self.plot()
+        return self.metrics
+
+    def train_steps(self, bar) -> None:
+        """The loop over epochs and batches, from where a resumed run left off."""
+        config = self.config
         started, pairs = time.perf_counter(), 0
         while self.step < self.total_steps:
             batches = self.schedule(self.epoch)
@@ -442,12 +452,6 @@ class Trainer:
                     self.evaluate_all(self.step)
                 if not config.save_every or self.step % config.save_every:
                     self.save_checkpoint()
-        bar.close()
-        if self.evaluated_at != self.step:  # stopped by max_steps inside an epoch
-            self.evaluate_all(self.step)
-        if self.procs.is_main:
-            self.plot()
-        return self.metrics
 
     def train_step(self, set_index: int, batch: list[int]) -> dict[str, float]:
         """One optimizer step on one global batch: this process's share, in micro-batches."""
@@ -486,9 +490,10 @@ class Trainer:
         """
         self.optimizer.zero_grad(set_to_none=True)
         where = f"step {self.step + 1}" + (f" of stage {self.stage}" if self.stage else "")
+        value = float(value.detach())
         if not self.config.skip_nonfinite:
             raise TrainingError(
-                f"non-finite {what} ({float(value)}) at {where}; {self._kept()} "
+                f"non-finite {what} ({value}) at {where}; {self._kept()} "
                 f"(--skip-nonfinite skips such batches)"
             )
         self.skipped += 1
@@ -497,7 +502,7 @@ class Trainer:
         if self.procs.is_main:
             from tqdm.auto import tqdm
 
-            tqdm.write(f"warning: skipped {where}: non-finite {what} ({float(value)}); "
+            tqdm.write(f"warning: skipped {where}: non-finite {what} ({value}); "
                        f"{self.skipped} skipped so far", file=sys.stderr)  # fmt: skip
         return {"loss": float("nan"), "skipped": self.skipped, "nonfinite": what}
 
