@@ -189,4 +189,8 @@ def verify_manifest(folder: Path) -> None:
                 path, f"truncated or damaged: {size} bytes, {expected['size']} when saved"
             )
         if sha256(path) != expected["sha256"]:
-            raise CheckpointError(path, f"damaged: its sha256 differs from the one in {MANIFEST}")
+            raise CheckpointError(
+                path,
+                f"damaged: its sha256 differs from the one in {MANIFEST} (if you edited the "
+                f"file on purpose, delete {MANIFEST})",
+            )

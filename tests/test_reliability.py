@@ -24,7 +24,7 @@ import torch
 
 from sbert import cli
 from sbert.errors import CheckpointError
-from sbert.fileio import MANIFEST
+from sbert.fileio import MANIFEST, remove_litter
 from sbert.model import SentenceBert
 from sbert.multitask import MultiTaskModel
 from sbert.train import Processes, list_checkpoints, output_lock, read_checkpoint
@@ -192,6 +192,21 @@ def test_resume_without_an_intact_checkpoint_is_a_clear_error(tmp_path, referenc
     shutil.rmtree(out / "checkpoints")
     code, _, stderr = run_here(train_args(out, "--resume"), capsys)
     assert code == 2 and "no checkpoint to resume from" in the_error(stderr)
+
+
+def test_litter_of_killed_writes_is_removed_and_a_half_swapped_folder_put_back(tmp_path):
+    # Where the system cannot swap two folders in one step, atomic_dir renames twice; a kill
+    # between the renames leaves the complete old folder under .NAME.PID.old, and no NAME.
+    (tmp_path / ".final.4242.old").mkdir()
+    (tmp_path / ".final.4242.old" / "model.safetensors").write_text("old")
+    (tmp_path / ".best.4242.old").mkdir()  # best/ itself was replaced: this one goes
+    (tmp_path / "best").mkdir()
+    (tmp_path / ".stage0-step000003.k2j4x_9a.tmp").mkdir()  # a half-written checkpoint
+    (tmp_path / ".curves.png.a8d7f0q1.tmp").write_text("half a png")
+    (tmp_path / ".lock").write_text("")
+    remove_litter(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "best", "final"]
+    assert (tmp_path / "final" / "model.safetensors").read_text() == "old"
 
 
 # --- damaged model files --------------------------------------------------------------------
