@@ -29,8 +29,10 @@ from .data import read_pairs
 from .errors import CheckpointError, ConfigError, SbertError
 from .evaluate import evaluate
 from .fileio import atomic_dir, remove_dir, remove_litter, verify_manifest
+from .model import SentenceBert
 from .multitask import MultiTaskModel
 from .strategies import STRATEGIES, knobs, param_groups
+from .tokenizer import WordPiece
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 DEMO_TRAIN = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRAIN"]
@@ -131,16 +133,17 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         if meta.get("cli") is False:
             continue
         flag = "--" + f.name.replace("_", "-")
+        text = meta["help"].replace("%", "%%")  # argparse formats help strings with %
         if f.type == "bool":
-            p.add_argument(flag, action="store_true", default=None, help=meta["help"])
+            p.add_argument(flag, action="store_true", default=None, help=text)
         elif f.type == "list[float]":
-            p.add_argument(flag, type=float, nargs=2, default=None, help=meta["help"])
+            p.add_argument(flag, type=float, nargs=2, default=None, help=text)
         elif meta.get("append"):
-            p.add_argument(flag, action="append", default=None, help=meta["help"])
+            p.add_argument(flag, action="append", default=None, help=text)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
             p.add_argument(flag, type=kind, default=None, choices=meta.get("choices"),
-                           help=f"{meta['help']} (default: {f.default})")  # fmt: skip
+                           help=f"{text} (default: {f.default})")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -246,7 +249,6 @@ def pick_device(name: str, local_rank: int) -> torch.device:
 def load_model(config: TrainConfig, labels: list[str]) -> MultiTaskModel:
     """The starting model: a checkpoint (with its classifier, if any) or a fresh preset."""
     from .bert import PRESETS
-    from .model import SentenceBert
 
     weights = tuple(config.loss_weights)
     if config.model in PRESETS:
@@ -678,10 +680,8 @@ def resume_point(out: Path, procs: Processes) -> tuple[Path, dict]:
     raise CheckpointError(out / CHECKPOINTS, "no checkpoint to resume from")
 
 
-def limit_seq_length(encoder, max_length: int) -> None:
+def limit_seq_length(encoder: SentenceBert, max_length: int) -> None:
     """Truncate sentences to `max_length` tokens (never past the position table)."""
-    from .tokenizer import WordPiece
-
     tok = encoder.tokenizer
     max_length = min(max_length, encoder.encoder.config.max_position_embeddings)
     encoder.tokenizer = WordPiece(tok.tokenizer, max_length, tok.lowercase)
