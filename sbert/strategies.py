@@ -4,8 +4,9 @@ A strategy is a named set of these knobs (each can also be set on its own):
 - full:       fine-tune everything at `lr` (SBERT §4's setting).
 - frozen:     freeze the encoder, train the heads only (a linear probe: cheapest, cannot forget,
               but the regression objective then has nothing to train).
-- partial:    freeze the embeddings and the lowest `freeze_layers` layers: lower layers hold
-              general lexical features that a small data set should not overwrite.
+- partial:    freeze the embeddings (and the lowest `freeze_layers` layers, default none): they
+              hold general lexical features that a small data set should not overwrite, and
+              the embedding matrix (half of MiniLM's weights) is the costliest to update.
 - layer-decay: layer-wise learning-rate decay (Howard & Ruder 2018, "discriminative
               fine-tuning"; Clark et al. 2020): layer l of L (embeddings: l = 0) trains at
               lr * decay^(L - l): the top layers adapt most, the bottom ones stay close to
@@ -18,14 +19,11 @@ Weight decay applies to tensors of 2+ dimensions only (not biases, not LayerNorm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 from torch import nn
 
 from .errors import ConfigError
 from .multitask import MultiTaskModel
 
-StrategyName = Literal["full", "frozen", "partial", "layer-decay"]
 STRATEGIES: tuple[str, ...] = ("full", "frozen", "partial", "layer-decay")
 
 
@@ -46,9 +44,7 @@ def knobs(
     if strategy == "frozen":
         return Knobs(freeze_encoder=True)
     if strategy == "partial":
-        return Knobs(
-            freeze_embeddings=True, freeze_layers=2 if freeze_layers is None else freeze_layers
-        )
+        return Knobs(freeze_embeddings=True, freeze_layers=freeze_layers or 0)
     if strategy == "layer-decay":
         return Knobs(layer_decay=0.8 if layer_decay is None else layer_decay)
     return Knobs(freeze_layers=freeze_layers or 0, layer_decay=layer_decay or 1.0)
