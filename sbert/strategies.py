@@ -19,6 +19,7 @@ Weight decay applies to tensors of 2+ dimensions only (not biases, not LayerNorm
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from torch import nn
 
 from .errors import ConfigError
