@@ -471,7 +471,10 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.ddp.no_sync(), self.autocast():
                 output = self.ddp(**tensors)
             loss = output.loss * (len(part) / len(share))
-            if not torch.isfinite(loss):
+            # Under DDP one process must not stop alone (the others would wait for it forever):
+            # its NaN reaches every process through the gradient all-reduce, and all of them
+            # then stop together on the gradient-norm check below.
+            if self.procs.world == 1 and not torch.isfinite(loss):
                 return self._nonfinite("loss", loss)
             loss.backward()
             for name, value in {"loss": output.loss, **output.losses}.items():
