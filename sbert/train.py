@@ -143,8 +143,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action="append", default=None, help=text)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
+            shown = "" if f.default in ("", -1) else f" (default: {f.default})"
             p.add_argument(flag, type=kind, default=None, choices=meta.get("choices"),
-                           help=f"{text} (default: {f.default})")  # fmt: skip
+                           help=text + shown)  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
