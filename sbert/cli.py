@@ -13,42 +13,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import DataError, SbertError
+from .errors import SbertError
 
 EXIT_BAD_INPUT = 2
-
-
-def read_sentences(path: Path) -> list[str]:
-    """One sentence a line, UTF-8; a blank line or an empty file is an error with its location."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, None, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(path, None, "is a directory, not a file") from None
-    except OSError as e:
-        raise DataError(path, None, f"cannot read ({e.strerror})") from None
-    sentences = []
-    for n, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(path, n, f"not UTF-8 (byte 0x{line[e.start]:02x})") from None
-        if not text.strip():
-            raise DataError(path, n, "empty sentence")
-        sentences.append(text)
-    if not sentences:
-        raise DataError(path, None, "empty file: no sentences")
-    return sentences
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from .data import read_sentences
     from .fileio import atomic_write_bytes
     from .model import SentenceBert
 
-    sentences = read_sentences(Path(args.input))
+    sentences = read_sentences(args.input)
     output = Path(args.output)
     if not output.parent.is_dir():  # before encoding; else the error names a temporary file
         raise SbertError(f"{output}: output folder {output.parent} not found")

@@ -434,3 +434,14 @@ def read_pairs(
         raise DataError(path, None, f"no sentence pairs: {why}")
     repaired = sum(fixed for _, fixed in rows)
     return PairSet(str(path), fmt, pairs, _score_range(ctx, fmt, pairs), ctx.skipped, repaired)
+
+
+def read_sentences(path: str | os.PathLike[str]) -> list[str]:
+    """One sentence a line (for `sbert encode`), validated like a pair's sentences: a blank
+    line, a NUL or non-UTF-8 bytes are a DataError naming the line; an empty file too."""
+    _check_path(path)
+    ctx = _Ctx(str(path))
+    sentences = [_sentence(ctx, n, text, "sentence") for n, text in _lines(path)]
+    if not sentences:
+        raise DataError(path, None, "empty file: no sentences")
+    return sentences

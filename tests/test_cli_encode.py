@@ -129,7 +129,7 @@ def test_empty_input_file(tmp_path):
 
 def test_blank_line(tmp_path):
     source = write_lines(tmp_path / "blank.txt", ["first sentence", "  ", "third sentence"])
-    run_encode(tmp_path, PATH, source, f"{source}:2:", "empty sentence")
+    run_encode(tmp_path, PATH, source, f"{source}:2:", "sentence is empty")
 
 
 def test_non_utf8_input(tmp_path):

@@ -122,7 +122,8 @@ def test_encode_on_any_bytes_writes_vectors_or_one_line(model_folder, tmp_path, 
 
 SUBPROCESS_INPUTS = {
     "not UTF-8": (b"\xff\xfe\x00not utf-8\n", 2),
-    "BOM, CRLF and control characters": (BOM + b"caf\xc3\xa9\r\n\x00\x07 bell\r\n", 0),
+    "BOM, CRLF and control characters": (BOM + b"caf\xc3\xa9\r\n\x07 bell\r\n", 0),
+    "NUL byte": (b"a binary\x00file\n", 2),
     "blank lines only": (b"\n\n", 2),
 }
 
