@@ -104,6 +104,9 @@ class TrainConfig:
     skip_nonfinite: bool = _arg("skip a batch whose loss or gradient is NaN/Inf (counted) instead "
                                 "of stopping", False)  # fmt: skip
     max_seq_length: int = _arg("truncate sentences to N tokens (0: the model's own limit)", 0)
+    precision: str = _arg("training matmuls: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 "
+                          "or fp32; evaluation is always fp32", "auto",
+                          choices=("auto", "bf16", "fp32"))  # fmt: skip
     stages: list[dict] = field(default_factory=list, metadata={"cli": False})
 
 
@@ -375,7 +378,8 @@ class Trainer:
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         k = knobs(config.strategy, _unset(config.freeze_layers), _unset(config.layer_decay))
         groups = param_groups(self.model, k, config.lr, config.head_lr, config.weight_decay)
-        self.optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda")
+        # Fused AdamW: one kernel for all tensors instead of a loop of small ops (CPU and CUDA).
+        self.optimizer = torch.optim.AdamW(groups, fused=True)
         warmup = max(1, round(config.warmup * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: linear_warmup_decay(s, warmup, self.total_steps)
@@ -391,7 +395,7 @@ class Trainer:
         if procs.is_main:
             trainable = sum(p.numel() for g in groups for p in g["params"])
             print(f"stage {stage}: {sum(map(len, self.train_sets))} training pairs, "
-                  f"{self.total_steps} steps, {trainable / 1e6:.2f}M trainable parameters, "
+                  f"{self.total_steps} steps, {trainable:,} trainable parameters, "
                   f"strategy {config.strategy}, on {device}")  # fmt: skip
 
     def _default_best_metric(self) -> str:
@@ -530,8 +534,10 @@ class Trainer:
         return f"the last good checkpoint is kept: {self.last_checkpoint}"
 
     def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast where asked (auto: on CUDA only; CPU bf16 needs avx512_bf16/AMX)."""
+        precision = self.config.precision
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # -- evaluation, logging, checkpoints ---------------------------------------------------
