@@ -24,6 +24,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from .data import read_sentences
     from .fileio import atomic_write_bytes
     from .model import SentenceBert
+    from .train import pick_device
 
     sentences = read_sentences(args.input)
     output = Path(args.output)
@@ -34,7 +35,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         sentences,
         batch_size=args.batch_size,
         normalize=args.normalize,
-        device=args.device,
+        device=pick_device(args.device),
         show_progress_bar=len(sentences) > 1000,
     )
     buffer = io.BytesIO()
@@ -45,9 +46,10 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_similarity(args: argparse.Namespace) -> None:
     from .model import SentenceBert
+    from .train import pick_device
 
     model = SentenceBert.from_pretrained(args.model)
-    u, v = model.encode([args.first, args.second], normalize=True, device=args.device)
+    u, v = model.encode([args.first, args.second], normalize=True, device=pick_device(args.device))
     print(f"{float(u @ v):.4f}")
 
 
@@ -61,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="where to write the float32 [N, H] .npy")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
+    )
     p.set_defaults(run=cmd_encode)
 
     p = sub.add_parser("similarity", help="print the cosine similarity of two sentences")

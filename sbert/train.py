@@ -107,6 +107,7 @@ class TrainConfig:
     precision: str = _arg("training matmuls: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 "
                           "or fp32; evaluation is always fp32", "auto",
                           choices=("auto", "bf16", "fp32"))  # fmt: skip
+    compile: bool = _arg("torch.compile the training step (pays off on long GPU runs)", False)
     stages: list[dict] = field(default_factory=list, metadata={"cli": False})
 
 
@@ -239,7 +240,8 @@ def start_processes(device: torch.device) -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def pick_device(name: str, local_rank: int) -> torch.device:
+def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """The named device, else CUDA when present, else the CPU."""
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
@@ -290,6 +292,9 @@ def run(config: TrainConfig) -> dict:
     """Train every stage, then write <out>/final. Returns the last dev metrics."""
     out = Path(config.out)
     device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
     procs = start_processes(device)
     try:
         with output_lock(out, procs):
@@ -389,6 +394,8 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
+        if config.compile:  # batches vary in length: compile for dynamic shapes once
+            self.ddp = torch.compile(self.ddp, dynamic=True)
         self.step, self.epoch, self.position, self.skipped = 0, 0, 0, 0
         self.evaluated_at, self.metrics = -1, {}
         self.last_checkpoint: Path | None = None  # the newest one written or resumed from
@@ -471,6 +478,8 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         for i, part in enumerate(parts):
             tensors = batching.collate(data, part, self.model.encoder.tokenizer.pad_id)
+            if self.device.type == "cuda":  # pinned pages let the copy overlap with compute
+                tensors = {k: v.pin_memory() for k, v in tensors.items()}
             tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
             sync = i == len(parts) - 1 or self.procs.world == 1
