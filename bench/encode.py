@@ -34,12 +34,10 @@ STSB_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
 
 
 def read_sentences(path: Path, limit: int = 0) -> list[str]:
-    """Both sentences of every STS-B row, in file order (tab-separated fields 5 and 6)."""
-    sentences = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split("\t")
-        if len(fields) >= 7:
-            sentences += [fields[5], fields[6]]
+    """Both sentences of every STS-B pair, in file order."""
+    from sbert.data import read_pairs
+
+    sentences = [s for pair in read_pairs(path).pairs for s in (pair.a, pair.b)]
     return sentences[:limit] if limit else sentences
 
 

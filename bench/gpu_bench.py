@@ -100,11 +100,10 @@ def load_st(model_dir: Path, device: torch.device):
 
 
 def read_sentences(limit: int) -> list[str]:
-    sentences = []
-    for line in STSB_DEV.read_text(encoding="utf-8").splitlines():
-        fields = line.split("\t")
-        if len(fields) >= 7:
-            sentences += [fields[5], fields[6]]
+    """Both sentences of every STS-B dev pair, in file order."""
+    from sbert.data import read_pairs
+
+    sentences = [s for pair in read_pairs(STSB_DEV).pairs for s in (pair.a, pair.b)]
     return sentences[:limit] if limit else sentences
 
 
