@@ -65,10 +65,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def sync_tree(folder: Path) -> None:
     """fsync every file and folder under `folder`, so a rename of it publishes complete data."""
     for root, _, files in os.walk(folder):
