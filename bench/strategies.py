@@ -20,8 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from sbert.config import make_config  # noqa: E402
 from sbert.strategies import STRATEGIES  # noqa: E402
-from sbert.train import Processes, Trainer, make_config  # noqa: E402
+from sbert.train import Processes, Trainer  # noqa: E402
 
 COLUMNS = {
     "SICK_train_trial-TRIAL/spearman": "SICK-R",

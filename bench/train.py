@@ -85,7 +85,8 @@ def training_flops(encoder, lengths: list[int]) -> float:
 
 
 def run_ours(run: Run, values: dict, device: torch.device, out: Path, max_steps: int = 0):
-    from sbert.train import Processes, Trainer, make_config
+    from sbert.config import make_config
+    from sbert.train import Processes, Trainer
 
     values = {**values, "out": str(out), "no_eval": True, "device": str(device)}
     config = make_config({**values, "max_steps": max_steps})
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    import sbert.train
+    import sbert.config
     from sbert.data import read_pairs
     from sbert.model import SentenceBert
     from sbert.multitask import MultiTaskModel
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             f'"sentence-transformers[train]"). Running our trainer only.'
         )
 
-    demo = sbert.train.make_config({})  # the demo's settings, as they are today
+    demo = sbert.config.make_config({})  # the demo's settings, as they are today
     reference = {
         "epochs": 1,
         "lr": 2e-5,
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed",
     )
     print("ours, demo settings:      " + ", ".join(f"{k}={getattr(demo, k)}" for k in shown))
-    ref = sbert.train.make_config({**reference, "limit": args.pairs})
+    ref = sbert.config.make_config({**reference, "limit": args.pairs})
     print("ours, reference settings: " + ", ".join(f"{k}={getattr(ref, k)}" for k in shown))
 
     runs = {

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from sbert.config import make_config
 from sbert.multitask import MultiTaskModel
-from sbert.train import Processes, Trainer, make_config, run
+from sbert.train import Processes, Trainer, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
