@@ -6,6 +6,7 @@ Only this module knows checkpoint key names and folder layouts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -269,7 +270,7 @@ def load_parts(name_or_path: str | Path) -> tuple[Layout, BertConfig, dict[str, 
     config = config_from_hf(layout.transformer / "config.json")
     if layout.max_seq_length > config.max_position_embeddings:
         # Never tokenize past the position table: such a model would index out of range.
-        layout = Layout(**{**layout.__dict__, "max_seq_length": config.max_position_embeddings})
+        layout = dataclasses.replace(layout, max_seq_length=config.max_position_embeddings)
     weights = read_weights(layout.transformer)
     with torch.device("meta"):  # a shape-only model, to check the checkpoint against
         shapes = Bert(config)
