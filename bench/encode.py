@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from sentence_transformers import SentenceTransformer
 
     import sbert
-    from sbert.checkpoint import resolve
+    from sbert.model_folder import resolve
 
     device = torch.device(args.device)
     sentences = read_sentences(STSB_DEV, args.limit)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     lengths = [len(ids) for ids in ours.tokenize(sentences)]
     tokens = sum(lengths)
     # Model FLOPs of one pass, on real tokens: each sentence attends over its own length.
-    flops = sum(ours.encoder.flops_per_token(n, training=False) * n for n in lengths)
+    flops = sum(ours.bert.flops_per_token(n, training=False) * n for n in lengths)
 
     print("# bench/encode.py: SentenceBert.encode vs SentenceTransformer.encode")
     print(
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         f"data: {len(sentences)} STS-B dev sentences, {tokens} real tokens "
         f"(mean {tokens / len(sentences):.1f}, max {max(lengths)}), "
         f"{flops / 1e9:.1f} GFLOP per pass; model all-MiniLM-L6-v2, "
-        f"{ours.encoder.num_parameters(exclude_embeddings=True) / 1e6:.2f}M "
+        f"{ours.bert.num_parameters(exclude_embeddings=True) / 1e6:.2f}M "
         f"non-embedding parameters"
     )
 

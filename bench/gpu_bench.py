@@ -62,7 +62,7 @@ def find_model(name: str) -> Path | None:
     if name != "auto":
         return Path(name)
     try:
-        from sbert.checkpoint import resolve
+        from sbert.model_folder import resolve
 
         return resolve("all-MiniLM-L6-v2")
     except Exception:
@@ -75,7 +75,7 @@ def prepare(target: Path) -> None:
 
     from safetensors.torch import load_file, save_file
 
-    from sbert.checkpoint import resolve
+    from sbert.model_folder import resolve
 
     source = resolve("all-MiniLM-L6-v2")
     if target.exists():

@@ -161,7 +161,7 @@ def run_theirs(
         SoftmaxLoss,
     )
 
-    from sbert.checkpoint import resolve
+    from sbert.model_folder import resolve
 
     start = time.perf_counter()
     torch.manual_seed(seed)  # the SoftmaxLoss classifier's initialisation

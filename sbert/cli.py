@@ -22,9 +22,9 @@ def cmd_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .data import read_sentences
+    from .distributed import pick_device
     from .fileio import atomic_write_bytes
     from .model import SentenceBert
-    from .train import pick_device
 
     sentences = read_sentences(args.input)
     output = Path(args.output)
@@ -45,8 +45,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
+    from .distributed import pick_device
     from .model import SentenceBert
-    from .train import pick_device
 
     model = SentenceBert.from_pretrained(args.model)
     u, v = model.encode([args.first, args.second], normalize=True, device=pick_device(args.device))
@@ -75,10 +75,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_similarity)
 
-    from .train import add_train_parsers
+    from .config import add_config_flags
 
-    add_train_parsers(sub)
+    p = sub.add_parser(
+        "train",
+        help="train a multi-task sentence encoder",
+        description="Train a sentence encoder on classification and regression objectives at "
+        "once (Sentence-BERT, Reimers & Gurevych 2019). Without --train: the demo.",
+    )
+    add_config_flags(p)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="print dev metrics of a model as one JSON object")
+    p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
+    p.add_argument("--data", required=True, help="data file, PATH[@SPLIT]")
+    p.add_argument("--format", default=None, help="sts, sick, nli or csv (default: detected)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_evaluate)
     return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import config_from_args
+    from .train import run
+
+    run(config_from_args(args))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from . import batching
+    from .config import parse_spec
+    from .data import read_pairs
+    from .distributed import pick_device
+    from .evaluate import evaluate
+    from .multitask import MultiTaskModel
+
+    path, split, _ = parse_spec(args.data)
+    data = read_pairs(path, format=args.format, split=split)
+    device = pick_device(args.device)
+    model = MultiTaskModel.from_pretrained(args.model).to(device)
+    index = {name: i for i, name in enumerate(model.labels)} or None
+    pairs = batching.tokenize_pairs(data, model.encoder.tokenizer, index)
+    print(json.dumps(evaluate(model, pairs, args.batch_size, device)))
 
 
 def one_line(error: Exception) -> str:

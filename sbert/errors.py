@@ -28,3 +28,7 @@ class CheckpointError(SbertError):
 
 class ConfigError(SbertError):
     """Bad settings: an unknown preset, strategy or flag combination."""
+
+
+class TrainingError(SbertError):
+    """Training cannot go on (a non-finite loss, out of memory, a locked output folder)."""

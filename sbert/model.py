@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint
+from . import model_folder
 from .bert import Bert, BertConfig, preset
 from .fileio import atomic_dir
 from .pooling import PoolingMode, pool
@@ -23,7 +23,7 @@ class SentenceBert(nn.Module):
     """A sentence encoder: sentences -> fixed-size vectors (Reimers & Gurevych, 2019, §3).
 
     Args:
-        encoder: the BERT encoder.
+        bert: the BERT encoder.
         tokenizer: WordPiece tokenizer; its max_length bounds every sentence.
         pooling: "mean" (default, SBERT §3), "cls" or "max".
         normalize: L2-normalise every sentence vector (sentence-transformers' `Normalize`).
@@ -33,18 +33,18 @@ class SentenceBert(nn.Module):
 
     def __init__(
         self,
-        encoder: Bert,
+        bert: Bert,
         tokenizer: WordPiece,
         pooling: PoolingMode = "mean",
         normalize: bool = False,
     ):
         super().__init__()
-        self.encoder, self.tokenizer = encoder, tokenizer
+        self.bert, self.tokenizer = bert, tokenizer
         self.pooling, self.normalize = pooling, normalize
 
     @property
     def dim(self) -> int:
-        return self.encoder.config.hidden_size
+        return self.bert.config.hidden_size
 
     @property
     def device(self) -> torch.device:
@@ -56,9 +56,15 @@ class SentenceBert(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)
         x = pool(hidden, attention_mask, self.pooling)
         return F.normalize(x, dim=-1) if self.normalize else x
+
+    def truncate(self, max_length: int) -> None:
+        """Truncate sentences to `max_length` tokens from now on (never past the position table)."""
+        tok = self.tokenizer
+        max_length = min(max_length, self.bert.config.max_position_embeddings)
+        self.tokenizer = WordPiece(tok.tokenizer, max_length, tok.lowercase)
 
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.ids(sentences)
@@ -121,13 +127,13 @@ class SentenceBert(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CHECKPOINT) -> SentenceBert:
         """Load a Hugging Face BERT folder, a sentence-transformers folder, or a packaged name."""
-        layout, config, state = checkpoint.load_parts(name_or_path)
-        encoder = Bert(config)
-        encoder.load_state_dict(state)
+        layout, config, state = model_folder.load_parts(name_or_path)
+        bert = Bert(config)
+        bert.load_state_dict(state)
         tokenizer = WordPiece.from_folder(
             layout.transformer, layout.max_seq_length, layout.lowercase
         )
-        return cls(encoder, tokenizer, layout.pooling, layout.normalize)
+        return cls(bert, tokenizer, layout.pooling, layout.normalize)
 
     @classmethod
     def from_config(
@@ -146,7 +152,7 @@ class SentenceBert(nn.Module):
                 vocab_size is set to that tokenizer's.
             max_seq_length: defaults to the position table's size.
         """
-        layout = checkpoint.read_layout(checkpoint.resolve(vocab))
+        layout = model_folder.read_layout(model_folder.resolve(vocab))
         probe = WordPiece.from_folder(layout.transformer, 512)
         if isinstance(config, str):
             config = preset(config, vocab_size=probe.vocab_size)
@@ -168,7 +174,7 @@ class SentenceBert(nn.Module):
     def write(self, folder: Path) -> None:
         """Write the model's files into an existing, empty `folder` (not atomic: see `save`)."""
         tok = self.tokenizer
-        layout = checkpoint.Layout(
+        layout = model_folder.Layout(
             folder, tok.max_length, tok.lowercase, self.pooling, self.normalize
         )
-        checkpoint.write_folder(folder, self.encoder, layout, tok.save)
+        model_folder.write_folder(folder, self.bert, layout, tok.save)

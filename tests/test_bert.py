@@ -12,8 +12,8 @@ import transformers
 
 from sbert import SentenceBert
 from sbert.bert import PRESETS, Bert, BertConfig, preset
-from sbert.checkpoint import hf_to_ours, ours_to_hf
 from sbert.errors import ConfigError
+from sbert.model_folder import hf_to_ours, ours_to_hf
 from sbert.pooling import pool
 
 VOCAB = 101
@@ -152,7 +152,7 @@ def hf_count(name: str) -> int:
 def test_parameter_count(name, exact, paper):
     with torch.device("meta"):  # the real from_config path, without allocating 0.4-1.3 GB
         model = SentenceBert.from_config(name)
-    n = model.encoder.num_parameters()
+    n = model.bert.num_parameters()
     assert n == exact == hf_count(name)
     # We drop the pooler on purpose (SBERT pools the token vectors); with it, the paper's count.
     assert abs(n + POOLER[name] - paper) <= 0.5e6
@@ -161,7 +161,7 @@ def test_parameter_count(name, exact, paper):
 
 def test_from_config_builds_a_working_tiny_model():
     model = SentenceBert.from_config("tiny")
-    assert model.encoder.config.vocab_size == model.tokenizer.vocab_size == 30522
+    assert model.bert.config.vocab_size == model.tokenizer.vocab_size == 30522
     assert model.tokenizer.max_length == PRESETS["tiny"].max_position_embeddings
     vectors = model.encode(["a short sentence", "another, slightly longer, sentence"])
     assert vectors.shape == (2, PRESETS["tiny"].hidden_size)

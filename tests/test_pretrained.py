@@ -120,7 +120,7 @@ def pairs(model, real) -> dict[str, torch.Tensor]:
 
 def test_hidden_states_equal_transformers(model, hf, pairs):
     with torch.no_grad():
-        ours = model.encoder.eval()(**pairs)
+        ours = model.bert.eval()(**pairs)
         theirs = hf(**pairs).last_hidden_state
     real = pairs["attention_mask"].bool()  # compare real tokens only
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
