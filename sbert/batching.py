@@ -79,13 +79,19 @@ def tokenize_pairs(
 
 
 def bucketed_batches(
-    lengths: Sequence[int], batch_size: int, seed: int, bucket_batches: int = 16
+    lengths: Sequence[int],
+    batch_size: int,
+    seed: int,
+    bucket_batches: int = 16,
+    min_batch: int = 1,
 ) -> list[list[int]]:
     """Global batches of pairs of similar length, in random order; the same for the same seed.
 
     The pairs are shuffled, cut into buckets of `bucket_batches` batches, each bucket is
     sorted by length and cut into batches, and the batch order is shuffled: every batch pads
-    to little more than its own longest pair, yet the data order stays random.
+    to little more than its own longest pair, yet the data order stays random. A bucket's last
+    batch smaller than `min_batch` (under DDP: one pair per process and micro-batch) joins the
+    batch before it, so that no pair is lost.
     """
     rng = random.Random(seed)
     order = list(range(len(lengths)))
@@ -94,7 +100,10 @@ def bucketed_batches(
     batches = []
     for start in range(0, len(order), bucket):
         chunk = sorted(order[start : start + bucket], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        cut = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        if len(cut) > 1 and len(cut[-1]) < min_batch:
+            cut[-2] += cut.pop()
+        batches += cut
     rng.shuffle(batches)
     return batches
 

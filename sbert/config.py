@@ -1,21 +1,35 @@
 """Run settings: one TrainConfig whose fields are the `sbert train` flags and the config-file
 keys, the config file (TOML, with sequential [[stages]]), and data specs PATH[@SPLIT][:OBJECTIVE].
+
+Every field is typed; the flags are generated from the types (`int | None` takes an int, a
+`Literal` gives the choices, `bool` a switch). `None` means "not set": 0 is always a value.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import tomllib
+import sys
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 from .errors import ConfigError
-from .strategies import STRATEGIES
+from .strategies import Strategy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 DEMO_TRAIN = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRAIN"]
 DEMO_DEV = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRIAL", f"{REPO_DATA}/stsbenchmark/sts-dev.csv"]
+DEMO_LIMIT = 1000
+
+# Settings of the whole run, refused in a [[stages]] table: one output folder, one device, one
+# resume, one metric that picks best/ across all stages.
+RUN_LEVEL = ("out", "device", "resume", "best_metric")
 
 
 def _arg(help: str, default=None, default_factory=None, **meta):
@@ -27,27 +41,25 @@ def _arg(help: str, default=None, default_factory=None, **meta):
 
 @dataclass
 class TrainConfig:
-    """Settings of one run; every field is a `sbert train` flag and a config-file key."""
+    """Settings of one run (or one stage); every field is a `sbert train` flag and a config key."""
 
     train: list[str] = _arg(
         "training data PATH[@SPLIT][:OBJECTIVE], repeatable; OBJECTIVE is classification, "
         "regression or both (default: every target the file has); SPLIT picks a SICK split. "
         "Default: the demo, the first 1,000 SICK TRAIN pairs",
         default_factory=list,
-        append=True,
     )
     dev: list[str] = _arg(
         "dev data PATH[@SPLIT], repeatable (default with the demo: SICK TRIAL and STS-B dev)",
         default_factory=list,
-        append=True,
     )
     out: str = _arg("output folder: final/, best/, checkpoints/, metrics.jsonl, curves.png",
                     "runs/demo")  # fmt: skip
     model: str = _arg("model folder, packaged name, or a preset (bert-base, tiny...) to train "
                       "from scratch", "all-MiniLM-L6-v2")  # fmt: skip
     epochs: int = _arg("passes over the training data", 1)
-    max_steps: int = _arg("stop after this many optimizer steps (0: no limit)", 0)
-    limit: int = _arg("use only the first N pairs of each training file (0: all; demo: 1000)", 0)
+    max_steps: int | None = _arg("stop after this many optimizer steps")
+    limit: int | None = _arg("use only the first N pairs of each training file (demo: 1000)")
     batch_size: int = _arg("global batch: pairs per optimizer step, over all processes", 16)
     grad_accum: int = _arg("split each process's batch into this many micro-batches", 1)
     lr: float = _arg("peak learning rate of the encoder (SBERT: 2e-5)", 2e-5)
@@ -56,67 +68,86 @@ class TrainConfig:
     weight_decay: float = _arg("AdamW weight decay on 2+-dimensional tensors", 0.01)
     warmup: float = _arg("fraction of the steps for linear warm-up (SBERT: 10%)", 0.1)
     max_grad_norm: float = _arg("clip the gradient norm to this", 1.0)
-    dropout: float = _arg("dropout rate of the encoder (-1: keep the checkpoint's)", -1.0)
+    dropout: float | None = _arg("dropout rate of the encoder (default: the checkpoint's)")
     loss_weights: list[float] = _arg(
         "weights of the classification and regression losses", default_factory=lambda: [0.1, 1.0]
     )
-    mix: str = _arg("how to interleave several training files", "round-robin",
-                    choices=("round-robin", "proportional"))  # fmt: skip
-    strategy: str = _arg("transfer-learning strategy", "partial", choices=STRATEGIES)
-    freeze_layers: int = _arg("freeze the lowest N encoder layers (strategy partial)", -1)
-    layer_decay: float = _arg("layer-wise learning-rate decay factor (strategy layer-decay)", -1.0)
+    mix: Literal["round-robin", "proportional"] = _arg(
+        "how to interleave several training files", "round-robin"
+    )
+    strategy: Strategy = _arg("transfer-learning strategy", "partial")
+    freeze_layers: int | None = _arg("freeze the lowest N encoder layers (strategies partial, "
+                                     "full; default 0)")  # fmt: skip
+    layer_decay: float | None = _arg("layer-wise learning-rate decay factor (strategy "
+                                     "layer-decay; default 0.8)")  # fmt: skip
     seed: int = _arg("seed of the sampler, dropout and head initialisation", 42)
-    eval_every: int = _arg("also evaluate every N steps (0: after each epoch only)", 0)
-    save_every: int = _arg("write a resumable checkpoint every N steps (0: at epoch ends)", 0)
+    eval_every: int | None = _arg("also evaluate every N steps (default: after each epoch only)")
+    save_every: int | None = _arg("write a resumable checkpoint every N steps (default: at "
+                                  "epoch ends)")  # fmt: skip
     keep_checkpoints: int = _arg("keep the newest K checkpoints (an older one is a fallback if "
                                  "the newest is damaged)", 2)  # fmt: skip
-    best_metric: str = _arg("dev metric that picks best/ (default: the first dev set's "
-                            "spearman, else accuracy)", "")  # fmt: skip
+    best_metric: str | None = _arg("dev metric that picks best/ across all stages (default: the "
+                                   "first dev set's spearman, else accuracy)")  # fmt: skip
     eval_batch_size: int = _arg("batch size for evaluation", 128)
-    device: str = _arg("cpu, cuda, cuda:1 ... (default: cuda when available)", "")
+    device: str | None = _arg("cpu, cuda, cuda:1 ... (default: cuda when available)")
     no_eval: bool = _arg("skip all evaluation", False)
     resume: bool = _arg("continue from the newest intact checkpoint in <out>/checkpoints", False)
     skip_nonfinite: bool = _arg("skip a batch whose loss or gradient is NaN/Inf (counted) instead "
                                 "of stopping", False)  # fmt: skip
-    max_seq_length: int = _arg("truncate sentences to N tokens (0: the model's own limit)", 0)
-    precision: str = _arg("training matmuls: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 "
-                          "or fp32; evaluation is always fp32", "auto",
-                          choices=("auto", "bf16", "fp32"))  # fmt: skip
+    max_seq_length: int | None = _arg("truncate sentences to N tokens (default: the model's)")
+    precision: Literal["auto", "bf16", "fp32"] = _arg(
+        "training matmuls: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32; evaluation "
+        "is always fp32",
+        "auto",
+    )
     compile: bool = _arg("torch.compile the training step (pays off on long GPU runs)", False)
     stages: list[dict] = field(default_factory=list, metadata={"cli": False})
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its type and choices read from the annotation."""
     p.add_argument("--config", help="TOML file with any of these settings, and [[stages]]")
+    hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
-        meta = f.metadata
-        if meta.get("cli") is False:
+        if f.metadata.get("cli") is False:
             continue
         flag = "--" + f.name.replace("_", "-")
-        text = meta["help"].replace("%", "%%")  # argparse formats help strings with %
-        if f.type == "bool":
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help strings with %
+        kind = _unwrap_optional(hints[f.name])
+        if kind is bool:
             p.add_argument(flag, action="store_true", default=None, help=text)
-        elif f.type == "list[float]":
+        elif kind == list[float]:
             p.add_argument(flag, type=float, nargs=2, default=None, help=text)
-        elif meta.get("append"):
+        elif kind == list[str]:
             p.add_argument(flag, action="append", default=None, help=text)
+        elif typing.get_origin(kind) is Literal:
+            choices = typing.get_args(kind)
+            p.add_argument(
+                flag, choices=choices, default=None, help=f"{text} (default: {f.default})"
+            )
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            shown = "" if f.default in ("", -1) else f" (default: {f.default})"
-            p.add_argument(flag, type=kind, default=None, choices=meta.get("choices"),
-                           help=text + shown)  # fmt: skip
+            shown = "" if f.default is None else f" (default: {f.default})"
+            p.add_argument(flag, type=kind, default=None, help=text + shown)
+
+
+def _unwrap_optional(kind):
+    """`int | None` -> int; anything else as it is."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if type(None) in typing.get_args(kind) and len(args) == 1:
+        return args[0]
+    return kind
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the config file, then the flags given on the command line."""
-    values: dict = {}
-    if args.config:
-        values.update(read_config_file(Path(args.config)))
-    for f in fields(TrainConfig):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = given
-    return make_config(values)
+    """Defaults, then the config file, then the flags given on the command line (which win
+    over the config file's stage tables too)."""
+    values: dict = read_config_file(Path(args.config)) if args.config else {}
+    given = {f.name: getattr(args, f.name, None) for f in fields(TrainConfig)}
+    given = {name: value for name, value in given.items() if value is not None}
+    values["stages"] = [
+        {k: v for k, v in stage.items() if k not in given} for stage in values.get("stages", [])
+    ]
+    return make_config({**values, **given})
 
 
 def read_config_file(path: Path) -> dict:
@@ -127,33 +158,73 @@ def read_config_file(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: unreadable config file ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
-    for table in [values, *values.get("stages", [])]:
+    stages = values.get("stages", [])
+    for i, table in enumerate([values, *stages]):
+        where = f"{path}: " + (f"stage {i - 1}: " if i else "")
         unknown = sorted(set(table) - known)
         if unknown:
-            raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+            raise ConfigError(f"{where}unknown setting(s) {', '.join(unknown)}")
+        if i == 0:
+            continue
+        fixed = [k for k in (*RUN_LEVEL, "stages") if k in table]
+        if i > 1 and "model" in table:
+            fixed.append("model")
+        if fixed:
+            raise ConfigError(
+                f"{where}{', '.join(fixed)} cannot change between stages (set it at the top "
+                f"level; each stage after the first starts from the previous stage's model)"
+            )
     return values
 
 
 def make_config(values: dict) -> TrainConfig:
+    """A checked TrainConfig. The demo's data and limit apply only when no `train` is given
+    anywhere: neither at the top level nor in any stage."""
     try:
         config = TrainConfig(**values)
     except TypeError as e:
         raise ConfigError(f"bad settings: {e}") from None
-    if min(config.batch_size, config.grad_accum, config.epochs, config.keep_checkpoints) < 1:
-        raise ConfigError("batch-size, grad-accum, epochs and keep-checkpoints must be at least 1")
-    if not config.train:  # the demo: SBERT's two objectives on SICK, checked on SICK and STS-B
+    if not config.train and not any(stage.get("train") for stage in config.stages):
+        if not Path(DEMO_TRAIN[0].partition("@")[0]).is_file():
+            raise ConfigError(
+                f"the demo's data ({REPO_DATA}) ships with the source checkout, not with an "
+                f"installed package: run from a clone of the repository, or pass --train"
+            )
         config.train = list(DEMO_TRAIN)
-        config.limit = config.limit or 1000
+        config.limit = DEMO_LIMIT if config.limit is None else config.limit
         config.dev = config.dev or list(DEMO_DEV)
+    for stage in stage_configs(config):
+        check(stage)
     return config
 
 
+def check(config: TrainConfig) -> None:
+    """Values no stage may have."""
+    at_least_one = ("batch_size", "grad_accum", "epochs", "keep_checkpoints", "eval_batch_size")
+    for name in at_least_one:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("max_steps", "limit", "eval_every", "save_every", "max_seq_length"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (leave it out for "
+                              f"no limit)")  # fmt: skip
+    if config.dropout is not None and not 0 <= config.dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), not {config.dropout}")
+    if not config.train:
+        raise ConfigError("a stage without training data: give it `train`")
+
+
 def stage_configs(config: TrainConfig) -> list[TrainConfig]:
-    """One config per sequential stage (e.g. NLI classification, then STS regression)."""
+    """One config per sequential stage (e.g. NLI classification, then STS regression): the
+    top-level settings, overridden by the stage's table."""
     if not config.stages:
         return [config]
-    base = dataclasses.asdict(config)
-    return [make_config({**base, "stages": [], **stage}) for stage in config.stages]
+    base = {f.name: getattr(config, f.name) for f in fields(TrainConfig) if f.name != "stages"}
+    try:
+        return [TrainConfig(**{**base, **stage}) for stage in config.stages]
+    except TypeError as e:
+        raise ConfigError(f"bad stage settings: {e}") from None
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, str]:

@@ -1,4 +1,4 @@
-"""Part 2: one shared encoder, two objectives from ONE forward pass over a batch of pairs.
+"""A multi-task model: one shared encoder, two objectives from ONE forward pass over a batch.
 
 - classification (SBERT §3, eq. 1): o = softmax(W [u; v; |u - v|]), W of shape (3H, k),
   cross-entropy against the label;
@@ -6,7 +6,9 @@
   rescaled to [0, 1] ((score - lo) / (hi - lo) of the data set's scale), mean-squared error.
 
 A batch may carry labels, scores or both; each loss is computed over the pairs that have its
-target, and the total is a weighted sum. This module knows nothing of files.
+target and returned by name. How the losses are weighted is a training choice, made per stage
+by the trainer (sbert/train.py), not a property of the model. This module knows nothing of
+files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint
+from . import model_folder
 from .fileio import atomic_dir
 from .model import SentenceBert
 
@@ -47,11 +49,10 @@ def regression_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> t
 
 @dataclass
 class Output:
-    loss: torch.Tensor  # the weighted sum that is back-propagated
-    losses: dict[str, torch.Tensor]  # each objective's loss, for logging
+    losses: dict[str, torch.Tensor]  # each objective's loss whose target the batch has
     u: torch.Tensor  # (B, H)
     v: torch.Tensor  # (B, H)
-    logits: torch.Tensor | None  # (B, k)
+    logits: torch.Tensor | None  # (B, k); None without a classifier or a labelled pair
 
 
 class MultiTaskModel(nn.Module):
@@ -60,7 +61,6 @@ class MultiTaskModel(nn.Module):
     Args:
         encoder: the sentence encoder (its weights are shared by both objectives).
         labels: the classifier's label names, in output order; empty for no classifier.
-        loss_weights: weights of the classification and regression losses in the total.
     Shapes:
         forward: input_ids, attention_mask (2B, T) holding the B first sentences then the B
         second sentences; labels (B,) long (IGNORE_LABEL = none); scores (B,) float (NaN = none).
@@ -70,12 +70,10 @@ class MultiTaskModel(nn.Module):
         self,
         encoder: SentenceBert,
         labels: list[str] | tuple[str, ...] = (),
-        loss_weights: tuple[float, float] = (1.0, 1.0),
     ):
         super().__init__()
         self.encoder = encoder
         self.labels = list(labels)
-        self.loss_weights = loss_weights
         self.classifier = nn.Linear(3 * encoder.dim, len(labels)) if labels else None
 
     def forward(
@@ -87,42 +85,41 @@ class MultiTaskModel(nn.Module):
     ) -> Output:
         # One encoder call over all 2B sentences: both objectives share this forward pass.
         u, v = self.encoder(input_ids, attention_mask).chunk(2)
-        logits = self.classifier(pair_features(u, v)) if self.classifier is not None else None
+        # A training batch without labels leaves the classifier out of the graph altogether:
+        # under DDP an output that takes no part in the loss would stall the gradient sync.
+        unlabelled = labels is not None and not (labels != IGNORE_LABEL).any()
+        logits = None
+        if self.classifier is not None and not unlabelled:
+            logits = self.classifier(pair_features(u, v))
         losses = {}
         if labels is not None and logits is not None:
-            loss = classification_loss(logits, labels)
-            if loss is not None:
-                losses["classification"] = loss
+            losses["classification"] = classification_loss(logits, labels)
         if scores is not None:
             loss = regression_loss(u, v, scores)
             if loss is not None:
                 losses["regression"] = loss
-        weights = dict(zip(("classification", "regression"), self.loss_weights, strict=True))
-        total = sum((weights[name] * loss for name, loss in losses.items()), u.new_zeros(()))
-        return Output(total, losses, u, v, logits)
+        return Output(losses, u, v, logits)
 
     def save(self, path: str | Path) -> None:
         """A SentenceBert folder (loadable by sentence-transformers) plus the classifier."""
         with atomic_dir(Path(path)) as tmp:
             self.encoder.write(tmp)
             if self.classifier is not None:
-                checkpoint.write_classifier(tmp, self.classifier.state_dict(), self.labels)
+                model_folder.write_classifier(tmp, self.classifier.state_dict(), self.labels)
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | Path, loss_weights: tuple[float, float] = (1.0, 1.0)
-    ) -> MultiTaskModel:
+    def from_pretrained(cls, name_or_path: str | Path) -> MultiTaskModel:
         """Load an encoder folder, with its classifier when the folder has one."""
         encoder = SentenceBert.from_pretrained(name_or_path)
-        head = checkpoint.read_classifier(name_or_path)
+        head = model_folder.read_classifier(name_or_path)
         if head is None:
-            return cls(encoder, (), loss_weights)
+            return cls(encoder)
         labels, state = head
-        model = cls(encoder, labels, loss_weights)
+        model = cls(encoder, labels)
         try:
             model.classifier.load_state_dict(state)
         except RuntimeError as e:
-            raise checkpoint.CheckpointError(
+            raise model_folder.CheckpointError(
                 name_or_path, f"classifier does not fit: {e}"
             ) from None
         return model

@@ -18,44 +18,68 @@ Weight decay applies to tensors of 2+ dimensions only (not biases, not LayerNorm
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
 from .errors import ConfigError
 from .multitask import MultiTaskModel
 
-STRATEGIES: tuple[str, ...] = ("full", "frozen", "partial", "layer-decay")
+Strategy = Literal["full", "frozen", "partial", "layer-decay"]
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 
 
 @dataclass(frozen=True)
-class Knobs:
+class Trainable:
+    """What a strategy trains, and how fast: the settings `param_groups` applies."""
+
     freeze_encoder: bool = False
     freeze_embeddings: bool = False
     freeze_layers: int = 0
     layer_decay: float = 1.0
 
 
-def knobs(
+def trainable(
     strategy: str, freeze_layers: int | None = None, layer_decay: float | None = None
-) -> Knobs:
-    """The settings a strategy stands for; explicit values override the strategy's defaults."""
+) -> Trainable:
+    """The settings a strategy stands for, with the explicit values it uses (None = not set).
+
+    A value the strategy has no use for is an error rather than silently dropped.
+    """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    unused = {
+        "frozen": ("freeze-layers", "layer-decay"),
+        "partial": ("layer-decay",),
+        "layer-decay": ("freeze-layers",),
+        "full": (),
+    }[strategy]
+    given = {"freeze-layers": freeze_layers, "layer-decay": layer_decay}
+    for name in unused:
+        if given[name] is not None:
+            raise ConfigError(f"--{name} has no effect with strategy {strategy}; leave it out "
+                              f"or choose a strategy that uses it")  # fmt: skip
+    if layer_decay is not None and not 0 <= layer_decay <= 1:
+        raise ConfigError(f"--layer-decay must be in [0, 1], not {layer_decay}")
+    if freeze_layers is not None and freeze_layers < 0:
+        raise ConfigError(f"--freeze-layers must be 0 or more, not {freeze_layers}")
+    layers = 0 if freeze_layers is None else freeze_layers
     if strategy == "frozen":
-        return Knobs(freeze_encoder=True)
+        return Trainable(freeze_encoder=True)
     if strategy == "partial":
-        return Knobs(freeze_embeddings=True, freeze_layers=freeze_layers or 0)
+        return Trainable(freeze_embeddings=True, freeze_layers=layers)
     if strategy == "layer-decay":
-        return Knobs(layer_decay=0.8 if layer_decay is None else layer_decay)
-    return Knobs(freeze_layers=freeze_layers or 0, layer_decay=layer_decay or 1.0)
+        return Trainable(layer_decay=0.8 if layer_decay is None else layer_decay)
+    return Trainable(freeze_layers=layers, layer_decay=1.0 if layer_decay is None else layer_decay)
 
 
 def param_groups(
-    model: MultiTaskModel, k: Knobs, lr: float, head_lr: float, weight_decay: float
+    model: MultiTaskModel, k: Trainable, lr: float, head_lr: float, weight_decay: float
 ) -> list[dict]:
     """AdamW parameter groups; frozen parameters get requires_grad=False and no group."""
-    encoder = model.encoder.encoder
+    encoder = model.encoder.bert
     num_layers = len(encoder.layers)
     if k.freeze_layers > num_layers:
         raise ConfigError(f"cannot freeze {k.freeze_layers} layers of a {num_layers}-layer model")

@@ -1,150 +1,55 @@
-"""Part 3: training with the SBERT paper's defaults, evaluation, checkpoints and resume.
+"""Training with the SBERT paper's defaults: sequential stages, evaluation, checkpoints, resume.
 
-setup (data, model, optimizer) -> fit (the loop) -> evaluate -> save. The defaults are SBERT's
-(§4: AdamW lr 2e-5, batch 16, linear warm-up over 10% of the steps) plus weight decay 0.01 and
-gradient clipping at 1.0. This is the only module that knows about torch.distributed: launched
-by torchrun it trains with DistributedDataParallel, and everything else works unchanged.
+`run(config)` trains each stage with a `Trainer`, then writes <out>/final. A Trainer is built
+by small setup functions (data, model, optimizer and schedule, parallel wrapper); `fit()` loops
+over `step()`, which a benchmark can also call directly. The defaults are SBERT's (§4: AdamW
+lr 2e-5, batch 16, linear warm-up over 10% of the steps) plus weight decay 0.01 and gradient
+clipping at 1.0. Under torchrun the model trains with DistributedDataParallel (distributed.py);
+everything else works unchanged.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from . import batching
-from .config import (
-    TrainConfig,
-    add_config_flags,
-    config_from_args,
-    parse_spec,
-    stage_configs,
+from .batching import TokenizedPairs
+from .checkpoints import (
+    CHECKPOINTS,
+    checkpoint_path,
+    prune_checkpoints,
+    resume_point,
+    write_checkpoint,
 )
-from .data import read_pairs
-from .errors import CheckpointError, ConfigError, SbertError
+from .config import TrainConfig, parse_spec, stage_configs
+from .data import PairSet, read_pairs
+from .distributed import Processes, local_rank, pick_device, start_processes
+from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import evaluate
-from .fileio import atomic_dir, remove_dir, remove_litter, verify_manifest
+from .fileio import remove_litter
 from .model import SentenceBert
-from .multitask import MultiTaskModel
-from .strategies import knobs, param_groups
-from .tokenizer import WordPiece
-
-
-class TrainingError(SbertError):
-    """Training cannot go on (a non-finite loss, out of memory, a locked output folder)."""
-
+from .multitask import IGNORE_LABEL, MultiTaskModel
+from .strategies import param_groups, trainable
 
 # ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_train_parsers(sub) -> None:
-    """`sbert train` (flags generated from TrainConfig) and `sbert evaluate`."""
-    p = sub.add_parser("train", help="train a multi-task sentence encoder",
-                       description=__doc__.splitlines()[0])  # fmt: skip
-    add_config_flags(p)
-    p.set_defaults(run=lambda args: run(config_from_args(args)))
-
-    p = sub.add_parser("evaluate", help="print dev metrics of a model as one JSON object")
-    p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
-    p.add_argument("--data", required=True, help="data file, PATH[@SPLIT]")
-    p.add_argument("--format", default=None, help="sts, sick, nli or csv (default: detected)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="")
-    p.set_defaults(run=cmd_evaluate)
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes
-
-
-@dataclass(frozen=True)
-class Processes:
-    """This process's place among torchrun's processes (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def start_processes(device: torch.device) -> Processes:
-    if "RANK" not in os.environ:
-        return Processes()
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
-    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
-    """The named device, else CUDA when present, else the CPU."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# Setup
-
-
-def load_model(config: TrainConfig, labels: list[str]) -> MultiTaskModel:
-    """The starting model: a checkpoint (with its classifier, if any) or a fresh preset."""
-    from .bert import PRESETS
-
-    weights = tuple(config.loss_weights)
-    if config.model in PRESETS:
-        model = MultiTaskModel(SentenceBert.from_config(config.model), labels, weights)
-    else:
-        model = MultiTaskModel.from_pretrained(config.model, weights)
-        if labels and model.labels != labels:
-            if model.classifier is not None and set(model.labels) != set(labels):
-                print(f"note: new classifier for labels {labels} (checkpoint had {model.labels})")
-            model = MultiTaskModel(model.encoder, labels, weights)
-    if config.dropout >= 0:
-        model.encoder.encoder.set_dropout(config.dropout)
-    return model
-
-
-def read_train_sets(config: TrainConfig) -> list[tuple[str, object, str]]:
-    sets = []
-    for spec in config.train:
-        path, split, objective = parse_spec(spec)
-        data = read_pairs(path, split=split, limit=config.limit or None)
-        sets.append((spec, data, objective))
-    return sets
-
-
-def label_space(sets) -> list[str]:
-    return sorted({x for _, data, obj in sets if obj != "regression" for x in data.label_names})
-
-
-# ---------------------------------------------------------------------------------------------
-# The run
+# The run: stages in sequence, each starting from the previous stage's model
 
 
 def run(config: TrainConfig) -> dict:
     """Train every stage, then write <out>/final. Returns the last dev metrics."""
     out = Path(config.out)
-    device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = pick_device(config.device, local_rank())
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True
@@ -153,31 +58,40 @@ def run(config: TrainConfig) -> dict:
         with output_lock(out, procs):
             return _run_stages(config, out, device, procs)
     finally:
-        if procs.world > 1:
-            dist.destroy_process_group()
+        procs.stop()
 
 
-def _run_stages(config: TrainConfig, out: Path, device, procs: Processes) -> dict:
+def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Processes) -> dict:
     stages = stage_configs(config)
     if procs.is_main:  # what a killed run left half-written; we hold the lock, so it is stale
         for folder in (out, out / CHECKPOINTS):
             remove_litter(folder)
-    last, state = resume_point(out, procs) if config.resume else (None, None)
-    start_stage = state["stage"] if state else 0
     if not config.resume and procs.is_main:
         (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
-    model, before, metrics = None, {}, {}
-    for index, stage in enumerate(stages):
-        if index < start_stage:
-            continue
-        trainer = Trainer(stage, out, device, procs, index, model)
-        trainer.last_checkpoint = last
-        if index == start_stage and state is not None:
-            trainer.restore(state)
-        elif index == 0 and not stage.no_eval:
-            before = trainer.evaluate_all(step=0)
+    resumed = resume_point(out, warn=procs.is_main) if config.resume else None
+    progress = Progress(best_metric=config.best_metric)
+    model = None
+    last = None
+    if resumed is not None:
+        last, state = resumed
+        progress = Progress.from_state(state)
+        if progress.stage > 0:  # the architecture of the checkpointed model; weights follow
+            model = MultiTaskModel(load_encoder(stages[0].model), state["labels"])
+    for later in stages[progress.stage + 1 :]:  # now, rather than after the earlier stages
+        check_trainable(later, read_train_sets(later), procs.world * later.grad_accum)
+    before, metrics, trainer = {}, {}, None
+    for index in range(progress.stage, len(stages)):
+        if trainer is not None:  # each stage starts from the previous stage's model
+            progress, model = trainer.progress.next_stage(), trainer.model
+            last, trainer = trainer.last_checkpoint, None  # its DDP wrapper lets go first
+        trainer = Trainer(stages[index], out, device, procs, progress, model, last)
+        if resumed is not None:
+            trainer.restore(*resumed)
+            resumed = None
+        elif index == 0 and not stages[0].no_eval:
+            before = trainer.evaluate_all()
         metrics = trainer.fit()
-        model, last, state = trainer.model, trainer.last_checkpoint, None
+        model = trainer.model
     if procs.is_main:
         model.save(out / "final")
         if before and metrics:
@@ -187,8 +101,181 @@ def _run_stages(config: TrainConfig, out: Path, device, procs: Processes) -> dic
     return metrics
 
 
+@dataclass
+class Progress:
+    """Where a run is: saved whole in every checkpoint, restored whole on resume."""
+
+    stage: int = 0
+    step: int = 0  # optimizer steps taken in this stage
+    epoch: int = 0
+    position: int = 0  # batches of this epoch already trained
+    skipped: int = 0  # batches skipped for a non-finite loss or gradient
+    best: float = -math.inf  # the best value of best_metric so far, over all stages
+    best_metric: str | None = None  # one metric for the whole run, named in the log
+
+    @classmethod
+    def from_state(cls, state: dict) -> Progress:
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+    def next_stage(self) -> Progress:
+        return Progress(self.stage + 1, best=self.best, best_metric=self.best_metric)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: each function builds one thing
+
+
+@dataclass
+class TrainSet:
+    spec: str  # PATH[@SPLIT][:OBJECTIVE] as given
+    data: PairSet
+    objective: str  # classification, regression or both
+
+
+def read_train_sets(config: TrainConfig) -> list[TrainSet]:
+    sets = []
+    for spec in config.train:
+        path, split, objective = parse_spec(spec)
+        sets.append(TrainSet(spec, read_pairs(path, split=split, limit=config.limit), objective))
+    return sets
+
+
+def label_space(sets: list[TrainSet], previous: list[str]) -> list[str]:
+    """The classifier's labels: sorted, or the previous model's order when they are the same."""
+    labels = sorted({x for s in sets if s.objective != "regression" for x in s.data.label_names})
+    return list(previous) if set(previous) == set(labels) else labels
+
+
+def load_encoder(name: str) -> SentenceBert:
+    """A checkpoint folder or packaged name, or a fresh preset."""
+    from .bert import PRESETS
+
+    if name in PRESETS:
+        return SentenceBert.from_config(name)
+    return SentenceBert.from_pretrained(name)
+
+
+def setup_model(
+    config: TrainConfig, labels: list[str], previous: MultiTaskModel | None
+) -> MultiTaskModel:
+    """This stage's model: the previous stage's (or the starting checkpoint, with its
+    classifier if it has one), a fresh classifier where the labels differ, this stage's dropout
+    and sequence length."""
+    if previous is None:
+        from .bert import PRESETS
+
+        preset = config.model in PRESETS
+        previous = MultiTaskModel(load_encoder(config.model), labels) if preset else (
+            MultiTaskModel.from_pretrained(config.model)
+        )  # fmt: skip
+    model = previous
+    if labels and model.labels != labels:
+        if model.classifier is not None:
+            print(f"note: new classifier for labels {labels} (the model had {model.labels})")
+        model = MultiTaskModel(previous.encoder, labels)
+    if config.dropout is not None:
+        model.encoder.bert.set_dropout(config.dropout)
+    if config.max_seq_length is not None:
+        model.encoder.truncate(config.max_seq_length)
+    return model
+
+
+def check_trainable(config: TrainConfig, sets: list[TrainSet], min_batch: int) -> None:
+    """Fail up front on what would fail (or silently train nothing) later."""
+    for s in sets:
+        if config.strategy == "frozen" and (s.objective == "regression" or not s.data.has_labels):
+            raise ConfigError(
+                f"{s.spec}: strategy frozen trains only the classifier, and this file has no "
+                f"labels to train it on (choose another strategy, or leave the file out)"
+            )
+        if len(s.data.pairs) < min_batch:
+            raise ConfigError(
+                f"{s.spec}: {len(s.data.pairs)} pairs cannot fill one pair per process and "
+                f"micro-batch ({min_batch})"
+            )
+
+
+def read_dev_sets(config: TrainConfig, model: MultiTaskModel) -> dict[str, TokenizedPairs]:
+    index = {name: i for i, name in enumerate(model.labels)} or None
+    sets = {}
+    for spec in [] if config.no_eval else config.dev:
+        path, split, _ = parse_spec(spec)
+        name = Path(path).stem + (f"-{split}" if split else "")
+        sets[name] = batching.tokenize_pairs(
+            read_pairs(path, split=split), model.encoder.tokenizer, index
+        )
+    return sets
+
+
+def default_best_metric(dev_sets: dict[str, TokenizedPairs]) -> str | None:
+    """The first dev set's Spearman, or its accuracy if it has no scores."""
+    for name, data in dev_sets.items():
+        return f"{name}/spearman" if not all(math.isnan(s) for s in data.scores) else (
+            f"{name}/accuracy"
+        )  # fmt: skip
+    return None
+
+
+def setup_optimizer(
+    config: TrainConfig, model: MultiTaskModel, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
+    """AdamW over the strategy's parameter groups, and the warm-up + linear decay schedule.
+    Returns (optimizer, scheduler, trainable parameter count)."""
+    plan = trainable(config.strategy, config.freeze_layers, config.layer_decay)
+    groups = param_groups(model, plan, config.lr, config.head_lr, config.weight_decay)
+    # Fused AdamW: one kernel for all tensors instead of a loop of small ops (CPU and CUDA).
+    optimizer = torch.optim.AdamW(groups, fused=True)
+    warmup = max(1, round(config.warmup * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: linear_warmup_decay(s, warmup, total_steps)
+    )
+    return optimizer, scheduler, sum(p.numel() for g in groups for p in g["params"])
+
+
+def wrap_model(
+    model: MultiTaskModel,
+    config: TrainConfig,
+    device: torch.device,
+    procs: Processes,
+    sets: list[TokenizedPairs],
+) -> torch.nn.Module:
+    """What a training step calls: the model, DDP-wrapped under torchrun, compiled if asked."""
+    module = model
+    if procs.world > 1:
+        # A batch without labels leaves the classifier out of the loss; DDP must then be told
+        # to look for unused parameters, or every process waits for its gradient forever.
+        unused = model.classifier is not None and any(
+            (s.labels == IGNORE_LABEL).any() for s in sets
+        )
+        module = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    if config.compile:  # batches vary in length: compile for dynamic shapes once
+        module = torch.compile(module, dynamic=True)
+    return module
+
+
+def weighted_loss(losses: dict[str, torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """The loss that is back-propagated: the stage's weights times each objective's loss."""
+    named = dict(zip(("classification", "regression"), weights, strict=True))
+    first = next(iter(losses.values()))
+    return sum((named[name] * loss for name, loss in losses.items()), first.new_zeros(()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
 class Trainer:
-    """One stage: data, model, optimizer and schedule, and the loop over steps."""
+    """One stage: its data, model, optimizer and schedule, and the loop over steps.
+
+    Args:
+        progress: where the run is (a new stage's, carrying the best score so far).
+        model: the previous stage's model (None: load `config.model`).
+        last_checkpoint: the newest checkpoint written so far, named in errors.
+    """
 
     def __init__(
         self,
@@ -196,133 +283,127 @@ class Trainer:
         out: Path,
         device: torch.device,
         procs: Processes,
-        stage: int,
-        model: MultiTaskModel | None,
+        progress: Progress | None = None,
+        model: MultiTaskModel | None = None,
+        last_checkpoint: Path | None = None,
     ):
-        self.config, self.out, self.device, self.procs, self.stage = (
-            config,
-            out,
-            device,
-            procs,
-            stage,
-        )
-        if config.batch_size % (procs.world * config.grad_accum):
+        self.config, self.out, self.device, self.procs = config, out, device, procs
+        self.progress = progress or Progress()
+        self.last_checkpoint = last_checkpoint
+        self.min_batch = procs.world * config.grad_accum
+        if config.batch_size % self.min_batch:
             raise ConfigError(
                 f"batch size {config.batch_size} does not divide into {procs.world} processes "
                 f"x {config.grad_accum} micro-batches"
             )
-        torch.manual_seed(config.seed)  # the classifier's initialisation
         sets = read_train_sets(config)
-        labels = label_space(sets)
-        self.model = load_model(config, labels) if model is None else _with_labels(model, labels)
-        self.model.to(device)
-        if config.max_seq_length:
-            limit_seq_length(self.model.encoder, config.max_seq_length)
-        tokenizer = self.model.encoder.tokenizer
+        check_trainable(config, sets, self.min_batch)
+        torch.manual_seed(config.seed)  # the classifier's initialisation
+        labels = label_space(sets, model.labels if model else [])
+        self.model = setup_model(config, labels, model).to(device)
         index = {name: i for i, name in enumerate(self.model.labels)}
+        tokenizer = self.model.encoder.tokenizer
         self.train_sets = [
-            batching.tokenize_pairs(data, tokenizer, index, obj) for _, data, obj in sets
+            batching.tokenize_pairs(s.data, tokenizer, index, s.objective) for s in sets
         ]
-        self.dev_sets = {}
-        if not config.no_eval:
-            for spec in config.dev:
-                path, split, _ = parse_spec(spec)
-                data = read_pairs(path, split=split)
-                name = Path(path).stem + (f"-{split}" if split else "")
-                self.dev_sets[name] = batching.tokenize_pairs(data, tokenizer, index or None)
-        self.best_metric = config.best_metric or self._default_best_metric()
-        self.best = -math.inf
+        self.dev_sets = read_dev_sets(config, self.model)
+        if self.progress.best_metric is None:
+            self.progress.best_metric = default_best_metric(self.dev_sets)
         total = len(self.schedule(0)) * config.epochs
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
-        k = knobs(config.strategy, _unset(config.freeze_layers), _unset(config.layer_decay))
-        groups = param_groups(self.model, k, config.lr, config.head_lr, config.weight_decay)
-        # Fused AdamW: one kernel for all tensors instead of a loop of small ops (CPU and CUDA).
-        self.optimizer = torch.optim.AdamW(groups, fused=True)
-        warmup = max(1, round(config.warmup * self.total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: linear_warmup_decay(s, warmup, self.total_steps)
+        self.optimizer, self.scheduler, trainable_count = setup_optimizer(
+            config, self.model, self.total_steps
         )
-        self.ddp = self.model
-        if procs.world > 1:
-            self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        if config.compile:  # batches vary in length: compile for dynamic shapes once
-            self.ddp = torch.compile(self.ddp, dynamic=True)
-        self.step, self.epoch, self.position, self.skipped = 0, 0, 0, 0
-        self.evaluated_at, self.metrics = -1, {}
-        self.last_checkpoint: Path | None = None  # the newest one written or resumed from
+        self.module = wrap_model(self.model, config, device, procs, self.train_sets)
+        self.metrics: dict[str, float] = {}
+        self.evaluated_at = -1
+        pairs = sum(map(len, self.train_sets))
         if procs.is_main:
-            trainable = sum(p.numel() for g in groups for p in g["params"])
-            print(f"stage {stage}: {sum(map(len, self.train_sets))} training pairs, "
-                  f"{self.total_steps} steps, {trainable:,} trainable parameters, "
-                  f"strategy {config.strategy}, on {device}")  # fmt: skip
+            print(f"stage {self.progress.stage}: {pairs} training pairs, {self.total_steps} "
+                  f"steps, {trainable_count:,} trainable parameters, strategy "
+                  f"{config.strategy}, on {device}")  # fmt: skip
+            self._say_best_metric()
+        # What this stage runs with, as built (not only as asked): the log says it.
+        settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "stages"}
+        settings["dropout"] = self.model.encoder.bert.config.dropout
+        self.log({"step": self.progress.step, "settings": settings, "pairs": pairs,
+                  "steps": self.total_steps, "trainable": trainable_count})  # fmt: skip
 
-    def _default_best_metric(self) -> str:
-        for name, data in self.dev_sets.items():
-            if not all(math.isnan(s) for s in data.scores):
-                return f"{name}/spearman"
-        return next((f"{n}/accuracy" for n in self.dev_sets), "")
+    def _say_best_metric(self) -> None:
+        metric = self.progress.best_metric
+        if not self.dev_sets:
+            return
+        if self.progress.stage == 0:
+            print(f"best/ is the model with the highest {metric} over all stages")
+        elif not any(metric.startswith(f"{name}/") for name in self.dev_sets):
+            print(f"note: stage {self.progress.stage}'s dev sets do not give {metric}; its "
+                  f"evaluations do not compete for best/")  # fmt: skip
 
     def schedule(self, epoch: int) -> list[tuple[int, list[int]]]:
         """This epoch's global batches, in order: the same for the same seed and epoch."""
         seed = self.config.seed * 1000 + epoch
         per_set = [
-            batching.bucketed_batches(d.lengths, self.config.batch_size, seed + i)
+            batching.bucketed_batches(
+                d.lengths, self.config.batch_size, seed + i, min_batch=self.min_batch
+            )  # fmt: skip
             for i, d in enumerate(self.train_sets)
         ]
-        mixed = batching.mix(per_set, self.config.mix, seed)
-        # Under DDP every process needs a non-empty share of each batch.
-        return [(d, b) for d, b in mixed if len(b) >= self.procs.world * self.config.grad_accum]
+        return batching.mix(per_set, self.config.mix, seed)
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def fit(self) -> dict:
-        """Train to total_steps; evaluate and checkpoint on schedule. Returns the last metrics."""
+    def fit(self, on_step: Callable[[Trainer, dict[str, float]], None] | None = None) -> dict:
+        """Train to total_steps; evaluate and checkpoint on schedule. Returns the last metrics.
+
+        `on_step(trainer, losses)` is called after every step (benchmarks time through it).
+        """
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train (stage {self.stage})",
+        config, p = self.config, self.progress
+        bar = tqdm(total=self.total_steps, initial=p.step, desc=f"train (stage {p.stage})",
                    unit="step", disable=not self.procs.is_main, dynamic_ncols=True)  # fmt: skip
+        started, pairs = time.perf_counter(), 0
         with bar:  # closed on an error too, so that the error message starts its own line
-            self.train_steps(bar)
-        if self.evaluated_at != self.step:  # stopped by max_steps inside an epoch
-            self.evaluate_all(self.step)
+            while p.step < self.total_steps:
+                batches = self.schedule(p.epoch)
+                for set_index, batch in batches[p.position :]:
+                    losses = self.step(set_index, batch)
+                    p.position += 1
+                    pairs += len(batch)
+                    bar.update(1)
+                    rate = pairs / (time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{losses['loss']:.4f}", pairs_s=f"{rate:.0f}")
+                    self.log({"step": p.step, "epoch": p.epoch, **losses})
+                    if on_step is not None:
+                        on_step(self, losses)
+                    if config.eval_every and p.step % config.eval_every == 0:
+                        self.evaluate_all()
+                    if config.save_every and p.step % config.save_every == 0:
+                        self.save_checkpoint()
+                    if p.step >= self.total_steps:
+                        break
+                if p.position == len(batches):  # the end of an epoch
+                    p.epoch, p.position = p.epoch + 1, 0
+                    if self.evaluated_at != p.step:
+                        self.evaluate_all()
+                    if not config.save_every or p.step % config.save_every:
+                        self.save_checkpoint()
+        if self.evaluated_at != p.step:  # stopped by max_steps inside an epoch
+            self.evaluate_all()
         if self.procs.is_main:
-            self.plot()
+            from .plot import plot_curves
+
+            plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
         return self.metrics
 
-    def train_steps(self, bar) -> None:
-        """The loop over epochs and batches, from where a resumed run left off."""
-        config = self.config
-        started, pairs = time.perf_counter(), 0
-        while self.step < self.total_steps:
-            batches = self.schedule(self.epoch)
-            for set_index, batch in batches[self.position :]:
-                try:
-                    losses = self.train_step(set_index, batch)
-                except torch.OutOfMemoryError:
-                    raise self._out_of_memory(set_index, batch) from None
-                self.position += 1
-                pairs += len(batch)
-                bar.update(1)
-                rate = pairs / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{losses['loss']:.4f}", pairs_s=f"{rate:.0f}")
-                self.log({"step": self.step, "epoch": self.epoch, **losses})
-                if config.eval_every and self.step % config.eval_every == 0:
-                    self.evaluate_all(self.step)
-                if config.save_every and self.step % config.save_every == 0:
-                    self.save_checkpoint()
-                if self.step >= self.total_steps:
-                    break
-            if self.position == len(batches):  # the end of an epoch
-                self.epoch, self.position = self.epoch + 1, 0
-                if self.evaluated_at != self.step:
-                    self.evaluate_all(self.step)
-                if not config.save_every or self.step % config.save_every:
-                    self.save_checkpoint()
-
-    def train_step(self, set_index: int, batch: list[int]) -> dict[str, float]:
+    def step(self, set_index: int, batch: list[int]) -> dict[str, float]:
         """One optimizer step on one global batch: this process's share, in micro-batches."""
+        try:
+            return self._step(set_index, batch)
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory(set_index, batch) from None
+
+    def _step(self, set_index: int, batch: list[int]) -> dict[str, float]:
         config, data = self.config, self.train_sets[set_index]
         share = batching.shard(batch, self.procs.rank, self.procs.world)
         micro = math.ceil(len(share) / config.grad_accum)
@@ -336,16 +417,16 @@ class Trainer:
             tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
             sync = i == len(parts) - 1 or self.procs.world == 1
-            with contextlib.nullcontext() if sync else self.ddp.no_sync(), self.autocast():
-                output = self.ddp(**tensors)
-            loss = output.loss * (len(part) / len(share))
+            with contextlib.nullcontext() if sync else self.module.no_sync(), self.autocast():
+                losses = self.module(**tensors).losses
+            total = weighted_loss(losses, config.loss_weights)
             # Under DDP one process must not stop alone (the others would wait for it forever):
             # its NaN reaches every process through the gradient all-reduce, and all of them
             # then stop together on the gradient-norm check below.
-            if self.procs.world == 1 and not torch.isfinite(loss):
-                return self._nonfinite("loss", loss)
-            loss.backward()
-            for name, value in {"loss": output.loss, **output.losses}.items():
+            if self.procs.world == 1 and not torch.isfinite(total):
+                return self._nonfinite("loss", total)
+            (total * (len(part) / len(share))).backward()
+            for name, value in {"loss": total, **losses}.items():
                 totals[name] = totals.get(name, 0.0) + value.detach() * len(part) / len(share)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         if not torch.isfinite(norm):  # a finite loss can still back-propagate an Inf or a NaN
@@ -353,7 +434,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
+        self.progress.step += 1
         return {name: float(value) for name, value in totals.items()}
 
     def _nonfinite(self, what: str, value: torch.Tensor) -> dict[str, float]:
@@ -361,31 +442,32 @@ class Trainer:
 
         The step still counts, so that the schedule and the batches stay those of a clean run.
         """
+        p = self.progress
         self.optimizer.zero_grad(set_to_none=True)
-        where = f"step {self.step + 1}" + (f" of stage {self.stage}" if self.stage else "")
+        where = f"step {p.step + 1}" + (f" of stage {p.stage}" if p.stage else "")
         value = float(value.detach())
         if not self.config.skip_nonfinite:
             raise TrainingError(
                 f"non-finite {what} ({value}) at {where}; {self._kept()} "
                 f"(--skip-nonfinite skips such batches)"
             )
-        self.skipped += 1
-        self.step += 1
+        p.skipped += 1
+        p.step += 1
         self.scheduler.step()
         if self.procs.is_main:
             from tqdm.auto import tqdm
 
             tqdm.write(f"warning: skipped {where}: non-finite {what} ({value}); "
-                       f"{self.skipped} skipped so far", file=sys.stderr)  # fmt: skip
-        return {"loss": float("nan"), "skipped": self.skipped, "nonfinite": what}
+                       f"{p.skipped} skipped so far", file=sys.stderr)  # fmt: skip
+        return {"loss": float("nan"), "skipped": p.skipped, "nonfinite": what}
 
     def _out_of_memory(self, set_index: int, batch: list[int]) -> TrainingError:
         """Name the two knobs of a step's memory: pairs per micro-batch, and their length."""
         config, lengths = self.config, self.train_sets[set_index].lengths
-        pairs = math.ceil(len(batch) / (self.procs.world * config.grad_accum))
+        pairs = math.ceil(len(batch) / self.min_batch)
         return TrainingError(
-            f"out of memory at step {self.step + 1} on micro-batches of {pairs} pairs x "
-            f"{max(lengths[i] for i in batch)} tokens: lower --batch-size (now "
+            f"out of memory at step {self.progress.step + 1} on micro-batches of {pairs} pairs "
+            f"x {max(lengths[i] for i in batch)} tokens: lower --batch-size (now "
             f"{config.batch_size}) or raise --grad-accum (now {config.grad_accum}), or lower "
             f"--max-seq-length (now {self.model.encoder.tokenizer.max_length})"
         )
@@ -404,10 +486,10 @@ class Trainer:
 
     # -- evaluation, logging, checkpoints ---------------------------------------------------
 
-    def evaluate_all(self, step: int) -> dict[str, float]:
-        """Dev metrics on rank 0 (the others wait); a better best_metric saves <out>/best."""
-        metrics: dict[str, float] = {}
-        self.evaluated_at = step
+    def evaluate_all(self) -> dict[str, float]:
+        """Dev metrics on rank 0 (the others wait); a new best of best_metric saves <out>/best."""
+        p, metrics = self.progress, {}
+        self.evaluated_at = p.step
         if self.procs.is_main and self.dev_sets:
             for name, data in self.dev_sets.items():
                 try:
@@ -419,11 +501,12 @@ class Trainer:
                         f"{self.model.encoder.tokenizer.max_length})"
                     ) from None
                 metrics.update({f"{name}/{k}": v for k, v in result.items() if k != "pairs"})
-            self.log({"step": step, "epoch": self.epoch, "stage": self.stage, **metrics})
-            value = metrics.get(self.best_metric)
-            if step > 0 and value is not None and value > self.best:
-                self.best = value
+            self.log({"step": p.step, "epoch": p.epoch, **metrics})
+            value = metrics.get(p.best_metric)
+            if p.step > 0 and value is not None and value > p.best:
+                p.best = value
                 self.model.save(self.out / "best")
+                self.log({"step": p.step, "best": p.best_metric, "value": value})
         self.procs.barrier()
         self.metrics = metrics
         return metrics
@@ -433,29 +516,27 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"stage": self.stage, **record}) + "\n")
+            f.write(json.dumps({"stage": self.progress.stage, **record}) + "\n")
+
+    def state(self) -> dict:
+        """Everything a resumed run needs: the progress, the tensors' state, every RNG."""
+        return {
+            **dataclasses.asdict(self.progress),
+            "model": self.model.state_dict(),
+            "labels": self.model.labels,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def save_checkpoint(self) -> None:
-        """Everything a resumed run needs, in a new folder under <out>/checkpoints, written
-        atomically; then only the newest `keep_checkpoints` are kept."""
+        """A new checkpoint folder under <out>/checkpoints, written atomically; then only the
+        newest `keep_checkpoints` are kept."""
         if self.procs.is_main:
-            state = {
-                "stage": self.stage,
-                "step": self.step,
-                "epoch": self.epoch,
-                "position": self.position,
-                "skipped": self.skipped,
-                "best": self.best,
-                "model": self.model.state_dict(),
-                "labels": self.model.labels,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            }
-            path = self.out / CHECKPOINTS / f"stage{self.stage}-step{self.step:06d}"
+            path = checkpoint_path(self.out, self.progress.stage, self.progress.step)
             try:
-                write_checkpoint(path, state)
+                write_checkpoint(path, self.state())
             except OSError as e:  # a full disk: the temporary folder is gone, the others intact
                 raise TrainingError(
                     f"{path}: cannot write the checkpoint ({e.strerror or e}); {self._kept()}"
@@ -464,111 +545,28 @@ class Trainer:
             prune_checkpoints(self.out, path, self.config.keep_checkpoints)
         self.procs.barrier()
 
-    def restore(self, state: dict) -> None:
+    def restore(self, path: Path, state: dict) -> None:
+        """Continue from a checkpoint's state (see `state`)."""
         if state["labels"] != self.model.labels:
-            raise CheckpointError(self.last_checkpoint, "labels differ from this run's data")
+            raise CheckpointError(path, "labels differ from this run's data")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:  # another --model or preset than the checkpoint's
-            raise CheckpointError(
-                self.last_checkpoint, f"does not fit this run's model ({e})"
-            ) from None
+            raise CheckpointError(path, f"does not fit this run's model ({e})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
-        self.skipped, self.best = state["skipped"], state["best"]
+        self.progress = Progress.from_state(state)
+        self.last_checkpoint = path
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if self.procs.is_main:
-            print(f"resumed stage {self.stage} at step {self.step} (epoch {self.epoch}) from "
-                  f"{self.last_checkpoint}")  # fmt: skip
-
-    def plot(self) -> None:
-        from .plot import plot_curves
-
-        plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+            p = self.progress
+            print(f"resumed stage {p.stage} at step {p.step} (epoch {p.epoch}) from {path}")
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: <out>/checkpoints/stage0-step000123/{state.pt, manifest.json}, the newest K kept
-
-
-CHECKPOINTS = "checkpoints"
-_CHECKPOINT_NAME = re.compile(r"stage(\d+)-step(\d+)")
-
-
-def list_checkpoints(out: Path) -> list[Path]:
-    """Checkpoint folders, newest first. A killed write leaves only a hidden temporary name."""
-    found = []
-    for path in (out / CHECKPOINTS).glob("stage*-step*"):
-        match = _CHECKPOINT_NAME.fullmatch(path.name)
-        if match and path.is_dir():
-            found.append(((int(match[1]), int(match[2])), path))
-    return [path for _, path in sorted(found, reverse=True)]
-
-
-def write_checkpoint(path: Path, state: dict) -> None:
-    with atomic_dir(path) as tmp, open(tmp / "state.pt", "wb") as f:
-        # Through a Python file: a full disk then raises OSError (ENOSPC), not a RuntimeError.
-        torch.save(state, f)
-
-
-def prune_checkpoints(out: Path, newest: Path, keep: int) -> None:
-    """Keep `newest` and the keep-1 before it. Later ones go too: they are damaged ones this run
-    resumed before, or left by an earlier run in the same folder."""
-    paths = list_checkpoints(out)
-    index = paths.index(newest)
-    for path in paths[:index] + paths[index + keep :]:
-        remove_dir(path)
-
-
-def read_checkpoint(path: Path) -> dict:
-    """The training state in a checkpoint folder, checked against its manifest first."""
-    verify_manifest(path)
-    try:
-        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(path / "state.pt", "file not found") from None
-    except Exception as e:  # a damaged zip/pickle raises many types
-        raise CheckpointError(path / "state.pt", f"damaged checkpoint ({e})") from None
-
-
-def resume_point(out: Path, procs: Processes) -> tuple[Path, dict]:
-    """The newest intact checkpoint; skipping a damaged one is said in one line."""
-    damaged = []
-    for path in list_checkpoints(out):
-        try:
-            state = read_checkpoint(path)
-        except CheckpointError as e:
-            damaged.append(str(e))
-            continue
-        if damaged and procs.is_main:
-            print(f"warning: resuming from the older {path.name}: newer checkpoint damaged: "
-                  f"{'; '.join(damaged)}", file=sys.stderr)  # fmt: skip
-        return path, state
-    if damaged:
-        raise CheckpointError(out / CHECKPOINTS, f"no intact checkpoint to resume from: "
-                                                 f"{'; '.join(damaged)}")  # fmt: skip
-    raise CheckpointError(out / CHECKPOINTS, "no checkpoint to resume from")
-
-
-def limit_seq_length(encoder: SentenceBert, max_length: int) -> None:
-    """Truncate sentences to `max_length` tokens (never past the position table)."""
-    tok = encoder.tokenizer
-    max_length = min(max_length, encoder.encoder.config.max_position_embeddings)
-    encoder.tokenizer = WordPiece(tok.tokenizer, max_length, tok.lowercase)
-
-
-def _with_labels(model: MultiTaskModel, labels: list[str]) -> MultiTaskModel:
-    """The previous stage's model, with a new classifier only if this stage's labels differ."""
-    if not labels or labels == model.labels:
-        return model
-    return MultiTaskModel(model.encoder, labels, model.loss_weights)
-
-
-def _unset(value):
-    return None if value is None or value < 0 else value
+# Small helpers
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
@@ -609,19 +607,3 @@ def before_after_table(before: dict, after: dict) -> str:
         if key in before:
             rows.append(f"{key:<32} {before[key]:8.2f} {after[key]:8.2f}")
     return "\n".join(rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# sbert evaluate
-
-
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    path, split, _ = parse_spec(args.data)
-    data = read_pairs(path, format=args.format, split=split)
-    device = pick_device(args.device, 0)
-    model = MultiTaskModel.from_pretrained(args.model).to(device)
-    index = {name: i for i, name in enumerate(model.labels)} or None
-    pairs = batching.tokenize_pairs(data, model.encoder.tokenizer, index)
-    metrics = evaluate(model, pairs, args.batch_size, device)
-    json.dump(metrics, sys.stdout)
-    print()

@@ -5,7 +5,7 @@
 At the N-th call of MODULE:ATTR (counting only calls whose arguments mention TEXT, if given):
     kill  SIGKILL this process before the call: nothing after it runs, no cleanup, no flush;
     half  (for torch.save(obj, file)) write the first half of the bytes, then SIGKILL;
-    nan   make the loss of the Output returned by the call NaN (MultiTaskModel.forward).
+    nan   make the losses of the Output returned by the call NaN (MultiTaskModel.forward).
 
 The reliability tests use it to stop a real training run at a chosen point, or to feed it a
 numerical fault, with no test hook in sbert itself.
@@ -41,7 +41,8 @@ def trap(target: str, n: int, action: str, text: str = "") -> None:
             return original(*args, **kwargs)
         if action == "nan":
             output = original(*args, **kwargs)
-            return dataclasses.replace(output, loss=output.loss * float("nan"))
+            nan = {name: loss * float("nan") for name, loss in output.losses.items()}
+            return dataclasses.replace(output, losses=nan)
         if action == "half":
             obj, file = args[:2]
             buffer = io.BytesIO()

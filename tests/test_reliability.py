@@ -23,11 +23,13 @@ import pytest
 import torch
 
 from sbert import cli
+from sbert.checkpoints import list_checkpoints, read_checkpoint
+from sbert.distributed import Processes
 from sbert.errors import CheckpointError
 from sbert.fileio import MANIFEST, remove_litter
 from sbert.model import SentenceBert
 from sbert.multitask import MultiTaskModel
-from sbert.train import Processes, list_checkpoints, output_lock, read_checkpoint
+from sbert.train import output_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
@@ -128,7 +130,7 @@ def previous(tmp_path_factory) -> Path:
 # the newest checkpoint it leaves, and what final/ then holds: None (absent), or the "old" one
 # of a previous run in the same folder, or the "new" one.
 KILLS = {
-    "between steps": (["sbert.train:Trainer.train_step", "3", "kill"], 2, None),
+    "between steps": (["sbert.train:Trainer.step", "3", "kill"], 2, None),
     "halfway through a checkpoint file": (["torch:save", "3", "half"], 2, None),
     "checkpoint written, before its rename": (["sbert.fileio:sync_tree", "3", "kill"], 2, None),
     "deleting the oldest checkpoint": (["shutil:rmtree", "1", "kill", "step000001"], 3, None),
@@ -257,11 +259,16 @@ def fault_at(call: int, kind: str, monkeypatch) -> None:
         calls.append(1)
         if len(calls) != call:
             return output
+        losses = dict(output.losses)
         if kind == "loss":
-            return dataclasses.replace(output, loss=output.loss * float("nan"))
-        # sqrt(0) adds nothing, but its derivative is Inf, and Inf * 0 is NaN in the chain rule.
-        poison = torch.sqrt(0 * self.classifier.weight.sum())
-        return dataclasses.replace(output, loss=output.loss + poison)
+            losses["regression"] = losses["regression"] * float("nan")
+        else:
+            # sqrt(0) adds nothing, but its derivative is Inf, and Inf * 0 is NaN in the chain
+            # rule.
+            losses["regression"] = losses["regression"] + torch.sqrt(
+                0 * self.classifier.weight.sum()
+            )
+        return dataclasses.replace(output, losses=losses)
 
     monkeypatch.setattr(MultiTaskModel, "forward", forward)
 

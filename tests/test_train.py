@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from sbert.config import make_config
+from sbert.distributed import Processes
 from sbert.multitask import MultiTaskModel
-from sbert.train import Processes, Trainer, run
+from sbert.train import Trainer, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
@@ -46,9 +47,9 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 
 def test_tiny_training_lowers_the_loss_and_trains_the_classifier(tmp_path):
     config = tiny_config(tmp_path, epochs=4)
-    trainer = Trainer(config, tmp_path, torch.device("cpu"), Processes(), 0, None)
+    trainer = Trainer(config, tmp_path, torch.device("cpu"), Processes())
     head_before = trainer.model.classifier.weight.detach().clone()
-    encoder_before = trainer.model.encoder.encoder.layers[0].ffn.up.weight.detach().clone()
+    encoder_before = trainer.model.encoder.bert.layers[0].ffn.up.weight.detach().clone()
     trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
@@ -58,14 +59,14 @@ def test_tiny_training_lowers_the_loss_and_trains_the_classifier(tmp_path):
     # a release whose classifier was not in the optimizer).
     head_change = (trainer.model.classifier.weight - head_before).abs().max().item()
     assert head_change > 1e-3
-    encoder_after = trainer.model.encoder.encoder.layers[0].ffn.up.weight
+    encoder_after = trainer.model.encoder.bert.layers[0].ffn.up.weight
     assert (encoder_after - encoder_before).abs().max().item() > 1e-4
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_classifier_gets_its_own_learning_rate_in_the_optimizer(tmp_path):
     config = tiny_config(tmp_path, head_lr=0.05)
-    trainer = Trainer(config, tmp_path, torch.device("cpu"), Processes(), 0, None)
+    trainer = Trainer(config, tmp_path, torch.device("cpu"), Processes())
     head = {id(p) for p in trainer.model.classifier.parameters()}
     groups = [g for g in trainer.optimizer.param_groups if {id(p) for p in g["params"]} & head]
     assert groups and all(g["initial_lr"] == 0.05 for g in groups)
