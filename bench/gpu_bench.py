@@ -9,7 +9,7 @@ Run by `bench/gpu.sh` on a lent H100/H200 (PyTorch with CUDA, no internet), in t
    in fp32 (TF32 off), fp32 with TF32 matmuls and bf16 autocast; alternating, median of rounds;
 3. training step: the `bert-base` preset (`SentenceBert.from_config` + `MultiTaskModel`, both
    objectives) on synthetic pairs of sequence length 128 (no padding, so that model FLOPs are
-   exact), bf16 autocast, TF32, fused AdamW, gradient clipping, as `Trainer.train_step` does;
+   exact), bf16 autocast, TF32, fused AdamW, gradient clipping, by `Trainer.step` itself;
    tokens/s, TFLOP/s (6 N + attention per token, `Bert.flops_per_token`) and MFU against
    --peak; optionally `torch.compile` (--compile).
 
@@ -27,24 +27,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `sbert` from this checkout, installed or not
-
-import torch  # noqa: E402
+import torch
+from common import ROOT, SICK, sts_sentences, sync
 
 CARRIED_MODEL = ROOT / ".whl" / "all-MiniLM-L6-v2"
-STSB_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
 H100_BF16_DENSE = 989e12  # H100 SXM dense bf16 peak; the H200 has the same compute
 
 
@@ -97,19 +89,6 @@ def load_st(model_dir: Path, device: torch.device):
 
     kwargs = {"dtype": torch.float32}
     return SentenceTransformer(str(model_dir), device=str(device), model_kwargs=kwargs).float()
-
-
-def read_sentences(limit: int) -> list[str]:
-    """Both sentences of every STS-B dev pair, in file order."""
-    from sbert.data import read_pairs
-
-    sentences = [s for pair in read_pairs(STSB_DEV).pairs for s in (pair.a, pair.b)]
-    return sentences[:limit] if limit else sentences
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def set_tf32(on: bool) -> None:
@@ -224,80 +203,66 @@ def training(
     peak: float,
     compile_: bool,
 ) -> None:
-    from sbert import Bert, SentenceBert, preset
-    from sbert.multitask import MultiTaskModel
+    """Time `Trainer.step`, the step `sbert train` runs, on synthetic pairs of one length."""
+    import tempfile
 
+    import numpy as np
+
+    from sbert import SentenceBert
+    from sbert.batching import TokenizedPairs
+    from sbert.config import make_config
+    from sbert.distributed import Processes
+    from sbert.multitask import MultiTaskModel
+    from sbert.train import Trainer
+
+    print(f"\n## 3. training step: {preset_name}, sequence length {seq_len}, `Trainer.step` "
+          f"(bf16 autocast, TF32, fused AdamW), peak {peak / 1e12:.0f} TFLOP/s")  # fmt: skip
+    if model_dir is None:
+        print("skipped: the tokenizer comes from the all-MiniLM-L6-v2 folder, not found")
+        return
     set_tf32(True)
-    print(
-        f"\n## 3. training step: {preset_name}, sequence length {seq_len}, bf16 autocast, "
-        f"TF32, fused AdamW, peak {peak / 1e12:.0f} TFLOP/s"
-    )
     torch.manual_seed(0)
-    if model_dir is not None:
-        encoder = SentenceBert.from_config(preset_name, vocab=model_dir)
-    else:  # synthetic token ids need no tokenizer
-        encoder = SentenceBert(Bert(preset(preset_name)), tokenizer=None)
-    model = MultiTaskModel(encoder, ["contradiction", "entailment", "neutral"]).to(device)
-    bert = model.encoder.encoder
-    # fused=True: one kernel for all tensors (CUDA; also the CPU since torch 2.4).
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, fused=True)
+    encoder = SentenceBert.from_config(preset_name, vocab=model_dir)
+    bert = encoder.bert
     n = bert.num_parameters(exclude_embeddings=True)
     flops_per_token = bert.flops_per_token(seq_len, training=True)
-    print(
-        f"{n / 1e6:.1f}M non-embedding parameters; {flops_per_token / 1e9:.3f} GFLOP per "
-        f"token (6N + attention)"
-    )
-    print(
-        f"{'variant':<10} {'pairs':>5} {'tokens/step':>11} {'ms/step':>8} {'tokens/s':>10} "
-        f"{'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}"
-    )
-
-    def bench(step_model, pairs: int, label: str) -> None:
-        vocab = bert.config.vocab_size
-        ids = torch.randint(1000, vocab, (2 * pairs, seq_len), device=device)
-        mask = torch.ones_like(ids)
-        labels = torch.randint(0, 3, (pairs,), device=device)
-        scores = torch.rand(pairs, device=device)
-
-        def step():
-            with autocast(device, True):
-                out = step_model(ids, mask, labels, scores)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(warmup):
-            step()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        seconds = (time.perf_counter() - start) / steps
-        tokens = 2 * pairs * seq_len
-        achieved = flops_per_token * tokens / seconds
-        memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
-        print(
-            f"{label:<10} {pairs:5d} {tokens:11d} {1e3 * seconds:8.1f} {tokens / seconds:10.0f} "
-            f"{achieved / 1e12:8.2f} {100 * achieved / peak:5.1f}% {memory:7.1f}GB",
-            flush=True,
-        )
-
-    model.train()
+    print(f"{n / 1e6:.1f}M non-embedding parameters; {flops_per_token / 1e9:.3f} GFLOP per "
+          f"token (6N + attention)")  # fmt: skip
+    print(f"{'variant':<10} {'pairs':>5} {'tokens/step':>11} {'ms/step':>8} {'tokens/s':>10} "
+          f"{'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}")  # fmt: skip
+    rng = np.random.default_rng(0)
     for pairs in batch_sizes:
-        bench(model, pairs, "eager")
-    if compile_:
-        start = time.perf_counter()
-        compiled = torch.compile(model)
-        pairs = max(batch_sizes)
-        bench(compiled, pairs, "compiled")
-        print(
-            f"(torch.compile: the compiled row includes no compile time; the whole row took "
-            f"{time.perf_counter() - start:.0f}s with compilation)"
-        )
+        for compiled in [False, True] if compile_ else [False]:
+            config = make_config({
+                "train": [f"{SICK}@TRAIN"], "limit": pairs, "batch_size": pairs,
+                "device": str(device), "no_eval": True, "strategy": "full",
+                "precision": "bf16", "compile": compiled, "out": tempfile.mkdtemp(),
+            })  # fmt: skip
+            model = MultiTaskModel(encoder)  # the Trainer adds the data's classifier
+            trainer = Trainer(config, Path(config.out), device, Processes(), model=model)
+            ids = rng.integers(1000, bert.config.vocab_size, (2, pairs, seq_len)).tolist()
+            trainer.train_sets = [TokenizedPairs(
+                "synthetic", ids[0], ids[1], rng.integers(0, len(trainer.model.labels), pairs),
+                rng.random(pairs, dtype=np.float32),
+            )]  # fmt: skip
+            batch = list(range(pairs))
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(warmup):
+                trainer.step(0, batch)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.step(0, batch)
+            sync(device)
+            seconds = (time.perf_counter() - start) / steps
+            tokens = 2 * pairs * seq_len
+            achieved = flops_per_token * tokens / seconds
+            memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
+            label = "compiled" if compiled else "eager"
+            print(f"{label:<10} {pairs:5d} {tokens:11d} {1e3 * seconds:8.1f} "
+                  f"{tokens / seconds:10.0f} {achieved / 1e12:8.2f} {100 * achieved / peak:5.1f}% "
+                  f"{memory:7.1f}GB", flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = find_model(args.model)
     print(f"all-MiniLM-L6-v2: {model_dir or 'NOT FOUND (parity and encoding skipped)'}")
 
-    sentences = read_sentences(args.sentences)
+    sentences = sts_sentences(args.sentences)
     started = time.perf_counter()
     if model_dir is not None:
         parity(model_dir, device, sentences[:512], st_ok)

@@ -1,7 +1,7 @@
 """Each transfer-learning strategy on the demo's work: dev scores and wall time, one table.
 
 Runs `sbert.train.Trainer` with the demo's settings, changing only the strategy (and the
-knobs named on the command line), and evaluates on SICK TRIAL and STS-B dev after training.
+settings named on the command line), and evaluates on SICK TRIAL and STS-B dev after training.
 
     python bench/strategies.py                       # every strategy, demo settings
     python bench/strategies.py --set epochs=1 --set head_lr=0.01
@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from common import machine
 
-import torch  # noqa: E402
-
-from sbert.config import make_config  # noqa: E402
-from sbert.strategies import STRATEGIES  # noqa: E402
-from sbert.train import Processes, Trainer  # noqa: E402
+from sbert.config import make_config
+from sbert.distributed import Processes
+from sbert.strategies import STRATEGIES
+from sbert.train import Trainer
 
 COLUMNS = {
     "SICK_train_trial-TRIAL/spearman": "SICK-R",
@@ -37,14 +36,15 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="FIELD=JSON_VALUE override")
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    print(machine())
     print(f"{'strategy':<14}" + "".join(f"{c:>12}" for c in COLUMNS.values()) + f"{'seconds':>10}")
     for strategy in args.strategies:
         with tempfile.TemporaryDirectory() as out:
             config = make_config({"out": out, "device": "cpu", **overrides, "strategy": strategy})
             started = time.perf_counter()
-            trainer = Trainer(config, Path(out), torch.device("cpu"), Processes(), 0, None)
+            trainer = Trainer(config, Path(out), torch.device("cpu"), Processes())
             if strategy == args.strategies[0]:
-                print_row("(untrained)", trainer.evaluate_all(step=0), float("nan"))
+                print_row("(untrained)", trainer.evaluate_all(), float("nan"))
                 started = time.perf_counter()
             metrics = trainer.fit()
             seconds = time.perf_counter() - started
