@@ -54,5 +54,7 @@ def machine() -> str:
         with contextlib.suppress(ImportError):
             versions.append(f"{name} {__import__(name).__version__}")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; "
-            f"{', '.join(versions)}; load average {load}")  # fmt: skip
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; "
+        f"{', '.join(versions)}; load average {load}"
+    )

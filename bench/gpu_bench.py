@@ -215,8 +215,10 @@ def training(
     from sbert.multitask import MultiTaskModel
     from sbert.train import Trainer
 
-    print(f"\n## 3. training step: {preset_name}, sequence length {seq_len}, `Trainer.step` "
-          f"(bf16 autocast, TF32, fused AdamW), peak {peak / 1e12:.0f} TFLOP/s")  # fmt: skip
+    print(
+        f"\n## 3. training step: {preset_name}, sequence length {seq_len}, `Trainer.step` "
+        f"(bf16 autocast, TF32, fused AdamW), peak {peak / 1e12:.0f} TFLOP/s"
+    )
     if model_dir is None:
         print("skipped: the tokenizer comes from the all-MiniLM-L6-v2 folder, not found")
         return
@@ -226,25 +228,42 @@ def training(
     bert = encoder.bert
     n = bert.num_parameters(exclude_embeddings=True)
     flops_per_token = bert.flops_per_token(seq_len, training=True)
-    print(f"{n / 1e6:.1f}M non-embedding parameters; {flops_per_token / 1e9:.3f} GFLOP per "
-          f"token (6N + attention)")  # fmt: skip
-    print(f"{'variant':<10} {'pairs':>5} {'tokens/step':>11} {'ms/step':>8} {'tokens/s':>10} "
-          f"{'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}")  # fmt: skip
+    print(
+        f"{n / 1e6:.1f}M non-embedding parameters; {flops_per_token / 1e9:.3f} GFLOP per "
+        f"token (6N + attention)"
+    )
+    print(
+        f"{'variant':<10} {'pairs':>5} {'tokens/step':>11} {'ms/step':>8} {'tokens/s':>10} "
+        f"{'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}"
+    )
     rng = np.random.default_rng(0)
     for pairs in batch_sizes:
         for compiled in [False, True] if compile_ else [False]:
-            config = make_config({
-                "train": [f"{SICK}@TRAIN"], "limit": pairs, "batch_size": pairs,
-                "device": str(device), "no_eval": True, "strategy": "full",
-                "precision": "bf16", "compile": compiled, "out": tempfile.mkdtemp(),
-            })  # fmt: skip
+            config = make_config(
+                {
+                    "train": [f"{SICK}@TRAIN"],
+                    "limit": pairs,
+                    "batch_size": pairs,
+                    "device": str(device),
+                    "no_eval": True,
+                    "strategy": "full",
+                    "precision": "bf16",
+                    "compile": compiled,
+                    "out": tempfile.mkdtemp(),
+                }
+            )
             model = MultiTaskModel(encoder)  # the Trainer adds the data's classifier
             trainer = Trainer(config, Path(config.out), device, Processes(), model=model)
             ids = rng.integers(1000, bert.config.vocab_size, (2, pairs, seq_len)).tolist()
-            trainer.train_sets = [TokenizedPairs(
-                "synthetic", ids[0], ids[1], rng.integers(0, len(trainer.model.labels), pairs),
-                rng.random(pairs, dtype=np.float32),
-            )]  # fmt: skip
+            trainer.train_sets = [
+                TokenizedPairs(
+                    "synthetic",
+                    ids[0],
+                    ids[1],
+                    rng.integers(0, len(trainer.model.labels), pairs),
+                    rng.random(pairs, dtype=np.float32),
+                )
+            ]
             batch = list(range(pairs))
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -260,9 +279,12 @@ def training(
             achieved = flops_per_token * tokens / seconds
             memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
             label = "compiled" if compiled else "eager"
-            print(f"{label:<10} {pairs:5d} {tokens:11d} {1e3 * seconds:8.1f} "
-                  f"{tokens / seconds:10.0f} {achieved / 1e12:8.2f} {100 * achieved / peak:5.1f}% "
-                  f"{memory:7.1f}GB", flush=True)  # fmt: skip
+            print(
+                f"{label:<10} {pairs:5d} {tokens:11d} {1e3 * seconds:8.1f} "
+                f"{tokens / seconds:10.0f} {achieved / 1e12:8.2f} {100 * achieved / peak:5.1f}% "
+                f"{memory:7.1f}GB",
+                flush=True,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

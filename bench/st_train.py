@@ -59,7 +59,7 @@ def main() -> None:
                 "sentence1": a,
                 "sentence2": b,
                 "score": [(p.score - lo) / (hi - lo) for p in train.pairs],
-            }  # fmt: skip
+            }
         ),
     }
     softmax = SoftmaxLoss(model, model.get_embedding_dimension(), num_labels=len(labels))

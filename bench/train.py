@@ -41,7 +41,7 @@ RUNS = {
         "1",
         "--precision",
         "fp32",
-    ],  # fmt: skip
+    ],
     "sentence-transformers": [sys.executable, str(ROOT / "bench" / "st_train.py")],
 }
 METRICS = {
@@ -69,8 +69,10 @@ def scores(folder: Path) -> dict[str, float]:
     model = MultiTaskModel.from_pretrained(folder)
     index = {name: i for i, name in enumerate(model.labels)} or None
     metrics = {}
-    for name, data in {"SICK_train_trial-TRIAL": read_pairs(SICK, split="TRIAL"),
-                       "sts-dev": read_pairs(STSB_DEV)}.items():  # fmt: skip
+    for name, data in {
+        "SICK_train_trial-TRIAL": read_pairs(SICK, split="TRIAL"),
+        "sts-dev": read_pairs(STSB_DEV),
+    }.items():
         pairs = batching.tokenize_pairs(data, model.encoder.tokenizer, index)
         metrics.update({f"{name}/{k}": v for k, v in evaluate(model, pairs).items()})
     return metrics
@@ -78,11 +80,14 @@ def scores(folder: Path) -> dict[str, float]:
 
 def startup() -> str:
     """What every run pays before its first step: the import, and loading the checkpoint."""
-    code = ("import time; t = time.perf_counter(); import sbert.train; i = time.perf_counter(); "
-            "sbert.train.load_encoder('all-MiniLM-L6-v2'); l = time.perf_counter(); "
-            "print(f'{i - t:.2f} {l - i:.2f}')")  # fmt: skip
-    imported, loaded = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                      text=True, cwd=ROOT).stdout.split()  # fmt: skip
+    code = (
+        "import time; t = time.perf_counter(); import sbert.train; i = time.perf_counter(); "
+        "sbert.train.load_encoder('all-MiniLM-L6-v2'); l = time.perf_counter(); "
+        "print(f'{i - t:.2f} {l - i:.2f}')"
+    )
+    imported, loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
     return f"start-up: import sbert.train {imported} s, load all-MiniLM-L6-v2 {loaded} s"
 
 
@@ -91,8 +96,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="runs of each (median)")
     p.add_argument("--only", choices=("ours", "theirs"), help="run one side only")
     args = p.parse_args()
-    runs = {k: v for k, v in RUNS.items()
-            if args.only is None or (args.only == "ours") == k.startswith("ours")}  # fmt: skip
+    runs = {
+        k: v
+        for k, v in RUNS.items()
+        if args.only is None or (args.only == "ours") == k.startswith("ours")
+    }
     print(f"# bench/train.py: whole processes, median of {args.rounds} rounds\n{machine()}")
     print(startup())
     seconds: dict[str, list[float]] = {name: [] for name in runs}

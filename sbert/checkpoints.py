@@ -70,10 +70,14 @@ def resume_point(out: Path, warn: bool = True) -> tuple[Path, dict]:
             damaged.append(str(e))
             continue
         if damaged and warn:
-            print(f"warning: resuming from the older {path.name}: newer checkpoint damaged: "
-                  f"{'; '.join(damaged)}", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: resuming from the older {path.name}: newer checkpoint damaged: "
+                f"{'; '.join(damaged)}",
+                file=sys.stderr,
+            )
         return path, state
     if damaged:
-        raise CheckpointError(out / CHECKPOINTS, f"no intact checkpoint to resume from: "
-                                                 f"{'; '.join(damaged)}")  # fmt: skip
+        raise CheckpointError(
+            out / CHECKPOINTS, f"no intact checkpoint to resume from: {'; '.join(damaged)}"
+        )
     raise CheckpointError(out / CHECKPOINTS, "no checkpoint to resume from")

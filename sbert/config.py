@@ -53,10 +53,13 @@ class TrainConfig:
         "dev data PATH[@SPLIT], repeatable (default with the demo: SICK TRIAL and STS-B dev)",
         default_factory=list,
     )
-    out: str = _arg("output folder: final/, best/, checkpoints/, metrics.jsonl, curves.png",
-                    "runs/demo")  # fmt: skip
-    model: str = _arg("model folder, packaged name, or a preset (bert-base, tiny...) to train "
-                      "from scratch", "all-MiniLM-L6-v2")  # fmt: skip
+    out: str = _arg(
+        "output folder: final/, best/, checkpoints/, metrics.jsonl, curves.png", "runs/demo"
+    )
+    model: str = _arg(
+        "model folder, packaged name, or a preset (bert-base, tiny...) to train from scratch",
+        "all-MiniLM-L6-v2",
+    )
     epochs: int = _arg("passes over the training data", 1)
     max_steps: int | None = _arg("stop after this many optimizer steps")
     limit: int | None = _arg("use only the first N pairs of each training file (demo: 1000)")
@@ -76,24 +79,31 @@ class TrainConfig:
         "how to interleave several training files", "round-robin"
     )
     strategy: Strategy = _arg("transfer-learning strategy", "partial")
-    freeze_layers: int | None = _arg("freeze the lowest N encoder layers (strategies partial, "
-                                     "full; default 0)")  # fmt: skip
-    layer_decay: float | None = _arg("layer-wise learning-rate decay factor (strategy "
-                                     "layer-decay; default 0.8)")  # fmt: skip
+    freeze_layers: int | None = _arg(
+        "freeze the lowest N encoder layers (strategies partial, full; default 0)"
+    )
+    layer_decay: float | None = _arg(
+        "layer-wise learning-rate decay factor (strategy layer-decay; default 0.8)"
+    )
     seed: int = _arg("seed of the sampler, dropout and head initialisation", 42)
     eval_every: int | None = _arg("also evaluate every N steps (default: after each epoch only)")
-    save_every: int | None = _arg("write a resumable checkpoint every N steps (default: at "
-                                  "epoch ends)")  # fmt: skip
-    keep_checkpoints: int = _arg("keep the newest K checkpoints (an older one is a fallback if "
-                                 "the newest is damaged)", 2)  # fmt: skip
-    best_metric: str | None = _arg("dev metric that picks best/ across all stages (default: the "
-                                   "first dev set's spearman, else accuracy)")  # fmt: skip
+    save_every: int | None = _arg(
+        "write a resumable checkpoint every N steps (default: at epoch ends)"
+    )
+    keep_checkpoints: int = _arg(
+        "keep the newest K checkpoints (an older one is a fallback if the newest is damaged)", 2
+    )
+    best_metric: str | None = _arg(
+        "dev metric that picks best/ across all stages (default: the "
+        "first dev set's spearman, else accuracy)"
+    )
     eval_batch_size: int = _arg("batch size for evaluation", 128)
     device: str | None = _arg("cpu, cuda, cuda:1 ... (default: cuda when available)")
     no_eval: bool = _arg("skip all evaluation", False)
     resume: bool = _arg("continue from the newest intact checkpoint in <out>/checkpoints", False)
-    skip_nonfinite: bool = _arg("skip a batch whose loss or gradient is NaN/Inf (counted) instead "
-                                "of stopping", False)  # fmt: skip
+    skip_nonfinite: bool = _arg(
+        "skip a batch whose loss or gradient is NaN/Inf (counted) instead of stopping", False
+    )
     max_seq_length: int | None = _arg("truncate sentences to N tokens (default: the model's)")
     precision: Literal["auto", "bf16", "fp32"] = _arg(
         "training matmuls: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32; evaluation "
@@ -207,8 +217,9 @@ def check(config: TrainConfig) -> None:
     for name in ("max_steps", "limit", "eval_every", "save_every", "max_seq_length"):
         value = getattr(config, name)
         if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (leave it out for "
-                              f"no limit)")  # fmt: skip
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be at least 1 (leave it out for no limit)"
+            )
     if config.dropout is not None and not 0 <= config.dropout < 1:
         raise ConfigError(f"--dropout must be in [0, 1), not {config.dropout}")
     if not config.train:

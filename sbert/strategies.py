@@ -59,8 +59,10 @@ def trainable(
     given = {"freeze-layers": freeze_layers, "layer-decay": layer_decay}
     for name in unused:
         if given[name] is not None:
-            raise ConfigError(f"--{name} has no effect with strategy {strategy}; leave it out "
-                              f"or choose a strategy that uses it")  # fmt: skip
+            raise ConfigError(
+                f"--{name} has no effect with strategy {strategy}; leave it out "
+                f"or choose a strategy that uses it"
+            )
     if layer_decay is not None and not 0 <= layer_decay <= 1:
         raise ConfigError(f"--layer-decay must be in [0, 1], not {layer_decay}")
     if freeze_layers is not None and freeze_layers < 0:

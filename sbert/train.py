@@ -165,9 +165,11 @@ def setup_model(
         from .bert import PRESETS
 
         preset = config.model in PRESETS
-        previous = MultiTaskModel(load_encoder(config.model), labels) if preset else (
-            MultiTaskModel.from_pretrained(config.model)
-        )  # fmt: skip
+        previous = (
+            MultiTaskModel(load_encoder(config.model), labels)
+            if preset
+            else (MultiTaskModel.from_pretrained(config.model))
+        )
     model = previous
     if labels and model.labels != labels:
         if model.classifier is not None:
@@ -210,9 +212,11 @@ def read_dev_sets(config: TrainConfig, model: MultiTaskModel) -> dict[str, Token
 def default_best_metric(dev_sets: dict[str, TokenizedPairs]) -> str | None:
     """The first dev set's Spearman, or its accuracy if it has no scores."""
     for name, data in dev_sets.items():
-        return f"{name}/spearman" if not all(math.isnan(s) for s in data.scores) else (
-            f"{name}/accuracy"
-        )  # fmt: skip
+        return (
+            f"{name}/spearman"
+            if not all(math.isnan(s) for s in data.scores)
+            else (f"{name}/accuracy")
+        )
     return None
 
 
@@ -319,15 +323,24 @@ class Trainer:
         self.evaluated_at = -1
         pairs = sum(map(len, self.train_sets))
         if procs.is_main:
-            print(f"stage {self.progress.stage}: {pairs} training pairs, {self.total_steps} "
-                  f"steps, {trainable_count:,} trainable parameters, strategy "
-                  f"{config.strategy}, on {device}")  # fmt: skip
+            print(
+                f"stage {self.progress.stage}: {pairs} training pairs, {self.total_steps} "
+                f"steps, {trainable_count:,} trainable parameters, strategy "
+                f"{config.strategy}, on {device}"
+            )
             self._say_best_metric()
         # What this stage runs with, as built (not only as asked): the log says it.
         settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "stages"}
         settings["dropout"] = self.model.encoder.bert.config.dropout
-        self.log({"step": self.progress.step, "settings": settings, "pairs": pairs,
-                  "steps": self.total_steps, "trainable": trainable_count})  # fmt: skip
+        self.log(
+            {
+                "step": self.progress.step,
+                "settings": settings,
+                "pairs": pairs,
+                "steps": self.total_steps,
+                "trainable": trainable_count,
+            }
+        )
 
     def _say_best_metric(self) -> None:
         metric = self.progress.best_metric
@@ -336,8 +349,10 @@ class Trainer:
         if self.progress.stage == 0:
             print(f"best/ is the model with the highest {metric} over all stages")
         elif not any(metric.startswith(f"{name}/") for name in self.dev_sets):
-            print(f"note: stage {self.progress.stage}'s dev sets do not give {metric}; its "
-                  f"evaluations do not compete for best/")  # fmt: skip
+            print(
+                f"note: stage {self.progress.stage}'s dev sets do not give {metric}; its "
+                f"evaluations do not compete for best/"
+            )
 
     def schedule(self, epoch: int) -> list[tuple[int, list[int]]]:
         """This epoch's global batches, in order: the same for the same seed and epoch."""
@@ -345,7 +360,7 @@ class Trainer:
         per_set = [
             batching.bucketed_batches(
                 d.lengths, self.config.batch_size, seed + i, min_batch=self.min_batch
-            )  # fmt: skip
+            )
             for i, d in enumerate(self.train_sets)
         ]
         return batching.mix(per_set, self.config.mix, seed)
@@ -360,8 +375,14 @@ class Trainer:
         from tqdm.auto import tqdm
 
         config, p = self.config, self.progress
-        bar = tqdm(total=self.total_steps, initial=p.step, desc=f"train (stage {p.stage})",
-                   unit="step", disable=not self.procs.is_main, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=self.total_steps,
+            initial=p.step,
+            desc=f"train (stage {p.stage})",
+            unit="step",
+            disable=not self.procs.is_main,
+            dynamic_ncols=True,
+        )
         started, pairs = time.perf_counter(), 0
         with bar:  # closed on an error too, so that the error message starts its own line
             while p.step < self.total_steps:
@@ -457,8 +478,11 @@ class Trainer:
         if self.procs.is_main:
             from tqdm.auto import tqdm
 
-            tqdm.write(f"warning: skipped {where}: non-finite {what} ({value}); "
-                       f"{p.skipped} skipped so far", file=sys.stderr)  # fmt: skip
+            tqdm.write(
+                f"warning: skipped {where}: non-finite {what} ({value}); "
+                f"{p.skipped} skipped so far",
+                file=sys.stderr,
+            )
         return {"loss": float("nan"), "skipped": p.skipped, "nonfinite": what}
 
     def _out_of_memory(self, set_index: int, batch: list[int]) -> TrainingError:

@@ -34,11 +34,40 @@ def free_port() -> int:
 
 
 def train(out: Path, processes: int, *extra: str, script: str = "train.py") -> Path:
-    args = ["--train", f"{SICK}@TRAIN", "--model", "tiny", "--limit", "48", "--batch-size", "8",
-            "--epochs", "2", "--lr", "1e-3", "--head-lr", "1e-2", "--dropout", "0",
-            "--seed", "5", "--device", "cpu", "--no-eval", "--out", str(out), *extra]  # fmt: skip
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-                f"--master_port={free_port()}", script]  # fmt: skip
+    args = [
+        "--train",
+        f"{SICK}@TRAIN",
+        "--model",
+        "tiny",
+        "--limit",
+        "48",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--head-lr",
+        "1e-2",
+        "--dropout",
+        "0",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--no-eval",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        f"--master_port={free_port()}",
+        script,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,8 +99,9 @@ def runs(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
 def initial_params(seed: int) -> dict[str, torch.Tensor]:
     """The weights every run starts from: the trainer seeds, then builds encoder and head."""
     torch.manual_seed(seed)
-    model = MultiTaskModel(SentenceBert.from_config("tiny"), ["contradiction", "entailment",
-                                                              "neutral"])  # fmt: skip
+    model = MultiTaskModel(
+        SentenceBert.from_config("tiny"), ["contradiction", "entailment", "neutral"]
+    )
     return model.state_dict()
 
 

@@ -39,10 +39,35 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_args(out: Path, *extra: str, seed: int = 3) -> list[str]:
-    return ["train", "--train", f"{SICK}@TRAIN", "--model", "tiny", "--out", str(out),
-            "--limit", "16", "--batch-size", "8", "--epochs", "2", "--lr", "1e-3",
-            "--head-lr", "1e-2", "--dropout", "0.1", "--seed", str(seed), "--device", "cpu",
-            "--no-eval", "--save-every", "1", *extra]  # fmt: skip
+    return [
+        "train",
+        "--train",
+        f"{SICK}@TRAIN",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--limit",
+        "16",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--head-lr",
+        "1e-2",
+        "--dropout",
+        "0.1",
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+        "--no-eval",
+        "--save-every",
+        "1",
+        *extra,
+    ]
 
 
 def run_here(args: list[str], capsys) -> tuple[int, str, str]:
@@ -342,8 +367,13 @@ def test_a_second_run_on_the_same_folder_refuses(tmp_path):
     out = tmp_path / "out"
     with output_lock(out, Processes()):  # this process is the first run
         before = sorted(out.iterdir())
-        second = subprocess.run([sys.executable, "-m", "sbert", *train_args(out)],
-                                capture_output=True, text=True, cwd=ROOT, env=ENV)  # fmt: skip
+        second = subprocess.run(
+            [sys.executable, "-m", "sbert", *train_args(out)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
+        )
         assert sorted(out.iterdir()) == before
     assert second.returncode == 2
     error = the_error(second.stderr)

@@ -98,8 +98,19 @@ def encode_here(model_folder: Path, folder: Path, content: bytes, capsys) -> Non
     source, output = folder / f"in-{n}.txt", folder / f"out-{n}.npy"
     source.write_bytes(content)
     capsys.readouterr()
-    code = cli.main(["encode", "--model", str(model_folder), "--input", str(source),
-                     "--output", str(output), "--device", "cpu"])  # fmt: skip
+    code = cli.main(
+        [
+            "encode",
+            "--model",
+            str(model_folder),
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     event(f"exit code {code}")
     if code == 0:
@@ -135,10 +146,24 @@ def test_encode_command_on_hostile_bytes(model_folder, tmp_path, case):
     source.write_bytes(content)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "sbert", "encode", "--model", str(model_folder),
-         "--input", str(source), "--output", str(output)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sbert",
+            "encode",
+            "--model",
+            str(model_folder),
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == expected, result.stderr
     assert "Traceback" not in result.stderr
     if expected == 2:

@@ -143,8 +143,9 @@ def test_evaluate_prints_one_json_object(tmp_path):
     metrics = json.loads(result.stdout)
     assert set(metrics) == {"spearman", "pearson", "accuracy", "pairs"}
     assert metrics["pairs"] == 495
-    sts = json.loads(sbert("evaluate", "--model", str(tmp_path / "final"), "--data",
-                           str(STS_DEV)).stdout)  # fmt: skip
+    sts = json.loads(
+        sbert("evaluate", "--model", str(tmp_path / "final"), "--data", str(STS_DEV)).stdout
+    )
     assert set(sts) == {"spearman", "pearson", "pairs"}
 
 
@@ -175,8 +176,18 @@ def test_bad_training_input_is_one_line_exit_2_and_no_final_model(tmp_path, case
     data = tmp_path / "bad.txt"
     data.write_text(text)
     out = tmp_path / "out"
-    result = sbert("train", "--train", str(data), "--model", "tiny", "--out", str(out),
-                   "--no-eval", "--device", "cpu")  # fmt: skip
+    result = sbert(
+        "train",
+        "--train",
+        str(data),
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-eval",
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -186,8 +197,15 @@ def test_bad_training_input_is_one_line_exit_2_and_no_final_model(tmp_path, case
 
 
 def test_missing_and_non_utf8_training_files(tmp_path):
-    missing = sbert("train", "--train", str(tmp_path / "nope.tsv"), "--model", "tiny",
-                    "--out", str(tmp_path / "o"))  # fmt: skip
+    missing = sbert(
+        "train",
+        "--train",
+        str(tmp_path / "nope.tsv"),
+        "--model",
+        "tiny",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert missing.returncode == 2 and "nope.tsv" in missing.stderr
     assert "not found" in missing.stderr and "Traceback" not in missing.stderr
     latin1 = tmp_path / "latin1.txt"
