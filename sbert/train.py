@@ -16,8 +16,6 @@ import json
 import math
 import os
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +76,7 @@ def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Pro
         if progress.stage > 0:  # the architecture of the checkpointed model; weights follow
             model = MultiTaskModel(load_encoder(stages[0].model), state["labels"])
     for later in stages[progress.stage + 1 :]:  # now, rather than after the earlier stages
-        check_trainable(later, read_train_sets(later), procs.world * later.grad_accum)
+        check_trainable(later, read_train_sets(later), micro_batches(later, procs))
     before, metrics, trainer = {}, {}, None
     for index in range(progress.stage, len(stages)):
         if trainer is not None:  # each stage starts from the previous stage's model
@@ -180,6 +178,17 @@ def setup_model(
     if config.max_seq_length is not None:
         model.encoder.truncate(config.max_seq_length)
     return model
+
+
+def micro_batches(config: TrainConfig, procs: Processes) -> int:
+    """Pieces each global batch is cut into: one per process and micro-batch."""
+    pieces = procs.world * config.grad_accum
+    if config.batch_size % pieces:
+        raise ConfigError(
+            f"batch size {config.batch_size} does not divide into {procs.world} processes "
+            f"x {config.grad_accum} micro-batches"
+        )
+    return pieces
 
 
 def check_trainable(config: TrainConfig, sets: list[TrainSet], min_batch: int) -> None:
@@ -294,43 +303,49 @@ class Trainer:
         self.config, self.out, self.device, self.procs = config, out, device, procs
         self.progress = progress or Progress()
         self.last_checkpoint = last_checkpoint
-        self.min_batch = procs.world * config.grad_accum
-        if config.batch_size % self.min_batch:
-            raise ConfigError(
-                f"batch size {config.batch_size} does not divide into {procs.world} processes "
-                f"x {config.grad_accum} micro-batches"
-            )
+        self.min_batch = micro_batches(config, procs)
         sets = read_train_sets(config)
         check_trainable(config, sets, self.min_batch)
-        torch.manual_seed(config.seed)  # the classifier's initialisation
-        labels = label_space(sets, model.labels if model else [])
-        self.model = setup_model(config, labels, model).to(device)
-        index = {name: i for i, name in enumerate(self.model.labels)}
-        tokenizer = self.model.encoder.tokenizer
-        self.train_sets = [
-            batching.tokenize_pairs(s.data, tokenizer, index, s.objective) for s in sets
-        ]
-        self.dev_sets = read_dev_sets(config, self.model)
-        if self.progress.best_metric is None:
-            self.progress.best_metric = default_best_metric(self.dev_sets)
-        total = len(self.schedule(0)) * config.epochs
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self._setup_model(sets, model)
+        self._setup_data(sets)
         self.optimizer, self.scheduler, trainable_count = setup_optimizer(
             config, self.model, self.total_steps
         )
         self.module = wrap_model(self.model, config, device, procs, self.train_sets)
         self.metrics: dict[str, float] = {}
         self.evaluated_at = -1
+        self._announce(trainable_count)
+
+    def _setup_model(self, sets: list[TrainSet], previous: MultiTaskModel | None) -> None:
+        torch.manual_seed(self.config.seed)  # the classifier's initialisation
+        labels = label_space(sets, previous.labels if previous else [])
+        self.model = setup_model(self.config, labels, previous).to(self.device)
+
+    def _setup_data(self, sets: list[TrainSet]) -> None:
+        """Tokenised training and dev sets, the metric that picks best/, the step count."""
+        index = {name: i for i, name in enumerate(self.model.labels)}
+        tokenizer = self.model.encoder.tokenizer
+        self.train_sets = [
+            batching.tokenize_pairs(s.data, tokenizer, index, s.objective) for s in sets
+        ]
+        self.dev_sets = read_dev_sets(self.config, self.model)
+        if self.progress.best_metric is None:
+            self.progress.best_metric = default_best_metric(self.dev_sets)
+        total = len(self.schedule(0)) * self.config.epochs
+        self.total_steps = min(total, self.config.max_steps or total)
+
+    def _announce(self, trainable_count: int) -> None:
+        """Say what this stage trains: a line on the console, its settings in the log."""
         pairs = sum(map(len, self.train_sets))
-        if procs.is_main:
+        if self.procs.is_main:
             print(
                 f"stage {self.progress.stage}: {pairs} training pairs, {self.total_steps} "
                 f"steps, {trainable_count:,} trainable parameters, strategy "
-                f"{config.strategy}, on {device}"
+                f"{self.config.strategy}, on {self.device}"
             )
             self._say_best_metric()
-        # What this stage runs with, as built (not only as asked): the log says it.
-        settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "stages"}
+        # What this stage runs with, as built (not only as asked).
+        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "stages"}
         settings["dropout"] = self.model.encoder.bert.config.dropout
         self.log(
             {
@@ -367,14 +382,11 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def fit(self, on_step: Callable[[Trainer, dict[str, float]], None] | None = None) -> dict:
-        """Train to total_steps; evaluate and checkpoint on schedule. Returns the last metrics.
-
-        `on_step(trainer, losses)` is called after every step (benchmarks time through it).
-        """
+    def fit(self) -> dict:
+        """Train to total_steps; evaluate and checkpoint on schedule. Returns the last metrics."""
         from tqdm.auto import tqdm
 
-        config, p = self.config, self.progress
+        p = self.progress
         bar = tqdm(
             total=self.total_steps,
             initial=p.step,
@@ -383,32 +395,17 @@ class Trainer:
             disable=not self.procs.is_main,
             dynamic_ncols=True,
         )
-        started, pairs = time.perf_counter(), 0
         with bar:  # closed on an error too, so that the error message starts its own line
             while p.step < self.total_steps:
                 batches = self.schedule(p.epoch)
                 for set_index, batch in batches[p.position :]:
                     losses = self.step(set_index, batch)
                     p.position += 1
-                    pairs += len(batch)
-                    bar.update(1)
-                    rate = pairs / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{losses['loss']:.4f}", pairs_s=f"{rate:.0f}")
-                    self.log({"step": p.step, "epoch": p.epoch, **losses})
-                    if on_step is not None:
-                        on_step(self, losses)
-                    if config.eval_every and p.step % config.eval_every == 0:
-                        self.evaluate_all()
-                    if config.save_every and p.step % config.save_every == 0:
-                        self.save_checkpoint()
+                    self._after_step(losses, bar)
                     if p.step >= self.total_steps:
                         break
-                if p.position == len(batches):  # the end of an epoch
-                    p.epoch, p.position = p.epoch + 1, 0
-                    if self.evaluated_at != p.step:
-                        self.evaluate_all()
-                    if not config.save_every or p.step % config.save_every:
-                        self.save_checkpoint()
+                if p.position == len(batches):
+                    self._end_epoch()
         if self.evaluated_at != p.step:  # stopped by max_steps inside an epoch
             self.evaluate_all()
         if self.procs.is_main:
@@ -416,6 +413,29 @@ class Trainer:
 
             plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
         return self.metrics
+
+    def _after_step(self, losses: dict[str, float], bar) -> None:
+        """Show and log the step; evaluate or checkpoint where their schedule says."""
+        config, p = self.config, self.progress
+        bar.update(1)
+        steps_per_s = bar.format_dict["rate"] or 0.0
+        bar.set_postfix(
+            loss=f"{losses['loss']:.4f}", pairs_s=f"{steps_per_s * config.batch_size:.0f}"
+        )
+        self.log({"step": p.step, "epoch": p.epoch, **losses})
+        if config.eval_every and p.step % config.eval_every == 0:
+            self.evaluate_all()
+        if config.save_every and p.step % config.save_every == 0:
+            self.save_checkpoint()
+
+    def _end_epoch(self) -> None:
+        """Every epoch ends evaluated and checkpointed (unless that step just was)."""
+        p, save_every = self.progress, self.config.save_every
+        p.epoch, p.position = p.epoch + 1, 0
+        if self.evaluated_at != p.step:
+            self.evaluate_all()
+        if not save_every or p.step % save_every:
+            self.save_checkpoint()
 
     def step(self, set_index: int, batch: list[int]) -> dict[str, float]:
         """One optimizer step on one global batch: this process's share, in micro-batches."""
