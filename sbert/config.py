@@ -106,7 +106,8 @@ class TrainConfig:
     )
     max_seq_length: int | None = _arg("truncate sentences to N tokens (default: the model's)")
     precision: Literal["auto", "bf16", "fp32"] = _arg(
-        "training matmuls: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32; evaluation "
+        "training matmuls: auto (bf16 autocast where bf16 is native: Ampere+ GPUs, CPUs with "
+        "AVX-512-BF16 or AMX; else fp32), bf16 or fp32; evaluation "
         "is always fp32",
         "auto",
     )

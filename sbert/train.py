@@ -32,7 +32,7 @@ from .checkpoints import (
 )
 from .config import TrainConfig, parse_spec, stage_configs
 from .data import PairSet, read_pairs
-from .distributed import Processes, local_rank, pick_device, start_processes
+from .distributed import Processes, local_rank, native_bf16, pick_device, start_processes
 from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import evaluate
 from .fileio import remove_litter
@@ -312,6 +312,9 @@ class Trainer:
             config, self.model, self.total_steps
         )
         self.module = wrap_model(self.model, config, device, procs, self.train_sets)
+        self.bf16 = config.precision == "bf16" or (
+            config.precision == "auto" and native_bf16(device)
+        )
         self.metrics: dict[str, float] = {}
         self.evaluated_at = -1
         self._announce(trainable_count)
@@ -341,7 +344,7 @@ class Trainer:
             print(
                 f"stage {self.progress.stage}: {pairs} training pairs, {self.total_steps} "
                 f"steps, {trainable_count:,} trainable parameters, strategy "
-                f"{self.config.strategy}, on {self.device}"
+                f"{self.config.strategy}, on {self.device}{' (bf16 autocast)' if self.bf16 else ''}"
             )
             self._say_best_metric()
         # What this stage runs with, as built (not only as asked).
@@ -522,9 +525,8 @@ class Trainer:
         return f"the last good checkpoint is kept: {self.last_checkpoint}"
 
     def autocast(self):
-        """bf16 autocast where asked (auto: on CUDA only; CPU bf16 needs avx512_bf16/AMX)."""
-        precision = self.config.precision
-        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+        """bf16 autocast for the training step where asked (auto: where bf16 is native)."""
+        if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

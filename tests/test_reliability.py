@@ -39,35 +39,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_args(out: Path, *extra: str, seed: int = 3) -> list[str]:
-    return [
-        "train",
-        "--train",
-        f"{SICK}@TRAIN",
-        "--model",
-        "tiny",
-        "--out",
-        str(out),
-        "--limit",
-        "16",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--lr",
-        "1e-3",
-        "--head-lr",
-        "1e-2",
-        "--dropout",
-        "0.1",
-        "--seed",
-        str(seed),
-        "--device",
-        "cpu",
-        "--no-eval",
-        "--save-every",
-        "1",
-        *extra,
-    ]
+    flags = "--model tiny --limit 16 --batch-size 8 --epochs 2 --lr 1e-3 --head-lr 1e-2 "
+    flags += f"--dropout 0.1 --seed {seed} --device cpu --no-eval --save-every 1"
+    return ["train", "--train", f"{SICK}@TRAIN", "--out", str(out), *flags.split(), *extra]
 
 
 def run_here(args: list[str], capsys) -> tuple[int, str, str]:

@@ -98,19 +98,8 @@ def encode_here(model_folder: Path, folder: Path, content: bytes, capsys) -> Non
     source, output = folder / f"in-{n}.txt", folder / f"out-{n}.npy"
     source.write_bytes(content)
     capsys.readouterr()
-    code = cli.main(
-        [
-            "encode",
-            "--model",
-            str(model_folder),
-            "--input",
-            str(source),
-            "--output",
-            str(output),
-            "--device",
-            "cpu",
-        ]
-    )
+    paths = ["--model", str(model_folder), "--input", str(source), "--output", str(output)]
+    code = cli.main(["encode", *paths, "--device", "cpu"])
     err = capsys.readouterr().err
     event(f"exit code {code}")
     if code == 0:
@@ -146,18 +135,8 @@ def test_encode_command_on_hostile_bytes(model_folder, tmp_path, case):
     source.write_bytes(content)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sbert",
-            "encode",
-            "--model",
-            str(model_folder),
-            "--input",
-            str(source),
-            "--output",
-            str(output),
-        ],
+        [sys.executable, "-m", "sbert", "encode", "--model", str(model_folder)]
+        + ["--input", str(source), "--output", str(output)],
         capture_output=True,
         text=True,
         cwd=ROOT,
