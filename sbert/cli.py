@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import add_train_parsers
 
     add_train_parsers(sub)
+    # Using a trained model: each command lives in its own module.
+    from .predict import add_predict_parser
+    from .retrieval import add_retrieval_parser
+    from .search import add_search_parsers
+
+    add_predict_parser(sub)
+    add_search_parsers(sub)
+    add_retrieval_parser(sub)
     return parser
 
 

@@ -30,7 +30,7 @@ from .config import (
     parse_spec,
     stage_configs,
 )
-from .data import read_pairs
+from .data import read_pairs, shared_score_range
 from .errors import CheckpointError, ConfigError, SbertError
 from .evaluate import evaluate
 from .fileio import atomic_dir, remove_dir, remove_litter, verify_manifest
@@ -215,6 +215,8 @@ class Trainer:
         sets = read_train_sets(config)
         labels = label_space(sets)
         self.model = load_model(config, labels) if model is None else _with_labels(model, labels)
+        regression = [data for _, data, objective in sets if objective != "classification"]
+        self.model.score_scale = shared_score_range(regression) or self.model.score_scale
         self.model.to(device)
         if config.max_seq_length:
             limit_seq_length(self.model.encoder, config.max_seq_length)
@@ -564,7 +566,7 @@ def _with_labels(model: MultiTaskModel, labels: list[str]) -> MultiTaskModel:
     """The previous stage's model, with a new classifier only if this stage's labels differ."""
     if not labels or labels == model.labels:
         return model
-    return MultiTaskModel(model.encoder, labels, model.loss_weights)
+    return MultiTaskModel(model.encoder, labels, model.loss_weights, model.score_scale)
 
 
 def _unset(value):
