@@ -389,7 +389,7 @@ def embed_in_chunks(
                disable=not show_progress_bar, dynamic_ncols=True)  # fmt: skip
     with bar:
         if resumed:
-            bar.write(f"resuming: {resumed} of {n} texts were embedded before")
+            bar.write(f"resuming: {resumed} of {n} texts were embedded before", file=sys.stderr)
         step = max(batch_size, 1024)  # sentences between progress-bar updates
         for c, start in enumerate(starts):
             if c in done:
