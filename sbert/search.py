@@ -52,8 +52,8 @@ FORMAT = 1
 # Candidates rescored with fp32 vectors per wanted hit, for int8/binary (as sentence-transformers'
 # quantization example does): recall@10 of binary rises from ~0.6 to ~0.9 with it (README).
 RESCORE = 4
-# HNSW settings: 32 neighbours a node, a search beam of 128; measured in bench/search.py.
-HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+# HNSW: 32 neighbours a node, FAISS's default build beam, a search beam of 128 (bench/search.py).
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 128
 
 
 @dataclass(frozen=True)
