@@ -390,7 +390,7 @@ def embed_in_chunks(
     with bar:
         if resumed:
             bar.write(f"resuming: {resumed} of {n} texts were embedded before", file=sys.stderr)
-        step = max(batch_size, 1024)  # sentences between progress-bar updates
+        step = 4 * batch_size  # sentences per encode call: progress-bar updates
         for c, start in enumerate(starts):
             if c in done:
                 continue
