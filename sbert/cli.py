@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_evaluate)
+    # Using a trained model: each command lives in its own module.
+    from .predict import add_predict_parser
+    from .retrieval import add_retrieval_parser
+    from .search import add_search_parsers
+
+    add_predict_parser(sub)
+    add_search_parsers(sub)
+    add_retrieval_parser(sub)
     return parser
 
 

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -436,6 +436,14 @@ def read_pairs(
     return PairSet(str(path), fmt, pairs, _score_range(ctx, fmt, pairs), ctx.skipped, repaired)
 
 
+def shared_score_range(sets: Iterable[PairSet]) -> tuple[float, float] | None:
+    """The gold scale that every set with scores shares: the scale a regression trained on
+    them answers on. None when no set has scores, or when their scales differ (a cosine
+    fitted to two scales at once maps back to neither)."""
+    ranges = {s.score_range for s in sets if s.has_scores and s.score_range is not None}
+    return ranges.pop() if len(ranges) == 1 else None
+
+
 def read_sentences(path: str | os.PathLike[str]) -> list[str]:
     """One sentence a line (for `sbert encode`), validated like a pair's sentences: a blank
     line, a NUL or non-UTF-8 bytes are a DataError naming the line; an empty file too."""
@@ -445,3 +453,58 @@ def read_sentences(path: str | os.PathLike[str]) -> list[str]:
     if not sentences:
         raise DataError(path, None, "empty file: no sentences")
     return sentences
+
+
+def read_tsv_pairs(path: str | os.PathLike[str]) -> list[Pair]:
+    """Two tab-separated sentences a line, no header and no targets (pairs to predict on),
+    validated like the other readers: a bad line is a DataError naming it."""
+    _check_path(path)
+    ctx = _Ctx(str(path))
+    pairs = []
+    for n, text in _nonblank(_lines(path)):
+        fields = text.split("\t")
+        if len(fields) != 2:
+            raise ctx.error(n, f"expected 2 tab-separated sentences, found {len(fields)} fields")
+        pairs.append(_pair(ctx, n, *fields, ("first sentence", "second sentence"))[0])
+    if not pairs:
+        raise DataError(path, None, "no sentence pairs: the file is empty")
+    return pairs
+
+
+def read_column(path: str | os.PathLike[str], column: str) -> list[str]:
+    """The texts of one column of a CSV/TSV file with a header (TSV when the header has a tab)
+    or of one field of a JSON-lines file (`.jsonl`, `.json`), in file order, each validated
+    like a sentence: a missing or empty text is a DataError naming its line."""
+    _check_path(path)
+    ctx = _Ctx(str(path))
+    texts = []
+    if Path(path).suffix.lower() in (".jsonl", ".json"):
+        for n, line in _nonblank(_lines(path)):
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                raise ctx.error(n, "invalid JSON") from None
+            if not isinstance(row, dict) or not isinstance(row.get(column), str):
+                raise ctx.error(n, f"no text field {_short(column)}")
+            texts.append(_sentence(ctx, n, row[column], column))
+    else:
+        lines = _nonblank(_lines(path))
+        if (first := _first(lines)) is None:
+            raise DataError(path, None, "empty file: no texts")
+        hn, header = first
+        delimiter = "\t" if "\t" in header else ","
+        names = [h.strip() for h in next(csv.reader([header], delimiter=delimiter))]
+        if column not in names:
+            raise ctx.error(hn, f"no column {_short(column)} in the header ({', '.join(names)})")
+        i = names.index(column)
+        for n, line in lines:
+            try:
+                row = next(csv.reader([line], delimiter=delimiter))
+            except csv.Error as e:
+                raise ctx.error(n, f"bad CSV row ({e})") from None
+            if len(row) != len(names):
+                raise ctx.error(n, f"expected {len(names)} fields, found {len(row)}")
+            texts.append(_sentence(ctx, n, row[i], column))
+    if not texts:
+        raise DataError(path, None, "no texts")
+    return texts

@@ -6,12 +6,37 @@ to log and what to keep.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .batching import TokenizedPairs
+from .model import SentenceBert
 from .multitask import IGNORE_LABEL, MultiTaskModel, pair_features
+
+
+def embed_pairs(
+    encoder: SentenceBert,
+    a: Sequence[Sequence[int]],
+    b: Sequence[Sequence[int]],
+    batch_size: int = 128,
+    device=None,
+    show_progress_bar: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """u (N, H) and v (N, H) of tokenized pairs.
+
+    Each distinct sentence is encoded once (SICK repeats its sentences across pairs), both sides
+    in one length-sorted pass so that similar lengths share batches.
+    """
+    unique: dict[tuple[int, ...], int] = {}
+    rows = [unique.setdefault(tuple(ids), len(unique)) for ids in [*a, *b]]
+    embeddings = encoder.encode_ids(
+        [list(ids) for ids in unique], batch_size, device, show_progress_bar
+    )
+    embeddings = embeddings[torch.tensor(rows, device=embeddings.device)]
+    return embeddings[: len(a)], embeddings[len(a) :]
 
 
 @torch.inference_mode()
@@ -23,13 +48,7 @@ def evaluate(
     from scipy.stats import pearsonr, spearmanr
 
     n = len(data)
-    # Each distinct sentence once (SICK repeats its sentences across pairs), both sides in one
-    # length-sorted pass so that similar lengths share batches.
-    unique: dict[tuple[int, ...], int] = {}
-    rows = [unique.setdefault(tuple(ids), len(unique)) for ids in data.a + data.b]
-    embeddings = model.encoder.encode_ids([list(ids) for ids in unique], batch_size, device)
-    embeddings = embeddings[torch.tensor(rows, device=embeddings.device)]
-    u, v = embeddings[:n], embeddings[n:]
+    u, v = embed_pairs(model.encoder, data.a, data.b, batch_size, device)
     metrics: dict[str, float] = {"pairs": n}
     has_score = ~np.isnan(data.scores)
     if has_score.any():

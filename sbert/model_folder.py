@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,3 +330,26 @@ def read_classifier(name_or_path: str | Path) -> tuple[list[str], dict[str, torc
         return labels, load_file(folder / CLASSIFIER_WEIGHTS)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(folder / CLASSIFIER_WEIGHTS, f"unreadable classifier ({e})") from None
+
+
+# The gold score scale (lo, hi) of the regression data a model was trained on: regression fits
+# cos(u, v) to (score - lo) / (hi - lo), so lo + cos * (hi - lo) answers on the data's own scale.
+SCORE_SCALE = "score_scale.json"
+
+
+def write_score_scale(folder: Path, scale: tuple[float, float]) -> None:
+    lo, hi = scale
+    (folder / SCORE_SCALE).write_text(json.dumps({"lo": lo, "hi": hi}, indent=2))
+
+
+def read_score_scale(name_or_path: str | Path) -> tuple[float, float] | None:
+    """The (lo, hi) the folder records, or None when it records none (an older save)."""
+    folder = read_layout(resolve(name_or_path)).transformer
+    if not (folder / SCORE_SCALE).is_file():
+        return None
+    scale = read_json(folder / SCORE_SCALE)
+    lo, hi = scale.get("lo"), scale.get("hi")
+    numbers = all(type(x) in (int, float) and math.isfinite(x) for x in (lo, hi))
+    if not (numbers and lo < hi):
+        raise CheckpointError(folder / SCORE_SCALE, "expected finite numbers 'lo' < 'hi'")
+    return float(lo), float(hi)

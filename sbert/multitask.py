@@ -61,6 +61,8 @@ class MultiTaskModel(nn.Module):
     Args:
         encoder: the sentence encoder (its weights are shared by both objectives).
         labels: the classifier's label names, in output order; empty for no classifier.
+        score_scale: (lo, hi) of the regression data's gold scale, saved with the model so
+            that a prediction can answer on it; None when unknown.
     Shapes:
         forward: input_ids, attention_mask (2B, T) holding the B first sentences then the B
         second sentences; labels (B,) long (IGNORE_LABEL = none); scores (B,) float (NaN = none).
@@ -70,10 +72,12 @@ class MultiTaskModel(nn.Module):
         self,
         encoder: SentenceBert,
         labels: list[str] | tuple[str, ...] = (),
+        score_scale: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.encoder = encoder
         self.labels = list(labels)
+        self.score_scale = score_scale
         self.classifier = nn.Linear(3 * encoder.dim, len(labels)) if labels else None
 
     def forward(
@@ -106,16 +110,19 @@ class MultiTaskModel(nn.Module):
             self.encoder.write(tmp)
             if self.classifier is not None:
                 model_folder.write_classifier(tmp, self.classifier.state_dict(), self.labels)
+            if self.score_scale is not None:
+                model_folder.write_score_scale(tmp, self.score_scale)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> MultiTaskModel:
         """Load an encoder folder, with its classifier when the folder has one."""
         encoder = SentenceBert.from_pretrained(name_or_path)
         head = model_folder.read_classifier(name_or_path)
+        scale = model_folder.read_score_scale(name_or_path)
         if head is None:
-            return cls(encoder)
+            return cls(encoder, score_scale=scale)
         labels, state = head
-        model = cls(encoder, labels)
+        model = cls(encoder, labels, scale)
         try:
             model.classifier.load_state_dict(state)
         except RuntimeError as e:
@@ -123,3 +130,9 @@ class MultiTaskModel(nn.Module):
                 name_or_path, f"classifier does not fit: {e}"
             ) from None
         return model
+
+    def predict(self, pairs, batch_size: int = 32, device=None, show_progress_bar: bool = False):
+        """Both heads on new pairs: label, probabilities, cosine similarity (see `predict`)."""
+        from .predict import predict
+
+        return predict(self, pairs, batch_size, device, show_progress_bar)

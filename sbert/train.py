@@ -31,7 +31,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .config import TrainConfig, parse_spec, stage_configs
-from .data import PairSet, read_pairs
+from .data import PairSet, read_pairs, shared_score_range
 from .distributed import Processes, local_rank, native_bf16, pick_device, start_processes
 from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import evaluate
@@ -154,7 +154,10 @@ def load_encoder(name: str) -> SentenceBert:
 
 
 def setup_model(
-    config: TrainConfig, labels: list[str], previous: MultiTaskModel | None
+    config: TrainConfig,
+    sets: list[TrainSet],
+    labels: list[str],
+    previous: MultiTaskModel | None,
 ) -> MultiTaskModel:
     """This stage's model: the previous stage's (or the starting checkpoint, with its
     classifier if it has one), a fresh classifier where the labels differ, this stage's dropout
@@ -172,7 +175,10 @@ def setup_model(
     if labels and model.labels != labels:
         if model.classifier is not None:
             print(f"note: new classifier for labels {labels} (the model had {model.labels})")
-        model = MultiTaskModel(previous.encoder, labels)
+        model = MultiTaskModel(previous.encoder, labels, previous.score_scale)
+    # The gold scale a regression stage trains on, saved so that predictions answer on it.
+    regression = [s.data for s in sets if s.objective != "classification"]
+    model.score_scale = shared_score_range(regression) or model.score_scale
     if config.dropout is not None:
         model.encoder.bert.set_dropout(config.dropout)
     if config.max_seq_length is not None:
@@ -322,7 +328,7 @@ class Trainer:
     def _setup_model(self, sets: list[TrainSet], previous: MultiTaskModel | None) -> None:
         torch.manual_seed(self.config.seed)  # the classifier's initialisation
         labels = label_space(sets, previous.labels if previous else [])
-        self.model = setup_model(self.config, labels, previous).to(self.device)
+        self.model = setup_model(self.config, sets, labels, previous).to(self.device)
 
     def _setup_data(self, sets: list[TrainSet]) -> None:
         """Tokenised training and dev sets, the metric that picks best/, the step count."""

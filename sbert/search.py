@@ -1,0 +1,562 @@
+"""Semantic search: a corpus embedded once into an on-disk index, queried by meaning.
+
+Vectors are L2-normalised, so the inner product is the cosine similarity (SBERT §3 compares
+sentences by cosine). Search is exact by default: the corpus is scanned in chunks of rows, one
+matrix product and a top-k per chunk, the running top-k merged, which keeps memory bounded and
+needs nothing beyond torch. Two ways to go below the fp32 cost:
+
+- `precision="int8" | "binary"`: the scan runs over quantised copies (int8 per dimension, 4x
+  smaller; one sign bit per dimension, 32x smaller), then the best `rescore` x k candidates are
+  rescored with the fp32 vectors, read from a memory-mapped file (Yamada et al., 2021, "Efficient
+  Passage Retrieval with Hashing", rerank binary candidates with full vectors);
+- `approximate=True`: a FAISS HNSW graph (Malkov & Yashunin, 2018), chosen over usearch by
+  measuring (README, bench/search.py); an optional dependency, `pip install faiss-cpu`.
+
+An index folder: index.json (model identity, settings, corpus), vectors.npy (fp32, N x H),
+texts.jsonl (one JSON string a line: hit ids are their 0-based positions), the quantised codes
+or the HNSW graph when asked for, and manifest.json; written atomically (fileio.atomic_dir).
+`build` embeds in chunks; with `work_dir` each chunk is written there as it is done, so a killed
+run resumes from the last complete chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, SbertError
+from .fileio import atomic_dir, atomic_write_bytes, read_json, verify_manifest
+from .model import SentenceBert
+
+PRECISIONS = ("fp32", "int8", "binary")
+INDEX, VECTORS, TEXTS, CODES, SCALES, GRAPH = (
+    "index.json",
+    "vectors.npy",
+    "texts.jsonl",
+    "codes.npy",
+    "int8_scales.npy",
+    "hnsw.faiss",
+)
+FORMAT = 1
+# Candidates rescored with fp32 vectors per wanted hit, for int8/binary (sentence-transformers'
+# quantization example rescores 4x too). Recall@10 against fp32 measured: README, "Search speed".
+RESCORE = 4
+# HNSW: 32 neighbours a node, FAISS's default build beam, a search beam of 128 (bench/search.py).
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 128
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int  # 0-based position of the text in the corpus
+    score: float  # cosine similarity
+    text: str
+
+
+def model_identity(model: SentenceBert, name: str | None = None) -> dict:
+    """Name and fingerprint (sha256 of config, tokenizer, pooling and every weight) of a model:
+    vectors from two models with different fingerprints must not be compared."""
+    h = hashlib.sha256()
+    tok = model.tokenizer
+    settings = [
+        dataclasses.asdict(model.bert.config),
+        model.pooling,
+        model.normalize,
+        tok.max_length,
+        tok.lowercase,
+        tok.tokenizer.to_str(),
+    ]
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return {"name": name, "fingerprint": h.hexdigest()[:16]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact top-k over chunks
+
+
+def chunked_topk(
+    queries: torch.Tensor,
+    n: int,
+    block: Callable[[int, int], torch.Tensor],
+    k: int,
+    chunk_size: int = 65536,
+    query_chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k inner products of queries (Q, H) against n rows, read `chunk_size` rows at a time
+    through block(start, stop) -> (stop - start, H) float32. Returns scores, ids (Q, k), best
+    first. Peak memory: one block plus a (query_chunk_size, chunk_size) score matrix."""
+    k = min(k, n)
+    scores_out, ids_out = [], []
+    for q0 in range(0, len(queries), query_chunk_size):
+        q = queries[q0 : q0 + query_chunk_size]
+        best_s = q.new_empty((len(q), 0))
+        best_i = torch.empty((len(q), 0), dtype=torch.long)
+        for c0 in range(0, n, chunk_size):
+            c1 = min(n, c0 + chunk_size)
+            s, i = torch.topk(q @ block(c0, c1).T, min(k, c1 - c0), dim=1)  # (q, k)
+            s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i + c0], 1)
+            best_s, pick = torch.topk(s, min(k, s.shape[1]), dim=1)
+            best_i = i.gather(1, pick)
+        scores_out.append(best_s)
+        ids_out.append(best_i)
+    return torch.cat(scores_out), torch.cat(ids_out)
+
+
+def quantize_int8(vectors: np.ndarray, scales: np.ndarray | None = None):
+    """Symmetric per-dimension int8 codes: x ~ code * scale, scale = max |x| / 127 over the
+    corpus (values beyond a later add's range are clipped)."""
+    if scales is None:
+        scales = np.maximum(np.abs(vectors).max(axis=0), 1e-12).astype(np.float32) / 127
+    codes = np.clip(np.rint(vectors / scales), -127, 127).astype(np.int8)
+    return codes, scales
+
+
+def quantize_binary(vectors: np.ndarray) -> np.ndarray:
+    """One sign bit per dimension, packed 8 to a byte: (N, ceil(H / 8)) uint8."""
+    return np.packbits(vectors > 0, axis=1)
+
+
+def _hnsw(vectors: np.ndarray):
+    try:
+        import faiss
+    except ImportError:
+        raise ConfigError("approximate search needs FAISS: pip install faiss-cpu") from None
+    graph = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    graph.add(vectors)
+    return graph
+
+
+# ---------------------------------------------------------------------------------------------
+# The index
+
+
+class Index:
+    """Normalised sentence vectors of a corpus, its texts, and the model that embedded them.
+
+    Build with `Index.build(model, texts)` or `Index.load(path)`; `search(queries, k)`;
+    `add(texts)`; `save(path)`.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        texts: list[str],
+        identity: dict,
+        model: SentenceBert | None = None,
+        precision: str = "fp32",
+        approximate: bool = False,
+        corpus: dict | None = None,
+    ):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+        if approximate and precision != "fp32":
+            raise ConfigError("--approximate searches fp32 vectors: drop --precision")
+        self.vectors, self.texts, self.identity, self.model = vectors, texts, identity, model
+        self.precision, self.approximate, self.corpus = precision, approximate, corpus or {}
+        self.codes = self.scales = self.graph = None
+
+    def _derive(self) -> None:
+        """The quantised codes or the HNSW graph, from the fp32 vectors."""
+        if self.precision == "int8":
+            self.codes, self.scales = quantize_int8(self.vectors)
+        elif self.precision == "binary":
+            self.codes = quantize_binary(self.vectors)
+        if self.approximate:
+            self.graph = _hnsw(np.ascontiguousarray(self.vectors))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    @classmethod
+    def build(
+        cls,
+        model: SentenceBert,
+        texts: Sequence[str],
+        *,
+        name: str | None = None,
+        precision: str = "fp32",
+        approximate: bool = False,
+        batch_size: int = 64,
+        chunk_size: int = 8192,
+        work_dir: str | Path | None = None,
+        device=None,
+        show_progress_bar: bool = False,
+        corpus: dict | None = None,
+    ) -> Index:
+        """Embed `texts` with `model` (normalised) into an index (in memory: see `save`).
+
+        Args:
+            name: the model's folder or packaged name, recorded so `load` can find the model.
+            work_dir: write each chunk of `chunk_size` vectors there as it is done, and reuse
+                the chunks found there: a killed build resumes where it stopped.
+        """
+        index = cls(
+            np.empty((0, model.dim), np.float32),
+            [],
+            model_identity(model, name),
+            model,
+            precision,
+            approximate,
+            corpus,
+        )
+        texts = list(texts)
+        index.vectors = embed_in_chunks(
+            model,
+            texts,
+            index.identity,
+            batch_size,
+            chunk_size,
+            work_dir,
+            device,
+            show_progress_bar,
+        )
+        index.texts = texts
+        index._derive()
+        return index
+
+    def add(self, texts: Sequence[str], batch_size: int = 64) -> None:
+        """Embed more texts with the index's model and append them (ids continue)."""
+        vectors = self._encode(list(texts), batch_size)
+        self.vectors = np.concatenate([np.asarray(self.vectors), vectors])
+        self.texts = self.texts + list(texts)
+        if self.precision == "int8":
+            codes, _ = quantize_int8(vectors, self.scales)
+            self.codes = np.concatenate([self.codes, codes])
+        elif self.precision == "binary":
+            self.codes = np.concatenate([self.codes, quantize_binary(vectors)])
+        if self.graph is not None:
+            self.graph.add(vectors)
+
+    def _encode(self, queries: list[str], batch_size: int = 32) -> np.ndarray:
+        if self.model is None:
+            raise ConfigError("this index has no model to encode text with: pass model=")
+        return self.model.encode(queries, batch_size, normalize=True)
+
+    def search(
+        self, queries: str | Sequence[str], k: int = 10, batch_size: int = 32
+    ) -> list[list[Hit]] | list[Hit]:
+        """The k best texts for each query, best first (one list for a single string)."""
+        single = isinstance(queries, str)
+        vectors = self._encode([queries] if single else list(queries), batch_size)
+        scores, ids = self.search_vectors(vectors, k)
+        hits = [
+            [Hit(int(i), float(s), self.texts[i]) for s, i in zip(row_s, row_i, strict=True)]
+            for row_s, row_i in zip(scores.tolist(), ids.tolist(), strict=True)
+        ]
+        return hits[0] if single else hits
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and ids (Q, k) of the k nearest rows to each normalised query vector."""
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if self.graph is not None:
+            self.graph.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
+            scores, ids = self.graph.search(queries, min(k, len(self)))
+            return scores, ids
+        q = torch.from_numpy(queries)
+        if self.precision == "fp32":
+            vectors = torch.from_numpy(np.asarray(self.vectors))
+            s, i = chunked_topk(q, len(self), lambda a, b: vectors[a:b], k)
+            return s.numpy(), i.numpy()
+
+        def block(a: int, b: int) -> torch.Tensor:
+            if self.precision == "int8":
+                return torch.from_numpy(self.codes[a:b]).float() * torch.from_numpy(self.scales)
+            # binary: the query's fp32 vector against the corpus's signs (asymmetric)
+            bits = np.unpackbits(self.codes[a:b], axis=1, count=self.dim)
+            return torch.from_numpy(bits).float() * 2 - 1
+
+        _, candidates = chunked_topk(q, len(self), block, RESCORE * k)
+        # Rescore: exact cosine of each query with its candidates' fp32 vectors, reading each
+        # needed row once (from the memory-mapped file when loaded from disk).
+        wanted = np.unique(candidates.numpy())
+        rows = torch.from_numpy(np.asarray(self.vectors[wanted], dtype=np.float32))
+        gathered = rows[torch.from_numpy(np.searchsorted(wanted, candidates.numpy()))]
+        exact = torch.einsum("qh,qch->qc", q, gathered)  # (Q, C)
+        s, pick = torch.topk(exact, min(k, exact.shape[1]), dim=1)
+        return s.numpy(), candidates.gather(1, pick).numpy()
+
+    # -- on disk --------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the index folder atomically, with a manifest."""
+        with atomic_dir(Path(path)) as tmp:
+            settings = {
+                "format": FORMAT,
+                "model": self.identity,
+                "count": len(self),
+                "dim": self.dim,
+                "precision": self.precision,
+                "approximate": "faiss-hnsw" if self.approximate else None,
+                "corpus": self.corpus,
+            }
+            (tmp / INDEX).write_text(json.dumps(settings, indent=2))
+            np.save(tmp / VECTORS, np.asarray(self.vectors))
+            with open(tmp / TEXTS, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(t, ensure_ascii=False) + "\n" for t in self.texts)
+            if self.codes is not None:
+                np.save(tmp / CODES, self.codes)
+            if self.scales is not None:
+                np.save(tmp / SCALES, self.scales)
+            if self.graph is not None:
+                import faiss
+
+                faiss.write_index(self.graph, str(tmp / GRAPH))
+
+    @classmethod
+    def load(cls, path: str | Path, model: SentenceBert | None = None) -> Index:
+        """Read an index folder (checked against its manifest) with its model: `model`, or the
+        one it records. A model other than the one that built the index is refused."""
+        path = Path(path)
+        if not (path / INDEX).is_file():
+            raise CheckpointError(path, "not an index folder (no index.json)")
+        verify_manifest(path)
+        settings = read_json(path / INDEX)
+        if settings.get("format") != FORMAT:
+            raise CheckpointError(path / INDEX, f"unknown index format {settings.get('format')}")
+        identity = settings["model"]
+        if model is None:
+            if not identity.get("name"):
+                raise ConfigError(f"{path}: the index does not record its model: pass one")
+            model = SentenceBert.from_pretrained(identity["name"])
+        theirs = model_identity(model)["fingerprint"]
+        if theirs != identity["fingerprint"]:
+            raise CheckpointError(
+                path,
+                f"built with model {identity.get('name') or '?'} (fingerprint "
+                f"{identity['fingerprint']}); this model's is {theirs}: queries would be "
+                f"compared with vectors of another model",
+            )
+        precision = settings["precision"]
+        # Quantised: only the codes are read into memory; fp32 rows are read when rescored.
+        vectors = np.load(path / VECTORS, mmap_mode="r" if precision != "fp32" else None)
+        with open(path / TEXTS, encoding="utf-8") as f:
+            texts = [json.loads(line) for line in f]
+        index = cls(
+            vectors,
+            texts,
+            identity,
+            model,
+            precision,
+            bool(settings["approximate"]),
+            settings.get("corpus"),
+        )
+        if precision != "fp32":
+            index.codes = np.load(path / CODES)
+        if precision == "int8":
+            index.scales = np.load(path / SCALES)
+        if index.approximate:
+            try:
+                import faiss
+            except ImportError:
+                raise ConfigError("this index is approximate: pip install faiss-cpu") from None
+            index.graph = faiss.read_index(str(path / GRAPH))
+        return index
+
+
+def embed_in_chunks(
+    model: SentenceBert,
+    texts: list[str],
+    identity: dict,
+    batch_size: int,
+    chunk_size: int,
+    work_dir: str | Path | None,
+    device=None,
+    show_progress_bar: bool = False,
+) -> np.ndarray:
+    """Normalised vectors (N, H) of `texts`, embedded `chunk_size` at a time; with `work_dir`,
+    each finished chunk is saved there atomically and a chunk already there is reused."""
+    from tqdm.auto import tqdm
+
+    n, starts = len(texts), range(0, len(texts), chunk_size)
+    out = np.empty((n, model.dim), np.float32)
+    done = set()
+    if work_dir is not None:
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        for t in texts:
+            digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
+        key = {
+            "model": identity["fingerprint"],
+            "texts": digest.hexdigest(),
+            "count": n,
+            "chunk_size": chunk_size,
+        }
+        progress = work_dir / "progress.json"
+        if progress.is_file() and read_json(progress) != key:
+            raise CheckpointError(
+                work_dir,
+                "holds a partial index of another corpus, model or chunk size; "
+                "delete it to start over",
+            )
+        atomic_write_bytes(progress, json.dumps(key).encode())
+        for c, start in enumerate(starts):
+            chunk = work_dir / f"chunk-{c:06d}.npy"
+            if chunk.is_file():  # written atomically: present means complete
+                out[start : start + chunk_size] = np.load(chunk)
+                done.add(c)
+    resumed = sum(min(chunk_size, n - starts[c]) for c in done)
+    bar = tqdm(
+        total=n,
+        initial=resumed,
+        desc="index",
+        unit="sent",
+        unit_scale=True,
+        disable=not show_progress_bar,
+        dynamic_ncols=True,
+    )
+    with bar:
+        if resumed:
+            bar.write(f"resuming: {resumed} of {n} texts were embedded before", file=sys.stderr)
+        step = 4 * batch_size  # sentences per encode call: progress-bar updates
+        for c, start in enumerate(starts):
+            if c in done:
+                continue
+            stop = min(n, start + chunk_size)
+            for a in range(start, stop, step):
+                b = min(stop, a + step)
+                out[a:b] = model.encode(texts[a:b], batch_size, normalize=True, device=device)
+                bar.update(b - a)
+            if work_dir is not None:
+                buffer = io.BytesIO()
+                np.save(buffer, out[start:stop])
+                atomic_write_bytes(work_dir / f"chunk-{c:06d}.npy", buffer.getvalue())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# sbert index / sbert search
+
+
+def add_search_parsers(sub) -> None:
+    p = sub.add_parser("index", help="embed a corpus into a search index folder")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
+    p.add_argument("--corpus", required=True, help="texts: one a line, or a CSV/JSONL column")
+    p.add_argument(
+        "--column",
+        default=None,
+        help="the CSV/TSV column or JSONL field holding the texts (default: the "
+        "file is one text a line); hit ids are 0-based row numbers",
+    )
+    p.add_argument("--out", required=True, help="the index folder to write")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="scan quantised vectors, rescore with fp32 (int8: 4x, binary: 32x "
+        "less memory scanned)",
+    )
+    p.add_argument(
+        "--approximate",
+        action="store_true",
+        help="add a FAISS HNSW graph for large corpora (pip install faiss-cpu)",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=8192,
+        help="texts per resumable chunk: a killed run restarts at its chunk",
+    )
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", help="the top-k texts of an index for queries")
+    p.add_argument("--index", required=True, help="an index folder from `sbert index`")
+    p.add_argument("query", nargs="?", help="one query (or --queries FILE)")
+    p.add_argument("--queries", help="a file of queries, one a line")
+    p.add_argument("-k", type=int, default=10, help="hits per query")
+    p.add_argument("--output", help="with --queries: write JSON lines here")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the model to encode queries (default: the one the index records; "
+        "another model is refused)",
+    )
+    p.set_defaults(run=cmd_search)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from .data import read_column, read_sentences
+    from .train import pick_device
+
+    if args.chunk_size < 1 or args.batch_size < 1:
+        raise ConfigError("--chunk-size and --batch-size must be positive")
+    out = Path(args.out)
+    corpus = Path(args.corpus)
+    texts = read_column(corpus, args.column) if args.column else read_sentences(corpus)
+    model = SentenceBert.from_pretrained(args.model)
+    name = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
+    work = out.parent / f".{out.name}.partial"
+    index = Index.build(
+        model,
+        texts,
+        name=name,
+        precision=args.precision,
+        approximate=args.approximate,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        work_dir=work,
+        device=pick_device(args.device),
+        show_progress_bar=True,
+        corpus={"path": str(corpus.resolve()), "column": args.column},
+    )
+    index.save(out)
+    shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"indexed {len(index)} texts ({index.precision}"
+        f"{', approximate' if index.approximate else ''}) into {out}"
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from .data import read_sentences
+
+    if (args.query is None) == (args.queries is None):
+        raise ConfigError("give one query, or --queries FILE")
+    if args.output is not None and args.queries is None:
+        raise ConfigError("--output goes with --queries")
+    if args.k < 1:
+        raise ConfigError(f"-k must be at least 1, got {args.k}")
+    queries = [args.query] if args.query is not None else read_sentences(args.queries)
+    if args.output is not None and not Path(args.output).parent.is_dir():
+        raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
+    model = SentenceBert.from_pretrained(args.model) if args.model else None
+    index = Index.load(args.index, model)
+    results = index.search(queries, args.k)
+    if args.output is None:
+        for query, hits in zip(queries, results, strict=True):
+            if len(queries) > 1:
+                print(f"# {query}")
+            for rank, hit in enumerate(hits, 1):
+                print(f"{rank:3d}  {hit.score:.4f}  {hit.text}  [id {hit.id}]")
+        return
+    lines = [
+        json.dumps({"query": q, "hits": [dataclasses.asdict(h) for h in hits]}, ensure_ascii=False)
+        + "\n"
+        for q, hits in zip(queries, results, strict=True)
+    ]
+    atomic_write_bytes(Path(args.output), "".join(lines).encode("utf-8"))
+    print(
+        f"wrote the top {args.k} hits of {len(queries)} queries to {args.output}", file=sys.stderr
+    )
