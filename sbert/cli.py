@@ -1,4 +1,5 @@
-"""The `sbert` command line: encode, similarity, train, evaluate.
+"""The `sbert` command line: encode, similarity, train, evaluate, predict, index, search,
+evaluate-retrieval.
 
 This is the only place that turns exceptions into exit codes: a known problem prints one line
 on stderr and exits 2, never a traceback.
@@ -93,11 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_evaluate)
-    # Using a trained model: each command lives in its own module.
-    from .predict import add_predict_parser
-    from .retrieval import add_retrieval_parser
-    from .search import add_search_parsers
-
     add_predict_parser(sub)
     add_search_parsers(sub)
     add_retrieval_parser(sub)
@@ -128,6 +124,236 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     index = {name: i for i, name in enumerate(model.labels)} or None
     pairs = batching.tokenize_pairs(data, model.encoder.tokenizer, index)
     print(json.dumps(evaluate(model, pairs, args.batch_size, device)))
+
+
+# Using a trained model
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="label and score sentence pairs with a trained model (both heads)",
+        description="Two sentences: a short answer. --input FILE --output FILE.jsonl: one JSON "
+        'object per pair, in input order: {"label", "probabilities", "similarity", "score"}.',
+    )
+    p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
+    p.add_argument("first", nargs="?", help="first sentence")
+    p.add_argument("second", nargs="?", help="second sentence")
+    p.add_argument("--input", help="pairs: a two-column TSV, or any format `sbert train` reads")
+    p.add_argument("--output", help="where to write the predictions (JSON lines)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    p.set_defaults(run=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import json
+
+    from .distributed import pick_device
+    from .errors import ConfigError
+    from .fileio import atomic_write_bytes
+    from .multitask import MultiTaskModel
+    from .predict import predict, read_input
+
+    one = args.first is not None or args.second is not None
+    if one == (args.input is not None) or (one and None in (args.first, args.second)):
+        raise ConfigError("give two sentences, or --input FILE with --output FILE")
+    if (args.input is None) != (args.output is None):
+        raise ConfigError("--input and --output go together")
+    pairs = [(args.first, args.second)] if one else read_input(args.input)
+    if args.output is not None and not Path(args.output).parent.is_dir():
+        raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
+    model = MultiTaskModel.from_pretrained(args.model)
+    if model.classifier is None:
+        print(f"note: {args.model} has no classifier: similarity only", file=sys.stderr)
+    device = pick_device(args.device)
+    predictions = predict(model, pairs, args.batch_size, device, show_progress_bar=not one)
+    if one:
+        print(describe(predictions[0], model.score_scale))
+        return
+    lines = [json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in predictions]
+    atomic_write_bytes(Path(args.output), "".join(lines).encode("utf-8"))
+    print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
+
+
+def describe(p, scale: tuple[float, float] | None) -> str:
+    """A few human-readable lines about one prediction."""
+    lines = []
+    if p.label is not None:
+        ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
+        lines.append(f"label:       {p.label} ({p.probabilities[p.label]:.1%})")
+        lines.append("             " + ", ".join(f"{k} {v:.1%}" for k, v in ranked))
+    lines.append(f"similarity:  {p.similarity:.4f} (cosine)")
+    if p.score is not None:
+        lines.append(
+            f"score:       {p.score:.2f} on the training scale [{scale[0]:g}, {scale[1]:g}]"
+        )
+    return "\n".join(lines)
+
+
+def add_search_parsers(sub) -> None:
+    from .search import PRECISIONS
+
+    p = sub.add_parser("index", help="embed a corpus into a search index folder")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
+    p.add_argument("--corpus", required=True, help="texts: one a line, or a CSV/JSONL column")
+    p.add_argument(
+        "--column",
+        default=None,
+        help="the CSV/TSV column or JSONL field holding the texts (default: the "
+        "file is one text a line); hit ids are 0-based row numbers",
+    )
+    p.add_argument("--out", required=True, help="the index folder to write")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="scan quantised vectors, rescore with fp32 (int8: 4x, binary: 32x "
+        "less memory scanned)",
+    )
+    p.add_argument(
+        "--approximate",
+        action="store_true",
+        help="add a FAISS HNSW graph for large corpora (pip install faiss-cpu)",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=8192,
+        help="texts per resumable chunk: a killed run restarts at its chunk",
+    )
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", help="the top-k texts of an index for queries")
+    p.add_argument("--index", required=True, help="an index folder from `sbert index`")
+    p.add_argument("query", nargs="?", help="one query (or --queries FILE)")
+    p.add_argument("--queries", help="a file of queries, one a line")
+    p.add_argument("-k", type=int, default=10, help="hits per query")
+    p.add_argument("--output", help="with --queries: write JSON lines here")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the model to encode queries (default: the one the index records; "
+        "another model is refused)",
+    )
+    p.set_defaults(run=cmd_search)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    import shutil
+
+    from .data import read_column, read_sentences
+    from .distributed import pick_device
+    from .errors import ConfigError
+    from .model import SentenceBert
+    from .search import Index
+
+    if args.chunk_size < 1 or args.batch_size < 1:
+        raise ConfigError("--chunk-size and --batch-size must be positive")
+    out = Path(args.out)
+    corpus = Path(args.corpus)
+    texts = read_column(corpus, args.column) if args.column else read_sentences(corpus)
+    model = SentenceBert.from_pretrained(args.model)
+    name = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
+    work = out.parent / f".{out.name}.partial"
+    index = Index.build(
+        model,
+        texts,
+        name=name,
+        precision=args.precision,
+        approximate=args.approximate,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        work_dir=work,
+        device=pick_device(args.device),
+        show_progress_bar=True,
+        corpus={"path": str(corpus.resolve()), "column": args.column},
+    )
+    index.save(out)
+    shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"indexed {len(index)} texts ({index.precision}"
+        f"{', approximate' if index.approximate else ''}) into {out}"
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    import dataclasses
+    import json
+
+    from .data import read_sentences
+    from .errors import ConfigError
+    from .fileio import atomic_write_bytes
+    from .model import SentenceBert
+    from .search import Index
+
+    if (args.query is None) == (args.queries is None):
+        raise ConfigError("give one query, or --queries FILE")
+    if args.output is not None and args.queries is None:
+        raise ConfigError("--output goes with --queries")
+    if args.k < 1:
+        raise ConfigError(f"-k must be at least 1, got {args.k}")
+    queries = [args.query] if args.query is not None else read_sentences(args.queries)
+    if args.output is not None and not Path(args.output).parent.is_dir():
+        raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
+    model = SentenceBert.from_pretrained(args.model) if args.model else None
+    index = Index.load(args.index, model)
+    results = index.search(queries, args.k)
+    if args.output is None:
+        for query, hits in zip(queries, results, strict=True):
+            if len(queries) > 1:
+                print(f"# {query}")
+            for rank, hit in enumerate(hits, 1):
+                print(f"{rank:3d}  {hit.score:.4f}  {hit.text}  [id {hit.id}]")
+        return
+    lines = [
+        json.dumps({"query": q, "hits": [dataclasses.asdict(h) for h in hits]}, ensure_ascii=False)
+        + "\n"
+        for q, hits in zip(queries, results, strict=True)
+    ]
+    atomic_write_bytes(Path(args.output), "".join(lines).encode("utf-8"))
+    print(
+        f"wrote the top {args.k} hits of {len(queries)} queries to {args.output}", file=sys.stderr
+    )
+
+
+def add_retrieval_parser(sub) -> None:
+    from .config import REPO_DATA
+
+    p = sub.add_parser(
+        "evaluate-retrieval",
+        help="retrieval metrics (MRR@10, NDCG@10, recall@k...) of a model as one JSON object",
+        description="Queries, relevant texts and corpus come from a scored pair file: pairs "
+        "scoring >= --min-score give query -> relevant text; all second sentences are the corpus.",
+    )
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
+    p.add_argument(
+        "--data",
+        default=str(REPO_DATA / "stsbenchmark" / "sts-dev.csv"),
+        help="scored pair file, PATH[@SPLIT] (default: STS-B dev)",
+    )
+    p.add_argument("--min-score", type=float, default=4.0, help="relevance threshold")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_evaluate_retrieval)
+
+
+def cmd_evaluate_retrieval(args: argparse.Namespace) -> None:
+    import json
+
+    from .config import parse_spec
+    from .distributed import pick_device
+    from .model import SentenceBert
+    from .retrieval import evaluate_retrieval, retrieval_set_from_pairs
+
+    path, split, _ = parse_spec(args.data)
+    data = retrieval_set_from_pairs(path, args.min_score, split)
+    model = SentenceBert.from_pretrained(args.model)
+    metrics = evaluate_retrieval(model, data, args.batch_size, pick_device(args.device))
+    json.dump(metrics, sys.stdout)
+    print()
 
 
 def one_line(error: Exception) -> str:

@@ -8,9 +8,6 @@ records its training scale answers lo + cos * (hi - lo): 1-5 for SICK, 0-5 for S
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,9 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import Pair, read_pairs, read_tsv_pairs
-from .errors import ConfigError, DataError, SbertError
+from .errors import ConfigError, DataError
 from .evaluate import embed_pairs
-from .fileio import atomic_write_bytes
 from .multitask import MultiTaskModel, pair_features
 
 
@@ -96,63 +92,3 @@ def read_input(path: str | Path) -> list[Pair]:
         if not e.problem.startswith("unknown format"):
             raise
     return read_tsv_pairs(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# sbert predict
-
-
-def add_predict_parser(sub) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="label and score sentence pairs with a trained model (both heads)",
-        description="Two sentences: a short answer. --input FILE --output FILE.jsonl: one JSON "
-        'object per pair, in input order: {"label", "probabilities", "similarity", "score"}.',
-    )
-    p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
-    p.add_argument("first", nargs="?", help="first sentence")
-    p.add_argument("second", nargs="?", help="second sentence")
-    p.add_argument("--input", help="pairs: a two-column TSV, or any format `sbert train` reads")
-    p.add_argument("--output", help="where to write the predictions (JSON lines)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
-    p.set_defaults(run=cmd_predict)
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    from .train import pick_device
-
-    one = args.first is not None or args.second is not None
-    if one == (args.input is not None) or (one and None in (args.first, args.second)):
-        raise ConfigError("give two sentences, or --input FILE with --output FILE")
-    if (args.input is None) != (args.output is None):
-        raise ConfigError("--input and --output go together")
-    pairs = [(args.first, args.second)] if one else read_input(args.input)
-    if args.output is not None and not Path(args.output).parent.is_dir():
-        raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
-    model = MultiTaskModel.from_pretrained(args.model)
-    if model.classifier is None:
-        print(f"note: {args.model} has no classifier: similarity only", file=sys.stderr)
-    device = pick_device(args.device)
-    predictions = predict(model, pairs, args.batch_size, device, show_progress_bar=not one)
-    if one:
-        print(describe(predictions[0], model.score_scale))
-        return
-    lines = [json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in predictions]
-    atomic_write_bytes(Path(args.output), "".join(lines).encode("utf-8"))
-    print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
-
-
-def describe(p: Prediction, scale: tuple[float, float] | None) -> str:
-    """A few human-readable lines about one prediction."""
-    lines = []
-    if p.label is not None:
-        ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
-        lines.append(f"label:       {p.label} ({p.probabilities[p.label]:.1%})")
-        lines.append("             " + ", ".join(f"{k} {v:.1%}" for k, v in ranked))
-    lines.append(f"similarity:  {p.similarity:.4f} (cosine)")
-    if p.score is not None:
-        lines.append(
-            f"score:       {p.score:.2f} on the training scale [{scale[0]:g}, {scale[1]:g}]"
-        )
-    return "\n".join(lines)

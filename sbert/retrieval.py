@@ -10,10 +10,7 @@ the corpus (for STS-B dev at >= 4: "the two sentences mean the same, or nearly")
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,40 +103,3 @@ def evaluate_retrieval(
         "corpus": len(data.corpus),
         **ranking_metrics(ranked, data.relevant),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# sbert evaluate-retrieval
-
-
-def add_retrieval_parser(sub) -> None:
-    from .config import REPO_DATA
-
-    p = sub.add_parser(
-        "evaluate-retrieval",
-        help="retrieval metrics (MRR@10, NDCG@10, recall@k...) of a model as one JSON object",
-        description="Queries, relevant texts and corpus come from a scored pair file: pairs "
-        "scoring >= --min-score give query -> relevant text; all second sentences are the corpus.",
-    )
-    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
-    p.add_argument(
-        "--data",
-        default=str(REPO_DATA / "stsbenchmark" / "sts-dev.csv"),
-        help="scored pair file, PATH[@SPLIT] (default: STS-B dev)",
-    )
-    p.add_argument("--min-score", type=float, default=4.0, help="relevance threshold")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None)
-    p.set_defaults(run=cmd_evaluate_retrieval)
-
-
-def cmd_evaluate_retrieval(args: argparse.Namespace) -> None:
-    from .config import parse_spec
-    from .train import pick_device
-
-    path, split, _ = parse_spec(args.data)
-    data = retrieval_set_from_pairs(path, args.min_score, split)
-    model = SentenceBert.from_pretrained(args.model)
-    metrics = evaluate_retrieval(model, data, args.batch_size, pick_device(args.device))
-    json.dump(metrics, sys.stdout)
-    print()

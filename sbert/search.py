@@ -21,12 +21,10 @@ run resumes from the last complete chunk.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
 import json
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, SbertError
+from .errors import CheckpointError, ConfigError
 from .fileio import atomic_dir, atomic_write_bytes, read_json, verify_manifest
 from .model import SentenceBert
 
@@ -442,121 +440,3 @@ def embed_in_chunks(
                 np.save(buffer, out[start:stop])
                 atomic_write_bytes(work_dir / f"chunk-{c:06d}.npy", buffer.getvalue())
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# sbert index / sbert search
-
-
-def add_search_parsers(sub) -> None:
-    p = sub.add_parser("index", help="embed a corpus into a search index folder")
-    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
-    p.add_argument("--corpus", required=True, help="texts: one a line, or a CSV/JSONL column")
-    p.add_argument(
-        "--column",
-        default=None,
-        help="the CSV/TSV column or JSONL field holding the texts (default: the "
-        "file is one text a line); hit ids are 0-based row numbers",
-    )
-    p.add_argument("--out", required=True, help="the index folder to write")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="scan quantised vectors, rescore with fp32 (int8: 4x, binary: 32x "
-        "less memory scanned)",
-    )
-    p.add_argument(
-        "--approximate",
-        action="store_true",
-        help="add a FAISS HNSW graph for large corpora (pip install faiss-cpu)",
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        default=8192,
-        help="texts per resumable chunk: a killed run restarts at its chunk",
-    )
-    p.add_argument("--device", default=None)
-    p.set_defaults(run=cmd_index)
-
-    p = sub.add_parser("search", help="the top-k texts of an index for queries")
-    p.add_argument("--index", required=True, help="an index folder from `sbert index`")
-    p.add_argument("query", nargs="?", help="one query (or --queries FILE)")
-    p.add_argument("--queries", help="a file of queries, one a line")
-    p.add_argument("-k", type=int, default=10, help="hits per query")
-    p.add_argument("--output", help="with --queries: write JSON lines here")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="the model to encode queries (default: the one the index records; "
-        "another model is refused)",
-    )
-    p.set_defaults(run=cmd_search)
-
-
-def cmd_index(args: argparse.Namespace) -> None:
-    from .data import read_column, read_sentences
-    from .train import pick_device
-
-    if args.chunk_size < 1 or args.batch_size < 1:
-        raise ConfigError("--chunk-size and --batch-size must be positive")
-    out = Path(args.out)
-    corpus = Path(args.corpus)
-    texts = read_column(corpus, args.column) if args.column else read_sentences(corpus)
-    model = SentenceBert.from_pretrained(args.model)
-    name = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
-    work = out.parent / f".{out.name}.partial"
-    index = Index.build(
-        model,
-        texts,
-        name=name,
-        precision=args.precision,
-        approximate=args.approximate,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        work_dir=work,
-        device=pick_device(args.device),
-        show_progress_bar=True,
-        corpus={"path": str(corpus.resolve()), "column": args.column},
-    )
-    index.save(out)
-    shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"indexed {len(index)} texts ({index.precision}"
-        f"{', approximate' if index.approximate else ''}) into {out}"
-    )
-
-
-def cmd_search(args: argparse.Namespace) -> None:
-    from .data import read_sentences
-
-    if (args.query is None) == (args.queries is None):
-        raise ConfigError("give one query, or --queries FILE")
-    if args.output is not None and args.queries is None:
-        raise ConfigError("--output goes with --queries")
-    if args.k < 1:
-        raise ConfigError(f"-k must be at least 1, got {args.k}")
-    queries = [args.query] if args.query is not None else read_sentences(args.queries)
-    if args.output is not None and not Path(args.output).parent.is_dir():
-        raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
-    model = SentenceBert.from_pretrained(args.model) if args.model else None
-    index = Index.load(args.index, model)
-    results = index.search(queries, args.k)
-    if args.output is None:
-        for query, hits in zip(queries, results, strict=True):
-            if len(queries) > 1:
-                print(f"# {query}")
-            for rank, hit in enumerate(hits, 1):
-                print(f"{rank:3d}  {hit.score:.4f}  {hit.text}  [id {hit.id}]")
-        return
-    lines = [
-        json.dumps({"query": q, "hits": [dataclasses.asdict(h) for h in hits]}, ensure_ascii=False)
-        + "\n"
-        for q, hits in zip(queries, results, strict=True)
-    ]
-    atomic_write_bytes(Path(args.output), "".join(lines).encode("utf-8"))
-    print(
-        f"wrote the top {args.k} hits of {len(queries)} queries to {args.output}", file=sys.stderr
-    )
