@@ -16,9 +16,9 @@ The folder (sentence-transformers' layout, without model.safetensors):
     manifest.json            size and sha256 of every file (fileio.atomic_dir)
 
 int8 is ONNX Runtime's dynamic quantisation (weights int8 ahead of time, per output channel;
-activations per batch; on CPUs with AVX-512 VNNI the int8 products run in one instruction). Only MatMuls with a
-constant weight are quantised, i.e. the linear layers: attention's two activation products stay
-fp32 (ONNX Runtime's MatMulConstBOnly, on by default for dynamic quantisation).
+activations per batch; on CPUs with AVX-512 VNNI the int8 products run in one instruction).
+Only MatMuls with a constant weight are quantised, i.e. the linear layers: attention's two
+activation products stay fp32 (ONNX Runtime's MatMulConstBOnly, on by default when dynamic).
 """
 
 from __future__ import annotations
