@@ -53,6 +53,7 @@ class OnnxEncoder:
         folder: str | Path,
         graph: str | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
     ) -> OnnxEncoder:
         """Load an export folder, checked against its manifest.
 
@@ -60,6 +61,8 @@ class OnnxEncoder:
             graph: the graph file to run, relative to `folder` (default: the record's, the int8
                 one in a folder exported with `--quantize int8`).
             providers: ONNX Runtime execution providers, in order of preference.
+            threads: intra-op threads (default: ONNX Runtime's, one per physical core); a server
+                with one worker per core wants 1.
         """
         try:
             import onnxruntime
@@ -77,8 +80,11 @@ class OnnxEncoder:
         if not path.is_file():
             raise CheckpointError(path, "ONNX graph not found")
         tokenizer = WordPiece.from_folder(folder, record["max_seq_length"], record["lowercase"])
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
         try:
-            session = onnxruntime.InferenceSession(str(path), providers=list(providers))
+            session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
             raise CheckpointError(path, f"ONNX Runtime cannot load the graph ({e})") from None
         return cls(session, tokenizer, record)
