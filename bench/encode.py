@@ -1,16 +1,24 @@
 """Encoding speed: our `SentenceBert.encode` against `SentenceTransformer.encode`, side by side.
 
-Both encode every STS-B dev sentence (3,000: fields 5 and 6 of each row) with the same
-checkpoint (all-MiniLM-L6-v2), in this one process, at each batch size. After a warm-up the two
-run alternately (ours first in even rounds, theirs first in odd ones), so that a change in the
-machine's load hits both alike; each figure is the median over the rounds.
+All encode every STS-B dev sentence (3,000: fields 5 and 6 of each row) with the same
+checkpoint (all-MiniLM-L6-v2), in this one process, at each batch size. After a warm-up they
+run in turn (the order rotates each round), so that a change in the machine's load hits all
+alike; each figure is the median over the rounds. Beside ours and theirs run the ONNX exports of
+the same checkpoint on ONNX Runtime (`sbert export`: "onnx" fp32 and "int8"), when onnx,
+onnxscript and onnxruntime are installed.
+
+Then, one sentence at a time (batch 1, as a server often runs): latency p50/p95 per sentence
+of each, in turn per sentence. Then the int8 graph's quality beside fp32 (STS-B dev and SICK
+TRIAL Spearman x 100 of cosine vs gold) and the file sizes.
 
 Printed per batch size: sentences/s, real (non-padding) tokens/s, the achieved model GFLOP/s
 (forward: 2 N_nonembedding + attention per token, `Bert.flops_per_token`, counted on real
 tokens only) beside this machine's fp32 matmul peak measured here, and the ratio ours/theirs.
-The max abs difference of the two embeddings is printed as a sanity check; nothing is asserted.
+The max abs difference of the embeddings is printed as a sanity check (ours vs theirs; the
+ONNX rows vs ours); nothing is asserted.
 
     python bench/encode.py [--rounds 3] [--batch-sizes 32 128] [--limit N] [--device cpu]
+                           [--onnx EXPORT_DIR] [--latency N]
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,14 +38,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sbert.data import read_pairs  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 STSB_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
+SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
 
 
 def read_sentences(path: Path, limit: int = 0) -> list[str]:
     """Both sentences of every STS-B pair, in file order."""
-    from sbert.data import read_pairs
-
     sentences = [s for pair in read_pairs(path).pairs for s in (pair.a, pair.b)]
     return sentences[:limit] if limit else sentences
 
@@ -70,6 +80,51 @@ def timed(fn, batch_size: int, sentences: list[str], device: torch.device):
     return time.perf_counter() - start, out
 
 
+def onnx_runners(args, source: Path, workdir: Path) -> tuple[dict, Path | None]:
+    """The fp32 and int8 ONNX runners of `source` and their folder, exported into `workdir`
+    unless --onnx names an export (made with --quantize int8); ({}, None) when the ONNX
+    libraries are missing."""
+    try:
+        from sbert.export import GRAPH, GRAPH_INT8, export
+        from sbert.onnx_runner import OnnxEncoder
+    except ImportError as e:
+        print(f"onnx rows skipped ({e}): pip install onnx onnxscript onnxruntime")
+        return {}, None
+    folder = Path(args.onnx) if args.onnx else workdir / "onnx"
+    if not args.onnx:
+        start = time.perf_counter()
+        export(source, folder, quantize="int8")
+        print(f"sbert export --quantize int8: {time.perf_counter() - start:.1f} s")
+    threads = torch.get_num_threads()  # the same thread count as ours and theirs
+    graphs = {"onnx": GRAPH, "int8": GRAPH_INT8}
+    return {
+        n: OnnxEncoder.load(folder, graph=g, threads=threads) for n, g in graphs.items()
+    }, folder
+
+
+def spearman(encode, pairs) -> float:
+    """Spearman x 100 of the cosine of each pair's vectors against the gold scores."""
+    from scipy.stats import spearmanr
+
+    u = encode([p.a for p in pairs], batch_size=128, normalize=True)
+    v = encode([p.b for p in pairs], batch_size=128, normalize=True)
+    return 100 * float(spearmanr((u * v).sum(-1), [p.score for p in pairs]).statistic)
+
+
+def latency(runners: dict, sentences: list[str], device: torch.device) -> dict:
+    """Per-sentence seconds and vectors of each runner at batch 1, the runners in turn per
+    sentence (the order rotating) so that load spikes hit all alike."""
+    names = list(runners)
+    seconds = {name: [] for name in names}
+    vectors = {name: [] for name in names}
+    for i, sentence in enumerate(sentences):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t, out = timed(runners[name], 1, [sentence], device)
+            seconds[name].append(t)
+            vectors[name].append(np.asarray(out)[0])
+    return seconds, {name: np.stack(v) for name, v in vectors.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (median is reported)")
@@ -78,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
     p.add_argument("--warmup", type=int, default=256, help="sentences per warm-up pass")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--onnx", default=None, help="an `sbert export --quantize int8` folder to use")
+    p.add_argument("--latency", type=int, default=1000, help="sentences timed at batch 1 (0: no)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,6 +184,11 @@ def main(argv: list[str] | None = None) -> None:
         "ours": lambda bs, s: ours.encode(s, batch_size=bs),
         "theirs": lambda bs, s: theirs.encode(s, batch_size=bs, show_progress_bar=False),
     }
+    workdir = tempfile.TemporaryDirectory()
+    onnx, onnx_dir = (
+        onnx_runners(args, path, Path(workdir.name)) if device.type == "cpu" else ({}, None)
+    )
+    runners.update({n: (lambda bs, s, r=r: r.encode(s, batch_size=bs)) for n, r in onnx.items()})
     with torch.inference_mode():
         for bs in args.batch_sizes:  # warm-up: allocator, kernels, tokenizer caches
             for run in runners.values():
@@ -136,8 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         last = {}
         for r in range(args.rounds):
             for bs in args.batch_sizes:
-                order = list(runners) if r % 2 == 0 else list(reversed(runners))
-                for name in order:
+                names = list(runners)
+                for name in names[r % len(names) :] + names[: r % len(names)]:
                     seconds, out = timed(runners[name], bs, sentences, device)
                     times[bs, name].append(seconds)
                     last[bs, name] = np.asarray(out)
@@ -152,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print()
     print("median over rounds (best round in brackets); GFLOP/s = model FLOPs on real tokens")
+    print("max|diff|: ours vs theirs; onnx and int8 vs ours")
     header = (
         f"{'batch':>5} {'impl':<7} {'median s':>9} {'(best)':>8} {'sent/s':>8} {'tok/s':>8} "
         f"{'GFLOP/s':>8} {'% peak':>7} {'max|diff|':>10}"
@@ -159,8 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for bs in args.batch_sizes:
-        diff = float(np.abs(last[bs, "ours"] - last[bs, "theirs"]).max())
         for name in runners:
+            other = "theirs" if name == "ours" else "ours"
+            diff = float(np.abs(last[bs, name] - last[bs, other]).max())
             t = statistics.median(times[bs, name])
             print(
                 f"{bs:>5} {name:<7} {t:9.3f} {f'({min(times[bs, name]):.3f})':>8} "
@@ -169,15 +233,56 @@ def main(argv: list[str] | None = None) -> None:
             )
     print()
     for bs in args.batch_sizes:
-        ours_t, theirs_t = times[bs, "ours"], times[bs, "theirs"]
-        # Ours and theirs of one round ran back to back: their ratio is the least disturbed by
-        # load that comes and goes (other processes on a shared machine).
-        paired = statistics.median(t / o for t, o in zip(theirs_t, ours_t, strict=True))
+        for name in (n for n in runners if n != "theirs"):
+            ours_t, theirs_t = times[bs, name], times[bs, "theirs"]
+            # The runs of one round ran back to back: their ratio is the least disturbed by
+            # load that comes and goes (other processes on a shared machine).
+            paired = statistics.median(t / o for t, o in zip(theirs_t, ours_t, strict=True))
+            print(
+                f"batch {bs}: {name}/theirs sentences/s = {paired:.2f}x (median of per-round "
+                f"ratios; ratio of medians "
+                f"{statistics.median(theirs_t) / statistics.median(ours_t):.2f}x, "
+                f"of best rounds {min(theirs_t) / min(ours_t):.2f}x)"
+            )
+
+    if args.latency:
+        few = sentences[: args.latency]
+        with torch.inference_mode():
+            seconds, vectors = latency(runners, few, device)
+        print()
+        print(f"batch 1, {len(few)} sentences one at a time: latency per sentence")
+        print(f"{'impl':<7} {'p50 ms':>8} {'p95 ms':>8} {'sent/s':>8} {'vs theirs':>10}")
+        theirs_rate = len(few) / sum(seconds["theirs"])
+        for name, s in seconds.items():
+            p50, p95 = np.percentile(s, [50, 95]) * 1000
+            rate = len(few) / sum(s)
+            print(f"{name:<7} {p50:8.2f} {p95:8.2f} {rate:8.1f} {rate / theirs_rate:9.2f}x")
+        for name in onnx:
+            diff = float(np.abs(vectors[name] - vectors["ours"]).max())
+            print(f"batch 1 max|{name} - ours| = {diff:.2e}")
+
+    if onnx:
+        print()
+        print("quality: Spearman x 100 of cosine vs gold")
+        data = {
+            "STS-B dev": read_pairs(STSB_DEV).pairs,
+            "SICK TRIAL": read_pairs(SICK, split="TRIAL").pairs,
+        }
+        for set_name, pairs in data.items():
+            encoders = {"ours": ours.encode, **{n: r.encode for n, r in onnx.items()}}
+            scores = {name: spearman(encode, pairs) for name, encode in encoders.items()}
+            print(
+                f"{set_name:<10} ({len(pairs)} pairs): "
+                + ", ".join(f"{n} {v:.2f}" for n, v in scores.items())
+                + f"; int8 - fp32 = {scores['int8'] - scores['onnx']:+.2f}"
+            )
+        sizes = {"model.safetensors": path / "model.safetensors"}
+        sizes.update({g: onnx_dir / g for g in onnx["int8"].record["graphs"].values()})
         print(
-            f"batch {bs}: ours/theirs sentences/s = {paired:.2f}x (median of per-round ratios; "
-            f"ratio of medians {statistics.median(theirs_t) / statistics.median(ours_t):.2f}x, "
-            f"of best rounds {min(theirs_t) / min(ours_t):.2f}x)"
+            "file sizes: "
+            + ", ".join(f"{n} {p.stat().st_size / 2**20:.1f} MiB" for n, p in sizes.items())
         )
+    workdir.cleanup()
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -1,5 +1,5 @@
-"""The `sbert` command line: encode, similarity, train, evaluate, predict, index, search,
-evaluate-retrieval.
+"""The `sbert` command line: encode, similarity, export, train, evaluate, predict, index,
+search, evaluate-retrieval.
 
 This is the only place that turns exceptions into exit codes: a known problem prints one line
 on stderr and exits 2, never a traceback.
@@ -54,6 +54,13 @@ def cmd_similarity(args: argparse.Namespace) -> None:
     print(f"{float(u @ v):.4f}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    record = export(args.model, args.out, args.quantize)
+    print(f"wrote {args.out}: {record['graph']} ({record['dim']}-dim sentence vectors)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("second")
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_similarity)
+
+    p = sub.add_parser("export", help="write an ONNX folder that runs without torch")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
+    p.add_argument("--out", required=True, help="the folder to write (replaced if an export)")
+    p.add_argument("--quantize", default=None, help="int8: also an int8 graph, used by default")
+    p.set_defaults(run=cmd_export)
 
     from .config import add_config_flags
 

@@ -64,16 +64,11 @@ def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively here: CUDA GPUs from Ampere on, or a CPU with
-    AVX-512-BF16 or AMX (read from /proc/cpuinfo's flags, so Linux only; elsewhere False).
-    Where bf16 is emulated it is slower than fp32, so `--precision auto` keeps fp32 there."""
+    """Whether bf16 matmuls run natively on `device`: CUDA GPUs from Ampere on, or a CPU with a
+    bf16 unit (hardware.py). Where bf16 is emulated it is slower than fp32, so `--precision
+    auto` keeps fp32 there."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next(
-                (line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []
-            )
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from .hardware import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()

@@ -13,8 +13,9 @@ from torch import nn
 from . import model_folder
 from .bert import Bert, BertConfig, preset
 from .fileio import atomic_dir
+from .onnx_runner import OnnxEncoder, is_exported
 from .pooling import PoolingMode, pool
-from .tokenizer import WordPiece
+from .tokenizer import WordPiece, length_batches
 
 DEFAULT_CHECKPOINT = "all-MiniLM-L6-v2"
 
@@ -57,6 +58,10 @@ class SentenceBert(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        return self.sentence_vectors(hidden, attention_mask)
+
+    def sentence_vectors(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token vectors (B, T, H) -> pooled (and normalised) sentence vectors (B, H)."""
         x = pool(hidden, attention_mask, self.pooling)
         return F.normalize(x, dim=-1) if self.normalize else x
 
@@ -103,21 +108,19 @@ class SentenceBert(nn.Module):
     ) -> torch.Tensor:
         """Embed already-tokenized sentences: (N, H) float32 on `device`, in input order.
 
-        Sentences are sorted by length so that each batch pads to a similar length (little
-        compute is spent on padding), then the vectors are put back in input order.
+        Sentences are batched by length (`length_batches`), then the vectors are put back in
+        input order.
         """
         device = torch.device(device) if device is not None else self.device
         was_training = self.training
         self.eval().to(device)
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = torch.empty((len(ids), self.dim), dtype=torch.float32, device=device)
-        batches = range(0, len(order), batch_size)
+        batches = length_batches(ids, batch_size)
         if show_progress_bar:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="encode", unit="batch")
-        for start in batches:
-            index = order[start : start + batch_size]
+        for index in batches:
             batch = self.tokenizer.pad([ids[i] for i in index])
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             out[torch.tensor(index, device=device)] = self(**batch).float()
@@ -125,9 +128,17 @@ class SentenceBert(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CHECKPOINT) -> SentenceBert:
-        """Load a Hugging Face BERT folder, a sentence-transformers folder, or a packaged name."""
-        layout, config, state = model_folder.load_parts(name_or_path)
+    def from_pretrained(
+        cls, name_or_path: str | Path = DEFAULT_CHECKPOINT
+    ) -> SentenceBert | OnnxEncoder:
+        """Load a Hugging Face BERT folder, a sentence-transformers folder, or a packaged name.
+
+        A folder written by `sbert export` gives its ONNX runner instead (same `encode`, `dim`).
+        """
+        folder = model_folder.resolve(name_or_path)
+        if is_exported(folder):
+            return OnnxEncoder.load(folder)
+        layout, config, state = model_folder.load_parts(folder)
         bert = Bert(config)
         bert.load_state_dict(state)
         tokenizer = WordPiece.from_folder(
@@ -171,10 +182,11 @@ class SentenceBert(nn.Module):
         with atomic_dir(Path(path)) as tmp:
             self.write(tmp)
 
-    def write(self, folder: Path) -> None:
-        """Write the model's files into an existing, empty `folder` (not atomic: see `save`)."""
+    def write(self, folder: Path, weights: bool = True) -> None:
+        """Write the model's files into an existing, empty `folder` (not atomic: see `save`);
+        weights=False leaves out model.safetensors (for an ONNX export, see export.py)."""
         tok = self.tokenizer
         layout = model_folder.Layout(
             folder, tok.max_length, tok.lowercase, self.pooling, self.normalize
         )
-        model_folder.write_folder(folder, self.bert, layout, tok.save)
+        model_folder.write_folder(folder, self.bert, layout, tok.save, weights)

@@ -278,12 +278,18 @@ def load_parts(name_or_path: str | Path) -> tuple[Layout, BertConfig, dict[str, 
     return layout, config, hf_to_ours(weights, shapes, layout.transformer)
 
 
-def write_folder(folder: Path, encoder: Bert, layout: Layout, save_tokenizer) -> None:
-    """Write a sentence-transformers folder whose root is also a Hugging Face BERT folder."""
+def write_folder(
+    folder: Path, encoder: Bert, layout: Layout, save_tokenizer, weights: bool = True
+) -> None:
+    """Write a sentence-transformers folder whose root is also a Hugging Face BERT folder.
+
+    weights=False writes everything but the weights (an ONNX export keeps them in its graph).
+    """
     from safetensors.torch import save_file
 
     (folder / "config.json").write_text(json.dumps(config_to_hf(encoder.config), indent=2))
-    save_file(ours_to_hf(encoder), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    if weights:
+        save_file(ours_to_hf(encoder), str(folder / "model.safetensors"), metadata={"format": "pt"})
     save_tokenizer(folder)
     parts = [("", "Transformer"), ("1_Pooling", "Pooling")]
     parts += [("2_Normalize", "Normalize")] if layout.normalize else []

@@ -1,4 +1,8 @@
-"""WordPiece tokenization through the `tokenizers` library; padding to a batch's longest."""
+"""WordPiece tokenization through the `tokenizers` library; padding to a batch's longest.
+
+This module does not import torch at load time: the ONNX runner (`onnx_runner.py`) tokenizes and
+pads with it where torch is not installed. Only `pad`/`pad_ids`, which return tensors, need it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,17 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from .errors import CheckpointError
 from .fileio import read_json
+
+if TYPE_CHECKING:
+    import torch
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -66,6 +73,9 @@ class WordPiece:
     def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         return pad_ids(ids, self.pad_id)
 
+    def pad_arrays(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        return pad_arrays(ids, self.pad_id)
+
     def save(self, folder: Path) -> None:
         """Write tokenizer.json, vocab.txt and the configs transformers' AutoTokenizer reads."""
         self.tokenizer.save(str(folder / "tokenizer.json"))
@@ -89,14 +99,25 @@ class WordPiece:
 
 
 def pad_ids(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad token ids to the longest in the batch: input_ids and attention_mask, (B, T)."""
+    """`pad_arrays` as tensors."""
+    import torch  # here, not at the top: the module must load without torch (see above)
+
+    return {k: torch.from_numpy(v) for k, v in pad_arrays(ids, pad_id).items()}
+
+
+def pad_arrays(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, np.ndarray]:
+    """Pad token ids to the longest in the batch: input_ids and attention_mask, (B, T) int64."""
     longest = max(map(len, ids))
     input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(ids), longest), dtype=np.int64)
     for row, x in enumerate(ids):
         input_ids[row, : len(x)] = x
         attention_mask[row, : len(x)] = 1
-    return {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy(attention_mask),
-    }
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of `ids` in batches of `batch_size`, longest sentences first: each batch then pads
+    to a similar length, so little compute is spent on padding."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

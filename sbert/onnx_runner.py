@@ -1,0 +1,122 @@
+"""Sentence vectors from an exported ONNX graph on ONNX Runtime: no torch needed.
+
+`sbert export` (export.py) writes a folder whose graph holds the whole sentence encoder: token
+ids and mask in, the pooled (and, if the model normalises, L2-normalised) vector out, so that a
+deployment cannot pool wrongly. This module runs it with `tokenizers`, `numpy` and `onnxruntime`
+alone (`pip install tokenizers numpy onnxruntime`): nothing in its import chain imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError, ConfigError
+from .fileio import read_json, verify_manifest
+from .tokenizer import WordPiece, length_batches
+
+# How the export folder is made: the graph the runner uses, how it was built (export.py).
+EXPORT_RECORD = "onnx_export.json"
+INPUTS = ("input_ids", "attention_mask")
+# The transformer's token vectors, named as transformers' BertModel names them, so that
+# sentence-transformers' ONNX backend and Hugging Face tools read the same graph.
+TOKEN_OUTPUT = "last_hidden_state"
+SENTENCE_OUTPUT = "sentence_embedding"
+
+
+def is_exported(folder: Path) -> bool:
+    """True when `folder` was written by `sbert export`."""
+    return (Path(folder) / EXPORT_RECORD).is_file()
+
+
+class OnnxEncoder:
+    """An exported sentence encoder on an ONNX Runtime session; `encode` as `SentenceBert`'s.
+
+    Args:
+        session: an `onnxruntime.InferenceSession` of the exported graph.
+        tokenizer: the model's WordPiece tokenizer (same truncation as the PyTorch model).
+        record: the export record (see export.py); `dim` is read from it.
+    """
+
+    def __init__(self, session, tokenizer: WordPiece, record: dict):
+        self.session, self.tokenizer, self.record = session, tokenizer, record
+
+    @property
+    def dim(self) -> int:
+        return int(self.record["dim"])
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        graph: str | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ) -> OnnxEncoder:
+        """Load an export folder, checked against its manifest.
+
+        Args:
+            graph: the graph file to run, relative to `folder` (default: the record's, the int8
+                one in a folder exported with `--quantize int8`).
+            providers: ONNX Runtime execution providers, in order of preference.
+            threads: intra-op threads (default: ONNX Runtime's, one per physical core); a server
+                with one worker per core wants 1.
+        """
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError(
+                "running an exported ONNX model needs onnxruntime: pip install onnxruntime"
+            ) from None
+        folder = Path(folder)
+        verify_manifest(folder)
+        record = read_json(folder / EXPORT_RECORD)
+        missing = {"graph", "dim", "max_seq_length", "lowercase"} - record.keys()
+        if missing:
+            raise CheckpointError(folder / EXPORT_RECORD, f"missing fields {sorted(missing)}")
+        path = folder / (graph or record["graph"])
+        if not path.is_file():
+            raise CheckpointError(path, "ONNX graph not found")
+        tokenizer = WordPiece.from_folder(folder, record["max_seq_length"], record["lowercase"])
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
+        except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
+            raise CheckpointError(path, f"ONNX Runtime cannot load the graph ({e})") from None
+        return cls(session, tokenizer, record)
+
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.ids(sentences)
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        device: object = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embed sentences, in input order: float32 (N, H); a single string gives (H,).
+
+        `device` is accepted so that callers of `SentenceBert.encode` work unchanged; where the
+        graph runs is the session's choice (the `providers` given to `load`).
+        """
+        single = isinstance(sentences, str)
+        ids = self.tokenize([sentences] if single else list(sentences))
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        batches = length_batches(ids, batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="encode", unit="batch")
+        for index in batches:
+            batch = self.tokenizer.pad_arrays([ids[i] for i in index])
+            out[index] = self.session.run([SENTENCE_OUTPUT], batch)[0]
+        if normalize:
+            # As torch.nn.functional.normalize: eps keeps a zero vector finite.
+            out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return out[0] if single else out
