@@ -147,7 +147,11 @@ class Balancer(nn.Module):
         if report:  # before the backward below frees the graph
             raw = task_gradients(losses, shared)
             weights = self.weights(losses)
-            logs.update(grad_report({n: float(weights[n]) * g for n, g in raw.items()}, raw))
+            logs.update(
+                grad_report(
+                    {n: torch.as_tensor(weights[n]).item() * g for n, g in raw.items()}, raw
+                )
+            )
         total = self.total(losses)
         total.backward()
         return {"loss": total.item(), **logs, **self.log_weights()}
@@ -203,7 +207,7 @@ class UncertaintyWeighting(Balancer):
         return {f"weight/{n}": torch.exp(-s).item() for n, s in self.log_vars.items()}
 
 
-class PCGrad(Balancer):
+class PCGrad(FixedWeights):
     """Projecting conflicting gradients (Yu et al., NeurIPS 2020, "Gradient Surgery for
     Multi-Task Learning"), on top of fixed weights.
 
@@ -214,13 +218,6 @@ class PCGrad(Balancer):
     Head parameters get their own task's (weighted) gradient, unprojected. Cost: one backward
     per objective instead of one, and T flat copies of the shared gradient in memory.
     """
-
-    def __init__(self, weights: Mapping[str, float] | None = None):
-        super().__init__()
-        self.fixed = dict(weights or {})
-
-    def weights(self, losses):
-        return {name: self.fixed.get(name, 1.0) for name in losses}
 
     def backward(self, losses, shared, heads=(), report=False):
         weights = self.weights(losses)
@@ -259,18 +256,23 @@ class GradNorm(Balancer):
     first appearance (a buffer: saved with `state_dict`).
 
     Args:
-        names: the objectives.
+        names: the objectives; weights: their starting weights (default 1).
         alpha: the restoring force's strength (Chen et al. use 0.12-1.5; 1.5 default here).
         layer: W, the parameters the norms are measured on (default: all of `shared`); the
             last shared layer is cheapest (its backward stops there).
     """
 
-    def __init__(self, names: Sequence[str], alpha: float = 1.5, layer=None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        weights: Mapping[str, float] | None = None,
+        alpha: float = 1.5,
+        layer: Sequence[torch.Tensor] | None = None,
+    ):
         super().__init__()
-        self.names = list(names)
-        self.alpha = alpha
-        self.layer = layer
-        self.task_weights = nn.Parameter(torch.ones(len(self.names)))
+        self.names, self.alpha, self.layer = list(names), alpha, layer
+        start = [(weights or {}).get(n, 1.0) for n in self.names]  # renormalised when used
+        self.task_weights = nn.Parameter(torch.tensor(start))
         self.register_buffer("initial", torch.full((len(self.names),), float("nan")))
 
     def weights(self, losses):
@@ -282,12 +284,12 @@ class GradNorm(Balancer):
 
     def backward(self, losses, shared, heads=(), report=False):
         weights = self.weights(losses)
-        index = [self.names.index(n) for n in losses]
-        values = torch.stack([loss.detach().float() for loss in losses.values()])
+        device = self.initial.device  # the balancer lives on the model's device
+        index = torch.tensor([self.names.index(n) for n in losses], device=device)
+        values = torch.stack([loss.detach().float() for loss in losses.values()]).to(device)
         with torch.no_grad():
-            initial = self.initial[index]
-            fresh = initial.isnan()
-            self.initial[torch.tensor(index)[fresh]] = values[fresh]
+            seen = self.initial[index]
+            self.initial[index] = torch.where(seen.isnan(), values, seen)
             initial = self.initial[index]
         layer = list(self.layer) if self.layer is not None else list(shared)
         raw = task_gradients(losses, layer)
@@ -325,7 +327,7 @@ def make_balancer(
     if method == "pcgrad":
         return PCGrad(weights)
     if method == "gradnorm":
-        return GradNorm(names, **options)
+        return GradNorm(names, weights, **options)
     choices = ", ".join(BALANCE_METHODS)
     raise ConfigError(f"unknown balance method {method!r}: choose one of {choices}")
 
