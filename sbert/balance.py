@@ -101,7 +101,7 @@ def pcgrad_project(
     """PCGrad's gradient surgery (Yu et al. 2020, Algorithm 1), on flat task gradients.
 
     For each task i, in the order `order[i]` over the other tasks j: if g_i^PC . g_j < 0,
-    g_i^PC <- g_i^PC - (g_i^PC . g_j) / ||g_j||^2 g_j (eq. in §3: project onto the normal
+    g_i^PC <- g_i^PC - (g_i^PC . g_j) / ||g_j||^2 g_j (§3: project onto the normal
     plane of the ORIGINAL g_j). Returns the projected g_i^PC; their sum is the update.
     """
     out = []
@@ -252,7 +252,7 @@ class GradNorm(Balancer):
     L_grad = sum_i |G_i - Gbar r_i^alpha|, the target held constant. Since G_i = w_i ||grad_W L_i||
     its gradient is analytic: sign(G_i - target_i) ||grad_W L_i||, no second-order backward. The
     model itself gets the gradient of sum_i w_i L_i. Weights are renormalised to sum to the
-    number of tasks (§3.2) when used, i.e. after each optimiser step. L_i(0) is each loss at its
+    number of tasks when used, i.e. after each optimiser step. L_i(0) is each loss at its
     first appearance (a buffer: saved with `state_dict`).
 
     Args:

@@ -26,8 +26,8 @@ def cosent_loss(
 
     Su (2022), "CoSENT: a more efficient sentence vector scheme than Sentence-BERT", the
     equation log(1 + sum_{sim(i) > sim(j)} exp(lambda (cos(u_j, v_j) - cos(u_i, v_i)))) with
-    lambda = 20; Huang et al. (2024, IEEE/ACM TASLP) eq. 6. Only the ORDER of the gold scores
-    matters, so any scale works (SICK 1-5, STS-B 0-5) without rescaling. Equals
+    lambda = 20; the same loss in Huang et al. (2024, IEEE/ACM TASLP). Only the ORDER of the
+    gold scores matters, so any scale works (SICK 1-5, STS-B 0-5) without rescaling. Equals
     sentence-transformers' `CoSENTLoss` (same log-cumsum-exp evaluation: O(B log B), not the
     B x B matrix).
 
@@ -45,7 +45,7 @@ def cosent_loss(
 def angle_similarity(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """|Re + Im| of the normalised complex quotient u / v, (B,): AnglE's similarity.
 
-    Li & Li (2023, ACL 2024 "AoE"), §3.3: split each vector into real (first half) and imaginary
+    Li & Li (2023, ACL 2024 "AoE"): split each vector into real (first half) and imaginary
     (second half) parts; for unit vectors the quotient's real part is cos(u, v) and its
     imaginary part is sum(u_im * v_re - u_re * v_im). An odd dimension is padded with a zero,
     as in sentence-transformers' `pairwise_angle_sim` (which follows the authors' code, whose
@@ -64,7 +64,7 @@ def angle_loss(
     """AnglE's angle objective: CoSENT's ranking loss on `angle_similarity` instead of cosine.
 
     Li & Li (2023), "AnglE-optimized Text Embeddings", eq. 3 (L_angle), motivated by cosine's
-    vanishing gradient near +-1 (§3.1). Equals sentence-transformers' `AnglELoss` on pairs.
+    vanishing gradient near +-1. Equals sentence-transformers' `AnglELoss` on pairs.
     Arguments as `cosent_loss` (NaN score = no score; None if no pair has one).
     """
     has = ~scores.isnan()
@@ -112,7 +112,7 @@ def multiple_negatives_ranking_loss(
     """In-batch contrastive loss for NLI pairs, with contradictions as hard negatives.
 
     Henderson et al. (2017), "Efficient Natural Language Response Suggestion for Smart Reply",
-    §4.4: for each anchor a_i with positive p_i and candidates c_1..c_M,
+    the "multiple negatives" loss: for each anchor a_i with positive p_i and candidates c_1..c_M,
     L = -1/N sum_i [scale cos(a_i, p_i) - log sum_m exp(scale cos(a_i, c_m))]
     (InfoNCE, van den Oord et al. 2018, eq. 4; temperature 1/scale = 0.05 as in
     sentence-transformers and SimCSE, Gao et al. 2021, whose §4 uses NLI this way).
