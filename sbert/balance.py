@@ -29,14 +29,17 @@ does not all-reduce: run them under `no_sync()` and all-reduce `.grad` afterward
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
 
-BALANCE_METHODS = ("fixed", "uncertainty", "pcgrad", "gradnorm")
+Balance = Literal["fixed", "uncertainty", "pcgrad", "gradnorm"]
+BALANCE_METHODS: tuple[str, ...] = typing.get_args(Balance)
 
 
 def grad_report(
@@ -124,6 +127,7 @@ class Balancer(nn.Module):
         shared: the parameters every objective reaches (the encoder's trainable ones).
         heads: task-specific parameters (the classifier); each gets its own loss's gradient.
         report: also return `grad_report` over `shared` (extra cost for fixed/uncertainty).
+        scale: this micro-batch's share of the batch: its gradients are added times `scale`.
     Returns:
         {"loss": the balanced total (float)}, plus the report's entries and any weights.
     """
@@ -142,6 +146,7 @@ class Balancer(nn.Module):
         shared: Sequence[torch.Tensor],
         heads: Sequence[torch.Tensor] = (),
         report: bool = False,
+        scale: float = 1.0,
     ) -> dict[str, float]:
         logs = {}
         if report:  # before the backward below frees the graph
@@ -153,7 +158,7 @@ class Balancer(nn.Module):
                 )
             )
         total = self.total(losses)
-        total.backward()
+        (total * scale).backward()
         return {"loss": total.item(), **logs, **self.log_weights()}
 
     def log_weights(self) -> dict[str, float]:
@@ -219,10 +224,10 @@ class PCGrad(FixedWeights):
     per objective instead of one, and T flat copies of the shared gradient in memory.
     """
 
-    def backward(self, losses, shared, heads=(), report=False):
+    def backward(self, losses, shared, heads=(), report=False, scale=1.0):
         weights = self.weights(losses)
         params = [*shared, *heads]
-        flat = task_gradients({n: weights[n] * loss for n, loss in losses.items()}, params)
+        flat = task_gradients({n: scale * weights[n] * loss for n, loss in losses.items()}, params)
         size = sum(p.numel() for p in shared)
         names = list(flat)
         raw = [flat[n][:size] for n in names]
@@ -282,7 +287,7 @@ class GradNorm(Balancer):
             w.mul_(len(self.names) / w.sum())
         return {n: self.task_weights[self.names.index(n)].detach() for n in losses}
 
-    def backward(self, losses, shared, heads=(), report=False):
+    def backward(self, losses, shared, heads=(), report=False, scale=1.0):
         weights = self.weights(losses)
         device = self.initial.device  # the balancer lives on the model's device
         index = torch.tensor([self.names.index(n) for n in losses], device=device)
@@ -299,7 +304,7 @@ class GradNorm(Balancer):
         rate = values / initial
         target = g.mean() * (rate / rate.mean()) ** self.alpha
         grad = torch.zeros_like(self.task_weights)
-        grad[index] = torch.sign(g - target) * norms
+        grad[index] = torch.sign(g - target) * norms * scale
         if self.task_weights.grad is not None:  # accumulate over micro-batches
             grad += self.task_weights.grad
         self.task_weights.grad = grad
@@ -309,7 +314,7 @@ class GradNorm(Balancer):
                 raw = task_gradients(losses, shared)
             logs = grad_report({n: weights[n] * raw[n] for n in losses}, raw)
         total = sum(weights[n] * loss for n, loss in losses.items())
-        total.backward()
+        (total * scale).backward()
         return {"loss": total.item(), **logs, **self.log_weights()}
 
     def log_weights(self):

@@ -124,14 +124,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import json
 
     from . import batching
-    from .config import parse_spec
-    from .data import read_pairs
+    from .config import read_spec
     from .distributed import pick_device
     from .evaluate import evaluate
     from .multitask import MultiTaskModel
 
-    path, split, _ = parse_spec(args.data)
-    data = read_pairs(path, format=args.format, split=split)
+    data = read_spec(args.data, format=args.format)
     device = pick_device(args.device)
     model = MultiTaskModel.from_pretrained(args.model).to(device)
     index = {name: i for i, name in enumerate(model.labels)} or None
@@ -361,8 +359,8 @@ def cmd_evaluate_retrieval(args: argparse.Namespace) -> None:
     from .model import SentenceBert
     from .retrieval import evaluate_retrieval, retrieval_set_from_pairs
 
-    path, split, _ = parse_spec(args.data)
-    data = retrieval_set_from_pairs(path, args.min_score, split)
+    spec = parse_spec(args.data)
+    data = retrieval_set_from_pairs(spec.path, args.min_score, spec.split)
     model = SentenceBert.from_pretrained(args.model)
     metrics = evaluate_retrieval(model, data, args.batch_size, pick_device(args.device))
     json.dump(metrics, sys.stdout)

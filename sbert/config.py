@@ -8,13 +8,16 @@ Every field is typed; the flags are generated from the types (`int | None` takes
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from .balance import Balance
 from .errors import ConfigError
+from .multitask import REGRESSION_LOSSES, RegressionLoss
 from .strategies import Strategy
 
 if sys.version_info >= (3, 11):
@@ -73,7 +76,28 @@ class TrainConfig:
     max_grad_norm: float = _arg("clip the gradient norm to this", 1.0)
     dropout: float | None = _arg("dropout rate of the encoder (default: the checkpoint's)")
     loss_weights: list[float] = _arg(
-        "weights of the classification and regression losses", default_factory=lambda: [0.1, 1.0]
+        "weights of the classification, regression (and contrastive, default 1) losses; with "
+        "--balance uncertainty or gradnorm, their starting weights",
+        default_factory=lambda: [0.1, 1.0],
+    )
+    regression_loss: RegressionLoss = _arg(
+        "the regression objective: cosine-mse (SBERT), cosent (Su 2022) or angle (Li & Li "
+        "2023); a file's spec PATH:cosent or PATH:angle chooses it for that file",
+        "cosine-mse",
+    )
+    contrastive: bool = _arg(
+        "add the multiple-negatives ranking objective on labelled NLI pairs (entailment pairs "
+        "as positives, the batch's other hypotheses and its contradictions as negatives)",
+        False,
+    )
+    balance: Balance = _arg(
+        "how the objectives' losses are combined: fixed weights, uncertainty (Kendall et al. "
+        "2018), pcgrad (Yu et al. 2020) or gradnorm (Chen et al. 2018)",
+        "fixed",
+    )
+    grad_share_every: int | None = _arg(
+        "log each objective's share of the encoder's gradient norm every N steps (one extra "
+        "backward pass per objective on those steps)"
     )
     mix: Literal["round-robin", "proportional"] = _arg(
         "how to interleave several training files", "round-robin"
@@ -128,7 +152,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         if kind is bool:
             p.add_argument(flag, action="store_true", default=None, help=text)
         elif kind == list[float]:
-            p.add_argument(flag, type=float, nargs=2, default=None, help=text)
+            p.add_argument(flag, type=float, nargs="+", default=None, help=text)
         elif kind == list[str]:
             p.add_argument(flag, action="append", default=None, help=text)
         elif typing.get_origin(kind) is Literal:
@@ -221,6 +245,11 @@ def check(config: TrainConfig) -> None:
             raise ConfigError(
                 f"--{name.replace('_', '-')} must be at least 1 (leave it out for no limit)"
             )
+    if len(config.loss_weights) not in (2, 3) or min(config.loss_weights) < 0:
+        raise ConfigError(
+            f"--loss-weights takes 2 or 3 weights of 0 or more (classification, "
+            f"regression, contrastive), not {config.loss_weights}"
+        )
     if config.dropout is not None and not 0 <= config.dropout < 1:
         raise ConfigError(f"--dropout must be in [0, 1), not {config.dropout}")
     if not config.train:
@@ -239,11 +268,57 @@ def stage_configs(config: TrainConfig) -> list[TrainConfig]:
         raise ConfigError(f"bad stage settings: {e}") from None
 
 
-def parse_spec(spec: str) -> tuple[str, str | None, str]:
-    """PATH[@SPLIT][:OBJECTIVE] -> (path, split, objective)."""
+OBJECTIVES = ("classification", "regression", "both", *REGRESSION_LOSSES)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] taken apart, e.g.
+    `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`."""
+
+    path: str
+    split: str | None = None
+    rows: slice | None = None  # pairs FROM:TO of the file (after the split), Python-style
+    objective: str = "both"  # classification, regression, both, or a regression loss's name
+
+    @property
+    def name(self) -> str:
+        """How logs and metrics name this data: file stem, split and rows."""
+        rows = "" if self.rows is None else f"[{self.rows.start or ''}:{self.rows.stop or ''}]"
+        return Path(self.path).stem + (f"-{self.split}" if self.split else "") + rows
+
+
+_ROWS = re.compile(r"^(.*)\[(\d*):(\d*)\]$")
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] -> DataSpec. OBJECTIVE `cosent` or `angle` trains
+    the file's scores with that regression loss instead of the stage's."""
     path, objective = spec, "both"
     head, sep, tail = spec.rpartition(":")
-    if sep and tail in ("classification", "regression", "both"):
+    if sep and tail in OBJECTIVES:
         path, objective = head, tail
+    rows = None
+    match = _ROWS.match(path)
+    if match:
+        path = match[1]
+        rows = slice(int(match[2]) if match[2] else None, int(match[3]) if match[3] else None)
     path, sep, split = path.rpartition("@") if "@" in Path(path).name else (path, "", "")
-    return path, (split or None), objective
+    return DataSpec(path, split or None, rows, objective)
+
+
+def read_spec(spec: str | DataSpec, limit: int | None = None, format: str | None = None):
+    """The validated pairs a spec names: its split, then its rows, then the first `limit`."""
+    import dataclasses as dc
+
+    from .data import read_pairs
+    from .errors import DataError
+
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.rows is None:
+        return read_pairs(spec.path, format=format, split=spec.split, limit=limit)
+    data = read_pairs(spec.path, format=format, split=spec.split, limit=spec.rows.stop)
+    pairs = data.pairs[spec.rows][:limit]
+    if not pairs:
+        raise DataError(spec.path, None, f"no pairs in {spec.name}")
+    return dc.replace(data, pairs=pairs)

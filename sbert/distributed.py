@@ -30,6 +30,13 @@ class Processes:
         if self.world > 1:
             dist.barrier()
 
+    def average(self, tensors) -> None:
+        """Average tensors over the processes, in place (gradients DDP does not reduce)."""
+        if self.world > 1:
+            for t in tensors:
+                dist.all_reduce(t)
+                t.div_(self.world)
+
     def stop(self) -> None:
         if self.owns_group:
             dist.destroy_process_group()

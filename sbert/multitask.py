@@ -1,9 +1,12 @@
-"""A multi-task model: one shared encoder, two objectives from ONE forward pass over a batch.
+"""A multi-task model: one shared encoder, several objectives from ONE forward pass.
 
 - classification (SBERT §3, eq. 1): o = softmax(W [u; v; |u - v|]), W of shape (3H, k),
   cross-entropy against the label;
 - regression (SBERT §3, "Regression Objective Function"): cos(u, v) against the gold score
-  rescaled to [0, 1] ((score - lo) / (hi - lo) of the data set's scale), mean-squared error.
+  rescaled to [0, 1] ((score - lo) / (hi - lo) of the data set's scale), mean-squared error;
+  or CoSENT / AnglE, ranking losses on the same scores (losses.py);
+- contrastive (optional): multiple negatives ranking over the batch's entailment pairs, with
+  contradictions as hard negatives (losses.py).
 
 A batch may carry labels, scores or both; each loss is computed over the pairs that have its
 target and returned by name. How the losses are weighted is a training choice, made per stage
@@ -13,18 +16,24 @@ files.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import model_folder
+from .errors import ConfigError
 from .fileio import atomic_dir
+from .losses import angle_loss, cosent_loss, multiple_negatives_ranking_loss, sentence_ids
 from .model import SentenceBert
 
 IGNORE_LABEL = -100  # a pair without a label (cross_entropy's ignore_index)
+RegressionLoss = Literal["cosine-mse", "cosent", "angle"]
+REGRESSION_LOSSES: tuple[str, ...] = typing.get_args(RegressionLoss)
 
 
 def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -45,6 +54,9 @@ def regression_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> t
     if not has.any():
         return None
     return F.mse_loss(F.cosine_similarity(u[has], v[has], dim=-1), scores[has])
+
+
+REGRESSION = {"cosine-mse": regression_loss, "cosent": cosent_loss, "angle": angle_loss}
 
 
 @dataclass
@@ -86,8 +98,10 @@ class MultiTaskModel(nn.Module):
         attention_mask: torch.Tensor,
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
+        regression: RegressionLoss = "cosine-mse",
+        contrastive: bool = False,
     ) -> Output:
-        # One encoder call over all 2B sentences: both objectives share this forward pass.
+        # One encoder call over all 2B sentences: every objective shares this forward pass.
         u, v = self.encoder(input_ids, attention_mask).chunk(2)
         # A training batch without labels leaves the classifier out of the graph altogether:
         # under DDP an output that takes no part in the loss would stall the gradient sync.
@@ -99,10 +113,28 @@ class MultiTaskModel(nn.Module):
         if labels is not None and logits is not None:
             losses["classification"] = classification_loss(logits, labels)
         if scores is not None:
-            loss = regression_loss(u, v, scores)
+            loss = REGRESSION[regression](u, v, scores)
             if loss is not None:
                 losses["regression"] = loss
+        if contrastive and labels is not None:
+            positive, negative = self.nli_labels()
+            ids = sentence_ids(input_ids, attention_mask)  # duplicates are no negatives
+            loss = multiple_negatives_ranking_loss(u, v, labels, positive, negative, ids)
+            if loss is not None:
+                losses["contrastive"] = loss
         return Output(losses, u, v, logits)
+
+    def nli_labels(self) -> tuple[int, int | None]:
+        """The classifier's indices of entailment and contradiction (any case): the contrastive
+        objective's positives and hard negatives."""
+        lower = [name.lower() for name in self.labels]
+        if "entailment" not in lower:
+            raise ConfigError(
+                f"the contrastive objective needs an entailment label, and the "
+                f"classifier's labels are {self.labels}"
+            )
+        negative = lower.index("contradiction") if "contradiction" in lower else None
+        return lower.index("entailment"), negative
 
     def save(self, path: str | Path) -> None:
         """A SentenceBert folder (loadable by sentence-transformers) plus the classifier."""

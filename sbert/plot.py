@@ -17,7 +17,7 @@ def plot_curves(log: Path, png: Path) -> None:
 
     records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     losses = [r for r in records if "loss" in r]
-    evals = [r for r in records if any("/" in k for k in r)]
+    evals = [r for r in records if "loss" not in r and any("/" in k for k in r)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name in ("loss", "classification", "regression"):
         points = [(r["step"], r[name]) for r in losses if name in r]

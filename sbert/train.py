@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from . import batching
+from .balance import Balancer, make_balancer
 from .batching import TokenizedPairs
 from .checkpoints import (
     CHECKPOINTS,
@@ -30,14 +31,14 @@ from .checkpoints import (
     resume_point,
     write_checkpoint,
 )
-from .config import TrainConfig, parse_spec, stage_configs
-from .data import PairSet, read_pairs, shared_score_range
+from .config import TrainConfig, parse_spec, read_spec, stage_configs
+from .data import PairSet, shared_score_range
 from .distributed import Processes, local_rank, native_bf16, pick_device, start_processes
 from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import evaluate
 from .fileio import remove_litter
 from .model import SentenceBert
-from .multitask import IGNORE_LABEL, MultiTaskModel
+from .multitask import IGNORE_LABEL, REGRESSION_LOSSES, MultiTaskModel
 from .strategies import param_groups, trainable
 
 # ---------------------------------------------------------------------------------------------
@@ -125,16 +126,20 @@ class Progress:
 
 @dataclass
 class TrainSet:
-    spec: str  # PATH[@SPLIT][:OBJECTIVE] as given
+    spec: str  # PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] as given
     data: PairSet
     objective: str  # classification, regression or both
+    regression: str  # the regression loss for this file's scores
 
 
 def read_train_sets(config: TrainConfig) -> list[TrainSet]:
     sets = []
     for spec in config.train:
-        path, split, objective = parse_spec(spec)
-        sets.append(TrainSet(spec, read_pairs(path, split=split, limit=config.limit), objective))
+        parsed = parse_spec(spec)
+        objective, regression = parsed.objective, config.regression_loss
+        if objective in REGRESSION_LOSSES:  # PATH:cosent = regression with CoSENT
+            objective, regression = "regression", parsed.objective
+        sets.append(TrainSet(spec, read_spec(parsed, config.limit), objective, regression))
     return sets
 
 
@@ -216,10 +221,9 @@ def read_dev_sets(config: TrainConfig, model: MultiTaskModel) -> dict[str, Token
     index = {name: i for i, name in enumerate(model.labels)} or None
     sets = {}
     for spec in [] if config.no_eval else config.dev:
-        path, split, _ = parse_spec(spec)
-        name = Path(path).stem + (f"-{split}" if split else "")
-        sets[name] = batching.tokenize_pairs(
-            read_pairs(path, split=split), model.encoder.tokenizer, index
+        parsed = parse_spec(spec)
+        sets[parsed.name] = batching.tokenize_pairs(
+            read_spec(parsed), model.encoder.tokenizer, index
         )
     return sets
 
@@ -236,19 +240,22 @@ def default_best_metric(dev_sets: dict[str, TokenizedPairs]) -> str | None:
 
 
 def setup_optimizer(
-    config: TrainConfig, model: MultiTaskModel, total_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
-    """AdamW over the strategy's parameter groups, and the warm-up + linear decay schedule.
-    Returns (optimizer, scheduler, trainable parameter count)."""
-    plan = trainable(config.strategy, config.freeze_layers, config.layer_decay)
-    groups = param_groups(model, plan, config.lr, config.head_lr, config.weight_decay)
+    config: TrainConfig, groups: list[dict], balancer: Balancer, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the strategy's parameter groups (and a balancer's learned weights, at the
+    head's rate, undecayed), and the warm-up + linear decay schedule."""
+    if list(balancer.parameters()):
+        groups = [
+            *groups,
+            {"params": list(balancer.parameters()), "lr": config.head_lr, "weight_decay": 0.0},
+        ]
     # Fused AdamW: one kernel for all tensors instead of a loop of small ops (CPU and CUDA).
     optimizer = torch.optim.AdamW(groups, fused=True)
     warmup = max(1, round(config.warmup * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: linear_warmup_decay(s, warmup, total_steps)
     )
-    return optimizer, scheduler, sum(p.numel() for g in groups for p in g["params"])
+    return optimizer, scheduler
 
 
 def wrap_model(
@@ -276,11 +283,37 @@ def wrap_model(
     return module
 
 
-def weighted_loss(losses: dict[str, torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """The loss that is back-propagated: the stage's weights times each objective's loss."""
-    named = dict(zip(("classification", "regression"), weights, strict=True))
-    first = next(iter(losses.values()))
-    return sum((named[name] * loss for name, loss in losses.items()), first.new_zeros(()))
+OBJECTIVES = ("classification", "regression", "contrastive")
+
+
+def setup_balancer(
+    config: TrainConfig, model: MultiTaskModel, procs: Processes
+) -> tuple[Balancer, list[torch.Tensor], list[torch.Tensor]]:
+    """How this stage combines its objectives (--balance), with the parameters they share
+    (the encoder's trainable ones: call it after the strategy has frozen the others) and the
+    task-specific ones (the classifier)."""
+    names = [n for n in OBJECTIVES if n != "contrastive" or config.contrastive]
+    weights = dict(zip(OBJECTIVES, [*config.loss_weights, 1.0][:3], strict=True))
+    shared = [p for p in model.encoder.parameters() if p.requires_grad]
+    heads = list(model.classifier.parameters()) if model.classifier is not None else []
+    if config.balance in ("pcgrad", "gradnorm") and procs.world > 1:
+        raise ConfigError(
+            f"--balance {config.balance} computes each objective's gradient "
+            f"itself, which DDP does not synchronise: run it in one process, or "
+            f"use fixed or uncertainty under torchrun"
+        )
+    if config.balance != "fixed" and not shared:
+        raise ConfigError(
+            f"--balance {config.balance} balances the objectives on the encoder, "
+            f"and strategy {config.strategy} trains none of it"
+        )
+    options = {}
+    if config.balance == "gradnorm":  # norms on the last layer (Chen et al. §3.2): cheapest
+        options["layer"] = [
+            p for p in model.encoder.bert.layers[-1].parameters() if p.requires_grad
+        ] or shared
+    balancer = make_balancer(config.balance, names, weights, **options)
+    return balancer, shared, heads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,9 +347,14 @@ class Trainer:
         check_trainable(config, sets, self.min_batch)
         self._setup_model(sets, model)
         self._setup_data(sets)
-        self.optimizer, self.scheduler, trainable_count = setup_optimizer(
-            config, self.model, self.total_steps
+        plan = trainable(config.strategy, config.freeze_layers, config.layer_decay)
+        groups = param_groups(self.model, plan, config.lr, config.head_lr, config.weight_decay)
+        self.balancer, self.shared, self.heads = setup_balancer(config, self.model, procs)
+        self.balancer.to(device)
+        self.optimizer, self.scheduler = setup_optimizer(
+            config, groups, self.balancer, self.total_steps
         )
+        trainable_count = sum(p.numel() for g in groups for p in g["params"])
         self.module = wrap_model(self.model, config, device, procs, self.train_sets)
         self.bf16 = config.precision == "bf16" or (
             config.precision == "auto" and native_bf16(device)
@@ -334,6 +372,9 @@ class Trainer:
         """Tokenised training and dev sets, the metric that picks best/, the step count."""
         index = {name: i for i, name in enumerate(self.model.labels)}
         tokenizer = self.model.encoder.tokenizer
+        if self.config.contrastive:
+            self.model.nli_labels()  # fails here, not mid-run, without an entailment label
+        self.regression = [s.regression for s in sets]
         self.train_sets = [
             batching.tokenize_pairs(s.data, tokenizer, index, s.objective) for s in sets
         ]
@@ -468,16 +509,27 @@ class Trainer:
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
             sync = i == len(parts) - 1 or self.procs.world == 1
             with contextlib.nullcontext() if sync else self.module.no_sync(), self.autocast():
-                losses = self.module(**tensors).losses
-            total = weighted_loss(losses, config.loss_weights)
+                output = self.module(
+                    **tensors, regression=self.regression[set_index], contrastive=config.contrastive
+                )
+            losses = output.losses
+            total = self.balancer.total(losses)
             # Under DDP one process must not stop alone (the others would wait for it forever):
             # its NaN reaches every process through the gradient all-reduce, and all of them
             # then stop together on the gradient-norm check below.
             if self.procs.world == 1 and not torch.isfinite(total):
                 return self._nonfinite("loss", total)
-            (total * (len(part) / len(share))).backward()
+            share_of_batch = len(part) / len(share)
+            logs = self.balancer.backward(
+                losses,
+                self.shared,
+                self.heads,
+                scale=share_of_batch,
+                report=sync and self._report_shares(),
+            )
             for name, value in {"loss": total, **losses}.items():
-                totals[name] = totals.get(name, 0.0) + value.detach() * len(part) / len(share)
+                totals[name] = totals.get(name, 0.0) + value.detach() * share_of_batch
+        self.procs.average(p.grad for p in self.balancer.parameters() if p.grad is not None)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         if not torch.isfinite(norm):  # a finite loss can still back-propagate an Inf or a NaN
             return self._nonfinite("gradient norm", norm)
@@ -485,7 +537,12 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step += 1
-        return {name: float(value) for name, value in totals.items()}
+        extra = {k: v for k, v in logs.items() if k != "loss"}  # learned weights, grad shares
+        return {**{name: float(value) for name, value in totals.items()}, **extra}
+
+    def _report_shares(self) -> bool:
+        every = self.config.grad_share_every
+        return bool(every) and (self.progress.step + 1) % every == 0
 
     def _nonfinite(self, what: str, value: torch.Tensor) -> dict[str, float]:
         """Stop at a NaN/Inf loss or gradient; with --skip-nonfinite, skip the batch and count it.
@@ -578,6 +635,7 @@ class Trainer:
             "labels": self.model.labels,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "balancer": self.balancer.state_dict(),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -607,6 +665,7 @@ class Trainer:
             raise CheckpointError(path, f"does not fit this run's model ({e})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.balancer.load_state_dict(state["balancer"])
         self.progress = Progress.from_state(state)
         self.last_checkpoint = path
         torch.set_rng_state(state["rng"])

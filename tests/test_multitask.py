@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sbert import SentenceBert
+from sbert.balance import FixedWeights
 from sbert.batching import bucketed_batches, collate, mix, shard, tokenize_pairs
 from sbert.data import Pair, PairSet
 from sbert.multitask import (
@@ -19,7 +20,6 @@ from sbert.multitask import (
     pair_features,
     regression_loss,
 )
-from sbert.train import weighted_loss
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,8 @@ def test_one_forward_pass_gives_both_losses_weighted(tiny):
     assert out.losses["classification"].item() == pytest.approx(expected_cls.item(), abs=1e-5)
     assert out.losses["regression"].item() == pytest.approx(expected_reg.item(), abs=1e-5)
     expected = 0.3 * expected_cls + 2.0 * expected_reg
-    loss = weighted_loss(out.losses, [0.3, 2.0])  # the trainer weights the named losses
+    # the trainer weights the named losses (--balance fixed, --loss-weights 0.3 2)
+    loss = FixedWeights({"classification": 0.3, "regression": 2.0}).total(out.losses)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
