@@ -1,0 +1,131 @@
+"""Dev scores of each training choice, over seeds: the table behind the README's defaults.
+
+Two protocols (the held-out test sets are never used):
+
+- `demo`: the demo's 1,000 SICK TRAIN pairs; scored on the OTHER 3,439 SICK TRAIN pairs
+  (`@TRAIN[1000:]`, a dev set 7x SICK TRIAL's size) and STS-B dev;
+- `full`: SICK TRAIN (4,439) and/or STS-B train (5,749); scored on SICK TRIAL and STS-B dev.
+
+Each run is `python train.py` in a fresh process; the table gives the mean over seeds and the
+spread (max - min), and the training process's wall time.
+
+    python bench/quality.py demo --seeds 1 2 3
+    python bench/quality.py full --seeds 42 --runs sick-regression sick-stsb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, SICK, STSB_DEV, STSB_TRAIN, machine
+
+DEMO = [f"{SICK}@TRAIN"]
+SICK_ALL, STS_ALL = f"{SICK}@TRAIN", str(STSB_TRAIN)
+PROTOCOLS = {
+    "demo": {
+        "dev": [f"{SICK}@TRAIN[1000:]", str(STSB_DEV)],
+        "common": ["--limit", "1000"],
+        "runs": {
+            "defaults (cosine-MSE, fixed 0.1:1)": ["--train", *DEMO],
+            "cosent": ["--train", *DEMO, "--regression-loss", "cosent"],
+            "angle": ["--train", *DEMO, "--regression-loss", "angle"],
+            "uncertainty": ["--train", *DEMO, "--balance", "uncertainty"],
+            "pcgrad": ["--train", *DEMO, "--balance", "pcgrad"],
+            "gradnorm": ["--train", *DEMO, "--balance", "gradnorm"],
+            "contrastive": ["--train", *DEMO, "--contrastive"],
+            "cosent + contrastive": [
+                "--train",
+                *DEMO,
+                "--regression-loss",
+                "cosent",
+                "--contrastive",
+            ],
+        },
+    },
+    "full": {
+        "dev": [f"{SICK}@TRIAL", str(STSB_DEV)],
+        "common": [],
+        "runs": {
+            "sick-regression": ["--train", f"{SICK_ALL}:regression", "--strategy", "full"],
+            "sick-classification": ["--train", f"{SICK_ALL}:classification"],
+            "stsb-4-epochs": [
+                "--train",
+                f"{STS_ALL}:regression",
+                "--epochs",
+                "4",
+                "--strategy",
+                "full",
+            ],
+            "sick-stsb (defaults)": ["--train", SICK_ALL, "--train", STS_ALL],
+            "sick-stsb (recipe)": ["--config", str(ROOT / "configs" / "sick-stsb.toml")],
+        },
+    },
+}
+
+
+def train(args: list[str], out: Path) -> tuple[dict, dict, float]:
+    """(untrained metrics, final metrics, seconds) of one `python train.py` run."""
+    started = time.perf_counter()
+    command = [sys.executable, str(ROOT / "train.py"), *args, "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "loss" not in r and any("/" in k for k in r)]
+    return evals[0], evals[-1], seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("protocol", choices=PROTOCOLS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--runs", nargs="+", help="only these runs (default: all)")
+    args = p.parse_args()
+    protocol = PROTOCOLS[args.protocol]
+    runs = {k: v for k, v in protocol["runs"].items() if not args.runs or k in args.runs}
+    print(f"# bench/quality.py {args.protocol}, seeds {args.seeds}\n{machine()}", flush=True)
+    dev = [x for spec in protocol["dev"] for x in ("--dev", spec)]
+    results: dict[str, list[dict]] = {}
+    untrained, seconds = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in runs.items():
+            for seed in args.seeds:
+                out = Path(tmp) / f"{len(results)}-{seed}"
+                command = [*extra, *protocol["common"], *dev, "--seed", str(seed)]
+                before, after, took = train(command, out)
+                untrained = untrained or before
+                results.setdefault(name, []).append(after)
+                seconds.setdefault(name, []).append(took)
+                print(
+                    f"{name}, seed {seed}: {took:.0f} s "
+                    + json.dumps({k: round(v, 2) for k, v in after.items() if "/" in k}),
+                    flush=True,
+                )
+    metrics = [k for k in untrained if k.endswith(("spearman", "accuracy"))]
+    print("\n| run | " + " | ".join(metrics) + " | seconds |")
+    print("|---|" + "---|" * (len(metrics) + 1))
+    print(
+        "| untrained checkpoint | "
+        + " | ".join("—" if k.endswith("accuracy") else f"{untrained[k]:.2f}" for k in metrics)
+        + " | |"
+    )
+    for name, rows in results.items():
+        cells = []
+        for k in metrics:
+            values = [r[k] for r in rows if k in r]
+            spread = f" ± {(max(values) - min(values)) / 2:.2f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.2f}{spread}" if values else "—")
+        print(f"| {name} | " + " | ".join(cells) + f" | {statistics.mean(seconds[name]):.0f} |")
+    print("(mean over seeds ± half the range)")
+
+
+if __name__ == "__main__":
+    main()
