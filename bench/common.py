@@ -37,6 +37,25 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def matmul_peak(device, n: int = 4096, repeats: int = 3) -> float:
+    """Best fp32 GFLOP/s of an n x n @ n x n torch.matmul, after one warm-up product: the
+    peak that achieved GFLOP/s are set against."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.matmul(a, b)
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 def machine() -> str:
     """One line: CPU, threads, versions and load, to print above every table."""
     import torch

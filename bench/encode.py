@@ -32,43 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+import torch
+from common import SICK, STSB_DEV, matmul_peak, sts_sentences, sync
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from sbert.data import read_pairs  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-STSB_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
-SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
-
-
-def read_sentences(path: Path, limit: int = 0) -> list[str]:
-    """Both sentences of every STS-B pair, in file order."""
-    sentences = [s for pair in read_pairs(path).pairs for s in (pair.a, pair.b)]
-    return sentences[:limit] if limit else sentences
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, n: int = 4096, repeats: int = 3) -> float:
-    """Best fp32 GFLOP/s of an n x n @ n x n torch.matmul, after one warm-up product."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    torch.matmul(a, b)
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+from sbert.data import read_pairs
 
 
 def timed(fn, batch_size: int, sentences: list[str], device: torch.device):
@@ -145,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     from sbert.model_folder import resolve
 
     device = torch.device(args.device)
-    sentences = read_sentences(STSB_DEV, args.limit)
+    sentences = sts_sentences(args.limit)
     path = resolve("all-MiniLM-L6-v2")
     ours = sbert.SentenceBert.from_pretrained(path).to(device).eval()
     theirs = SentenceTransformer(str(path), device=str(device)).eval()

@@ -19,17 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/encode.py's helpers
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from encode import STSB_DEV, matmul_peak, read_sentences  # noqa: E402
+import numpy as np
+import torch
+from common import matmul_peak, sts_sentences
 
 K = 10
 
@@ -63,7 +57,7 @@ def bench_indexing(limit: int) -> None:
     from sbert.model_folder import resolve
     from sbert.search import Index
 
-    sentences = list(dict.fromkeys(read_sentences(STSB_DEV)))[: limit or None]
+    sentences = list(dict.fromkeys(sts_sentences()))[: limit or None]
     ours = SentenceBert.from_pretrained("all-MiniLM-L6-v2")
     theirs = SentenceTransformer(str(resolve("all-MiniLM-L6-v2")), device="cpu")
     ours.encode(sentences[:64])  # warm-up
