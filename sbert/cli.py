@@ -147,7 +147,9 @@ def add_predict_parser(sub) -> None:
         description="Two sentences: a short answer. --input FILE --output FILE.jsonl: one JSON "
         'object per pair, in input order: {"label", "probabilities", "similarity", "score"}.',
     )
-    p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
+    p.add_argument(
+        "--model", required=True, help="model folder or ONNX export (with its classifier, if any)"
+    )
     p.add_argument("first", nargs="?", help="first sentence")
     p.add_argument("second", nargs="?", help="second sentence")
     p.add_argument("--input", help="pairs: a two-column TSV, or any format `sbert train` reads")
@@ -163,8 +165,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .distributed import pick_device
     from .errors import ConfigError
     from .fileio import atomic_write_bytes
-    from .multitask import MultiTaskModel
-    from .predict import predict, read_input
+    from .predict import Predictor, predict, read_input
 
     one = args.first is not None or args.second is not None
     if one == (args.input is not None) or (one and None in (args.first, args.second)):
@@ -174,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     pairs = [(args.first, args.second)] if one else read_input(args.input)
     if args.output is not None and not Path(args.output).parent.is_dir():
         raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
-    model = MultiTaskModel.from_pretrained(args.model)
+    model = Predictor.load(args.model)  # an ONNX export too: its classifier in numpy
     if model.classifier is None:
         print(f"note: {args.model} has no classifier: similarity only", file=sys.stderr)
     device = pick_device(args.device)

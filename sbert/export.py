@@ -12,6 +12,8 @@ The folder (sentence-transformers' layout, without model.safetensors):
     onnx/model.onnx          the fp32 graph
     onnx/model_qint8.onnx    with --quantize int8: the linear layers' MatMuls in int8
     config.json, tokenizer files, modules.json, ...   as `SentenceBert.save` writes them
+    classifier.safetensors, classifier.json, score_scale.json   the source's heads, if it has
+                             them (heads.py): `sbert predict` on the export applies them in numpy
     onnx_export.json         how it was made, and which graph the runner uses
     manifest.json            size and sha256 of every file (fileio.atomic_dir)
 
@@ -27,6 +29,7 @@ import contextlib
 import json
 import logging
 import platform
+import shutil
 import warnings
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -37,7 +40,10 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_dir
+from .fingerprint import fingerprint
+from .heads import HEAD_FILES, Classifier, read_score_scale
 from .model import SentenceBert
+from .model_folder import read_layout, resolve
 from .onnx_runner import EXPORT_RECORD, INPUTS, SENTENCE_OUTPUT, TOKEN_OUTPUT, is_exported
 
 QUANTIZE_MODES: tuple[str, ...] = ("int8",)
@@ -85,6 +91,11 @@ def export(model: str | Path, out: str | Path, quantize: str | None = None) -> d
     if not isinstance(sb, SentenceBert):
         raise CheckpointError(model, "already an ONNX export: export from the model folder")
     sb.eval()
+    # The heads beside the encoder, checked before they are copied (a bad one fails here).
+    source = read_layout(resolve(model)).transformer
+    Classifier.load(source, sb.dim)
+    read_score_scale(source)
+    heads = [name for name in HEAD_FILES if (source / name).is_file()]
     record = {
         "graph": GRAPH_INT8 if quantize else GRAPH,
         "quantize": quantize,
@@ -101,6 +112,10 @@ def export(model: str | Path, out: str | Path, quantize: str | None = None) -> d
         "max_seq_length": sb.tokenizer.max_length,
         "lowercase": sb.tokenizer.lowercase,
         "source": str(model),
+        # The source model's fingerprint names the fp32 graph's vectors too (equal to <= 1e-5):
+        # an index built with either takes queries from the other (fingerprint.py).
+        "fingerprint": fingerprint(sb),
+        "heads": heads,
         "exporter": "torch.onnx.export(dynamo=True)",
         "opset": OPSET,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
@@ -111,6 +126,8 @@ def export(model: str | Path, out: str | Path, quantize: str | None = None) -> d
         export_graph(sb, tmp / GRAPH)
         if quantize:
             quantize_int8(tmp / GRAPH, tmp / GRAPH_INT8)
+        for name in heads:
+            shutil.copyfile(source / name, tmp / name)
         (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))
     return record
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from . import heads
 from .bert import Bert, BertConfig
 from .errors import CheckpointError
 from .fileio import read_json, verify_manifest
+from .heads import CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS, SCORE_SCALE
 from .pooling import POOLING_MODES, PoolingMode
 
 # Our parameter names -> Hugging Face BertModel names; "{i}" is the layer index. A tuple is
@@ -307,11 +308,6 @@ def write_folder(
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pool_config, indent=2))
 
 
-# The classification head of a multi-task model lives beside the encoder in the same folder.
-# sentence-transformers ignores files that modules.json does not name, so it still loads it.
-CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.safetensors", "classifier.json"
-
-
 def write_classifier(folder: Path, state: dict[str, torch.Tensor], labels: list[str]) -> None:
     from safetensors.torch import save_file
 
@@ -323,24 +319,11 @@ def write_classifier(folder: Path, state: dict[str, torch.Tensor], labels: list[
 
 def read_classifier(name_or_path: str | Path) -> tuple[list[str], dict[str, torch.Tensor]] | None:
     """The classifier's labels and tensors, or None when the folder has no classifier."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = read_layout(resolve(name_or_path)).transformer
-    if not (folder / CLASSIFIER_CONFIG).is_file():
+    head = heads.read_classifier(read_layout(resolve(name_or_path)).transformer)
+    if head is None:
         return None
-    labels = read_json(folder / CLASSIFIER_CONFIG).get("labels")
-    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-        raise CheckpointError(folder / CLASSIFIER_CONFIG, "'labels' must be a list of strings")
-    try:
-        return labels, load_file(folder / CLASSIFIER_WEIGHTS)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(folder / CLASSIFIER_WEIGHTS, f"unreadable classifier ({e})") from None
-
-
-# The gold score scale (lo, hi) of the regression data a model was trained on: regression fits
-# cos(u, v) to (score - lo) / (hi - lo), so lo + cos * (hi - lo) answers on the data's own scale.
-SCORE_SCALE = "score_scale.json"
+    labels, state = head
+    return labels, {k: torch.from_numpy(v) for k, v in state.items()}
 
 
 def write_score_scale(folder: Path, scale: tuple[float, float]) -> None:
@@ -350,12 +333,4 @@ def write_score_scale(folder: Path, scale: tuple[float, float]) -> None:
 
 def read_score_scale(name_or_path: str | Path) -> tuple[float, float] | None:
     """The (lo, hi) the folder records, or None when it records none (an older save)."""
-    folder = read_layout(resolve(name_or_path)).transformer
-    if not (folder / SCORE_SCALE).is_file():
-        return None
-    scale = read_json(folder / SCORE_SCALE)
-    lo, hi = scale.get("lo"), scale.get("hi")
-    numbers = all(type(x) in (int, float) and math.isfinite(x) for x in (lo, hi))
-    if not (numbers and lo < hi):
-        raise CheckpointError(folder / SCORE_SCALE, "expected finite numbers 'lo' < 'hi'")
-    return float(lo), float(hi)
+    return heads.read_score_scale(read_layout(resolve(name_or_path)).transformer)

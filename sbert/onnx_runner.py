@@ -38,10 +38,13 @@ class OnnxEncoder:
         session: an `onnxruntime.InferenceSession` of the exported graph.
         tokenizer: the model's WordPiece tokenizer (same truncation as the PyTorch model).
         record: the export record (see export.py); `dim` is read from it.
+        folder, graph: the export folder, and the graph file the session runs, relative to it
+            (what the model's fingerprint names, fingerprint.py).
     """
 
-    def __init__(self, session, tokenizer: WordPiece, record: dict):
+    def __init__(self, session, tokenizer: WordPiece, record: dict, folder: Path, graph: str):
         self.session, self.tokenizer, self.record = session, tokenizer, record
+        self.folder, self.graph = Path(folder), graph
 
     @property
     def dim(self) -> int:
@@ -76,7 +79,8 @@ class OnnxEncoder:
         missing = {"graph", "dim", "max_seq_length", "lowercase"} - record.keys()
         if missing:
             raise CheckpointError(folder / EXPORT_RECORD, f"missing fields {sorted(missing)}")
-        path = folder / (graph or record["graph"])
+        graph = graph or record["graph"]
+        path = folder / graph
         if not path.is_file():
             raise CheckpointError(path, "ONNX graph not found")
         tokenizer = WordPiece.from_folder(folder, record["max_seq_length"], record["lowercase"])
@@ -87,7 +91,7 @@ class OnnxEncoder:
             session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
             raise CheckpointError(path, f"ONNX Runtime cannot load the graph ({e})") from None
-        return cls(session, tokenizer, record)
+        return cls(session, tokenizer, record, folder, graph)
 
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.ids(sentences)

@@ -11,14 +11,53 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from .data import Pair, read_pairs, read_tsv_pairs
 from .errors import ConfigError, DataError
-from .evaluate import embed_pairs
-from .multitask import MultiTaskModel, pair_features
+from .heads import Classifier, read_score_scale
+from .onnx_runner import OnnxEncoder, is_exported
+
+if TYPE_CHECKING:
+    from .model import SentenceBert
+    from .multitask import MultiTaskModel
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """What `predict` needs: an encoder with `encode` (a PyTorch `SentenceBert` or an ONNX
+    export's `OnnxEncoder`), the classifier as arrays (None without one) and the score scale.
+
+    `Predictor.load` of an ONNX export imports no torch: the graph runs on ONNX Runtime and the
+    classifier is applied in numpy.
+    """
+
+    encoder: SentenceBert | OnnxEncoder
+    classifier: Classifier | None = None
+    score_scale: tuple[float, float] | None = None
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Predictor:
+        """A model folder (with its classifier, if any), a packaged name, or an ONNX export."""
+        if is_exported(Path(name_or_path)):  # written by `sbert export`, heads at its root
+            encoder = OnnxEncoder.load(name_or_path)
+            folder = Path(name_or_path)
+            return cls(encoder, Classifier.load(folder, encoder.dim), read_score_scale(folder))
+        from .multitask import MultiTaskModel
+
+        return cls.of(MultiTaskModel.from_pretrained(name_or_path))
+
+    @classmethod
+    def of(cls, model: MultiTaskModel) -> Predictor:
+        """The heads of a PyTorch multi-task model, its classifier copied out as arrays."""
+        head = model.classifier
+        classifier = None
+        if head is not None:
+            weight, bias = (t.detach().float().cpu().numpy() for t in (head.weight, head.bias))
+            classifier = Classifier(list(model.labels), weight, bias)
+        return cls(model.encoder, classifier, model.score_scale)
 
 
 @dataclass(frozen=True)
@@ -41,9 +80,8 @@ def to_score(similarity: float, scale: tuple[float, float]) -> float:
     return min(hi, max(lo, lo + similarity * (hi - lo)))
 
 
-@torch.inference_mode()
 def predict(
-    model: MultiTaskModel,
+    model: Predictor | MultiTaskModel,
     pairs: Sequence[Pair | tuple[str, str]],
     batch_size: int = 32,
     device=None,
@@ -52,35 +90,41 @@ def predict(
     """Label, label probabilities and similarity of each pair, in input order.
 
     Args:
+        model: a `Predictor` (e.g. `Predictor.load(folder)`, an ONNX export too) or a PyTorch
+            `MultiTaskModel`.
         pairs: `Pair`s (their targets are ignored) or (first, second) string tuples.
+        device: where a PyTorch encoder runs; an ONNX export's session decides for itself.
     """
+    if not isinstance(model, Predictor):
+        model = Predictor.of(model)
     texts = [(p.a, p.b) if isinstance(p, Pair) else tuple(p) for p in pairs]
     for i, t in enumerate(texts):
         if len(t) != 2 or not all(isinstance(s, str) for s in t):
             raise ConfigError(f"pair {i}: expected two strings, got {t!r}"[:200])
-    tokenize = model.encoder.tokenize
-    u, v = embed_pairs(
-        model.encoder,
-        tokenize([a for a, _ in texts]),
-        tokenize([b for _, b in texts]),
-        batch_size,
-        device,
-        show_progress_bar,
+    # Each distinct sentence is encoded once (SICK repeats its sentences across pairs), both
+    # sides in one length-sorted pass so that similar lengths share batches.
+    unique: dict[str, int] = {}
+    rows = [
+        unique.setdefault(s, len(unique)) for s in [*(a for a, _ in texts), *(b for _, b in texts)]
+    ]
+    vectors = model.encoder.encode(
+        list(unique), batch_size=batch_size, device=device, show_progress_bar=show_progress_bar
     )
-    similarity = F.cosine_similarity(u, v, dim=-1).tolist()
-    if model.classifier is None:
-        probs = [None] * len(texts)
-    else:
-        model.classifier.to(u.device)
-        probs = F.softmax(model.classifier(pair_features(u, v)).float(), dim=-1).tolist()
+    vectors = np.asarray(vectors, dtype=np.float32)[rows]
+    u, v = vectors[: len(texts)], vectors[len(texts) :]
+    # cos(u, v) as torch's cosine_similarity: the product of the norms clamped at 1e-8.
+    norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
+    similarity = ((u * v).sum(axis=1) / np.maximum(norms, 1e-8)).tolist()
+    head = model.classifier
+    probs = [None] * len(texts) if head is None else head.probabilities(u, v).tolist()
     out = []
     for sim, p in zip(similarity, probs, strict=True):
         score = to_score(sim, model.score_scale) if model.score_scale else None
         if p is None:
             out.append(Prediction(None, None, sim, score))
         else:
-            label = model.labels[max(range(len(p)), key=p.__getitem__)]
-            out.append(Prediction(label, dict(zip(model.labels, p, strict=True)), sim, score))
+            label = head.labels[max(range(len(p)), key=p.__getitem__)]
+            out.append(Prediction(label, dict(zip(head.labels, p, strict=True)), sim, score))
     return out
 
 

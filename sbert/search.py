@@ -21,7 +21,6 @@ run resumes from the last complete chunk.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -35,7 +34,9 @@ import torch
 
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_dir, atomic_write_bytes, read_json, verify_manifest
+from .fingerprint import fingerprint
 from .model import SentenceBert
+from .onnx_runner import OnnxEncoder
 
 PRECISIONS = ("fp32", "int8", "binary")
 INDEX, VECTORS, TEXTS, CODES, SCALES, GRAPH = (
@@ -52,6 +53,8 @@ FORMAT = 1
 RESCORE = 4
 # HNSW: 32 neighbours a node, FAISS's default build beam, a search beam of 128 (bench/search.py).
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 128
+# What embeds texts: a PyTorch model or an ONNX export (`sbert export`), both `encode` to numpy.
+Encoder = SentenceBert | OnnxEncoder
 
 
 @dataclass(frozen=True)
@@ -61,24 +64,10 @@ class Hit:
     text: str
 
 
-def model_identity(model: SentenceBert, name: str | None = None) -> dict:
-    """Name and fingerprint (sha256 of config, tokenizer, pooling and every weight) of a model:
-    vectors from two models with different fingerprints must not be compared."""
-    h = hashlib.sha256()
-    tok = model.tokenizer
-    settings = [
-        dataclasses.asdict(model.bert.config),
-        model.pooling,
-        model.normalize,
-        tok.max_length,
-        tok.lowercase,
-        tok.tokenizer.to_str(),
-    ]
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return {"name": name, "fingerprint": h.hexdigest()[:16]}
+def model_identity(model: Encoder, name: str | None = None) -> dict:
+    """Name and fingerprint (fingerprint.py) of a PyTorch model or an ONNX export: vectors from
+    two models with different fingerprints must not be compared."""
+    return {"name": name, "fingerprint": fingerprint(model)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +143,7 @@ class Index:
         vectors: np.ndarray,
         texts: list[str],
         identity: dict,
-        model: SentenceBert | None = None,
+        model: Encoder | None = None,
         precision: str = "fp32",
         approximate: bool = False,
         corpus: dict | None = None,
@@ -186,7 +175,7 @@ class Index:
     @classmethod
     def build(
         cls,
-        model: SentenceBert,
+        model: Encoder,
         texts: Sequence[str],
         *,
         name: str | None = None,
@@ -321,7 +310,7 @@ class Index:
                 faiss.write_index(self.graph, str(tmp / GRAPH))
 
     @classmethod
-    def load(cls, path: str | Path, model: SentenceBert | None = None) -> Index:
+    def load(cls, path: str | Path, model: Encoder | None = None) -> Index:
         """Read an index folder (checked against its manifest) with its model: `model`, or the
         one it records. A model other than the one that built the index is refused."""
         path = Path(path)
@@ -372,7 +361,7 @@ class Index:
 
 
 def embed_in_chunks(
-    model: SentenceBert,
+    model: Encoder,
     texts: list[str],
     identity: dict,
     batch_size: int,

@@ -1,0 +1,88 @@
+"""The heads a model folder keeps beside its encoder, read as numpy arrays: the classifier of
+SBERT eq. 1 and the gold score scale of the regression objective.
+
+No torch anywhere in this module: `sbert export` copies these files into the ONNX folder, and a
+deployment that runs the graph on ONNX Runtime applies the classifier in numpy (predict.py).
+The files are written by model_folder.write_classifier / write_score_scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+from .fileio import read_json
+
+# The classification head of a multi-task model lives beside the encoder in the same folder.
+# sentence-transformers ignores files that modules.json does not name, so it still loads it.
+CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.safetensors", "classifier.json"
+# The gold score scale (lo, hi) of the regression data a model was trained on: regression fits
+# cos(u, v) to (score - lo) / (hi - lo), so lo + cos * (hi - lo) answers on the data's own scale.
+SCORE_SCALE = "score_scale.json"
+HEAD_FILES = (CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG, SCORE_SCALE)
+
+
+def read_classifier(folder: Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    """The classifier's labels and arrays in `folder`, or None when it has no classifier."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    if not (folder / CLASSIFIER_CONFIG).is_file():
+        return None
+    labels = read_json(folder / CLASSIFIER_CONFIG).get("labels")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise CheckpointError(folder / CLASSIFIER_CONFIG, "'labels' must be a list of strings")
+    try:
+        return labels, load_file(folder / CLASSIFIER_WEIGHTS)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(folder / CLASSIFIER_WEIGHTS, f"unreadable classifier ({e})") from None
+
+
+def read_score_scale(folder: Path) -> tuple[float, float] | None:
+    """The (lo, hi) `folder` records, or None when it records none (an older save)."""
+    path = Path(folder) / SCORE_SCALE
+    if not path.is_file():
+        return None
+    scale = read_json(path)
+    lo, hi = scale.get("lo"), scale.get("hi")
+    numbers = all(type(x) in (int, float) and math.isfinite(x) for x in (lo, hi))
+    if not (numbers and lo < hi):
+        raise CheckpointError(path, "expected finite numbers 'lo' < 'hi'")
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The trained classification head as arrays: softmax(W [u; v; |u - v|] + b), SBERT eq. 1.
+
+    Shapes: weight (k, 3H), bias (k,), k = len(labels).
+    """
+
+    labels: list[str]
+    weight: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def load(cls, folder: Path, dim: int) -> Classifier | None:
+        """The classifier in `folder` for `dim`-dimensional sentence vectors, or None."""
+        head = read_classifier(folder)
+        if head is None:
+            return None
+        labels, state = head
+        want = {"weight": (len(labels), 3 * dim), "bias": (len(labels),)}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if got != want:
+            message = f"classifier does not fit: {got}, expected {want}"
+            raise CheckpointError(Path(folder) / CLASSIFIER_WEIGHTS, message)
+        return cls(labels, state["weight"].astype(np.float32), state["bias"].astype(np.float32))
+
+    def probabilities(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """(N, k) label probabilities of the pairs (u, v), each (N, H)."""
+        logits = np.concatenate([u, v, np.abs(u - v)], axis=1) @ self.weight.T + self.bias
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted: exp cannot overflow
+        return e / e.sum(axis=1, keepdims=True)
