@@ -40,6 +40,8 @@ PROTOCOLS = {
             "pcgrad": ["--train", *DEMO, "--balance", "pcgrad"],
             "gradnorm": ["--train", *DEMO, "--balance", "gradnorm"],
             "contrastive": ["--train", *DEMO, "--contrastive"],
+            "2 epochs": ["--train", *DEMO, "--epochs", "2"],
+            "cosent, 2 epochs": ["--train", *DEMO, "--regression-loss", "cosent", "--epochs", "2"],
             "cosent + contrastive": [
                 "--train",
                 *DEMO,
