@@ -61,6 +61,17 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {record['graph']} ({record['dim']}-dim sentence vectors)")
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a batch of 0 would never end)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
     p.add_argument("--input", required=True, help="UTF-8 text file, one sentence a line")
     p.add_argument("--output", required=True, help="where to write the float32 [N, H] .npy")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive, default=32)
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
@@ -104,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
     p.add_argument("--data", required=True, help="data file, PATH[@SPLIT]")
     p.add_argument("--format", default=None, help="sts, sick, nli or csv (default: detected)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=positive, default=128)
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_evaluate)
     add_predict_parser(sub)
@@ -154,7 +165,7 @@ def add_predict_parser(sub) -> None:
     p.add_argument("second", nargs="?", help="second sentence")
     p.add_argument("--input", help="pairs: a two-column TSV, or any format `sbert train` reads")
     p.add_argument("--output", help="where to write the predictions (JSON lines)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive, default=32)
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     p.set_defaults(run=cmd_predict)
 
@@ -228,7 +239,7 @@ def add_search_parsers(sub) -> None:
         action="store_true",
         help="add a FAISS HNSW graph for large corpora (pip install faiss-cpu)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive, default=64)
     p.add_argument(
         "--chunk-size",
         type=int,
@@ -347,7 +358,7 @@ def add_retrieval_parser(sub) -> None:
         help="scored pair file, PATH[@SPLIT] (default: STS-B dev)",
     )
     p.add_argument("--min-score", type=float, default=4.0, help="relevance threshold")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive, default=32)
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_evaluate_retrieval)
 

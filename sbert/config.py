@@ -165,6 +165,34 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=kind, default=None, help=text + shown)
 
 
+HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _fits(value, kind) -> bool:
+    """Whether a config file's value has the type of its TrainConfig field."""
+    kind = _unwrap_optional(kind)
+    if typing.get_origin(kind) is Literal:
+        return value in typing.get_args(kind)
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(kind, plural: bool = False) -> str:
+    kind = _unwrap_optional(kind)
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
+    if typing.get_origin(kind) is list:
+        return "a list of " + _describe(typing.get_args(kind)[0], plural=True)
+    names = {int: "whole number", float: "number", str: "string", bool: "true or false"}
+    return names[kind] + "s" if plural else "a " + names[kind]
+
+
 def _unwrap_optional(kind):
     """`int | None` -> int; anything else as it is."""
     args = [a for a in typing.get_args(kind) if a is not type(None)]
@@ -199,6 +227,9 @@ def read_config_file(path: Path) -> dict:
         unknown = sorted(set(table) - known)
         if unknown:
             raise ConfigError(f"{where}unknown setting(s) {', '.join(unknown)}")
+        for name, value in table.items():
+            if name != "stages" and not _fits(value, HINTS[name]):
+                raise ConfigError(f"{where}{name} = {value!r} is not {_describe(HINTS[name])}")
         if i == 0:
             continue
         fixed = [k for k in (*RUN_LEVEL, "stages") if k in table]
@@ -239,7 +270,8 @@ def check(config: TrainConfig) -> None:
     for name in at_least_one:
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("max_steps", "limit", "eval_every", "save_every", "max_seq_length"):
+    for name in ("max_steps", "limit", "eval_every", "save_every", "max_seq_length",
+                 "grad_share_every"):  # fmt: skip
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(
@@ -268,7 +300,7 @@ def stage_configs(config: TrainConfig) -> list[TrainConfig]:
         raise ConfigError(f"bad stage settings: {e}") from None
 
 
-OBJECTIVES = ("classification", "regression", "both", *REGRESSION_LOSSES)
+SPEC_OBJECTIVES = ("classification", "regression", "both", *REGRESSION_LOSSES)
 
 
 @dataclass(frozen=True)
@@ -296,7 +328,7 @@ def parse_spec(spec: str) -> DataSpec:
     the file's scores with that regression loss instead of the stage's."""
     path, objective = spec, "both"
     head, sep, tail = spec.rpartition(":")
-    if sep and tail in OBJECTIVES:
+    if sep and tail in SPEC_OBJECTIVES:
         path, objective = head, tail
     rows = None
     match = _ROWS.match(path)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Processes:
@@ -61,7 +63,12 @@ def start_processes(device: torch.device) -> Processes:
 def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
     """The named device, else this process's CUDA device when present, else the CPU."""
     if name:
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"--device {name}: not a device (cpu, cuda, cuda:1 ...)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: this torch sees no CUDA device")
         if device.type == "cuda" and device.index is None:
             return torch.device("cuda", local_rank)
         return device

@@ -73,9 +73,15 @@ def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Pro
     last = None
     if resumed is not None:
         last, state = resumed
-        progress = Progress.from_state(state)
-        if progress.stage > 0:  # the architecture of the checkpointed model; weights follow
+        progress = Progress.from_state(state, last)
+        if progress.stage >= len(stages):
+            raise CheckpointError(last, f"is from stage {progress.stage}, and this run has "
+                                        f"{len(stages)} stage(s)")  # fmt: skip
+        if progress.stage > 0:  # the checkpointed model as its stage had it; weights follow
             model = MultiTaskModel(load_encoder(stages[0].model), state["labels"])
+            model.encoder.bert.set_dropout(state["dropout"])
+            model.encoder.truncate(state["max_length"])
+            model.score_scale = state["score_scale"]
     for later in stages[progress.stage + 1 :]:  # now, rather than after the earlier stages
         check_trainable(later, read_train_sets(later), micro_batches(later, procs))
     before, metrics, trainer = {}, {}, None
@@ -113,7 +119,10 @@ class Progress:
     best_metric: str | None = None  # one metric for the whole run, named in the log
 
     @classmethod
-    def from_state(cls, state: dict) -> Progress:
+    def from_state(cls, state: dict, path: Path) -> Progress:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in state]
+        if missing or "balancer" not in state:
+            raise CheckpointError(path, "written by an older sbert; start a new run")
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 
     def next_stage(self) -> Progress:
@@ -182,8 +191,9 @@ def setup_model(
             print(f"note: new classifier for labels {labels} (the model had {model.labels})")
         model = MultiTaskModel(previous.encoder, labels, previous.score_scale)
     # The gold scale a regression stage trains on, saved so that predictions answer on it.
-    regression = [s.data for s in sets if s.objective != "classification"]
-    model.score_scale = shared_score_range(regression) or model.score_scale
+    regression = [s.data for s in sets if s.objective != "classification" and s.data.has_scores]
+    if regression:  # None where the files' scales differ: a cosine fitted to both maps to neither
+        model.score_scale = shared_score_range(regression)
     if config.dropout is not None:
         model.encoder.bert.set_dropout(config.dropout)
     if config.max_seq_length is not None:
@@ -283,7 +293,8 @@ def wrap_model(
     return module
 
 
-OBJECTIVES = ("classification", "regression", "contrastive")
+LOSS_NAMES = ("classification", "regression", "contrastive")
+DEV_METRICS = ("spearman", "pearson", "accuracy")  # what evaluate.evaluate returns
 
 
 def setup_balancer(
@@ -292,8 +303,14 @@ def setup_balancer(
     """How this stage combines its objectives (--balance), with the parameters they share
     (the encoder's trainable ones: call it after the strategy has frozen the others) and the
     task-specific ones (the classifier)."""
-    names = [n for n in OBJECTIVES if n != "contrastive" or config.contrastive]
-    weights = dict(zip(OBJECTIVES, [*config.loss_weights, 1.0][:3], strict=True))
+    names = [n for n in LOSS_NAMES if n != "contrastive" or config.contrastive]
+    weights = dict(zip(LOSS_NAMES, [*config.loss_weights, 1.0][:3], strict=True))
+    if len(config.loss_weights) == 3 and not config.contrastive:
+        raise ConfigError("a third --loss-weights value weighs the contrastive objective: add "
+                          "--contrastive, or give two weights")  # fmt: skip
+    if config.balance in ("uncertainty", "gradnorm") and min(weights.values()) <= 0:
+        raise ConfigError(f"--balance {config.balance} learns the weights from --loss-weights "
+                          f"as a start, which must be above 0: {config.loss_weights}")  # fmt: skip
     shared = [p for p in model.encoder.parameters() if p.requires_grad]
     heads = list(model.classifier.parameters()) if model.classifier is not None else []
     if config.balance in ("pcgrad", "gradnorm") and procs.world > 1:
@@ -350,6 +367,11 @@ class Trainer:
         plan = trainable(config.strategy, config.freeze_layers, config.layer_decay)
         groups = param_groups(self.model, plan, config.lr, config.head_lr, config.weight_decay)
         self.balancer, self.shared, self.heads = setup_balancer(config, self.model, procs)
+        for s in sets:
+            if not self.shared and (s.objective == "regression" or not s.data.has_labels):
+                raise ConfigError(f"{s.spec}: nothing to train on this file: strategy "
+                                  f"{config.strategy} freezes the whole encoder, and the file "
+                                  f"has no labels for the classifier")  # fmt: skip
         self.balancer.to(device)
         self.optimizer, self.scheduler = setup_optimizer(
             config, groups, self.balancer, self.total_steps
@@ -381,6 +403,11 @@ class Trainer:
         self.dev_sets = read_dev_sets(self.config, self.model)
         if self.progress.best_metric is None:
             self.progress.best_metric = default_best_metric(self.dev_sets)
+        elif self.progress.stage == 0 and self.dev_sets:
+            given = [f"{name}/{m}" for name in self.dev_sets for m in DEV_METRICS]
+            if self.progress.best_metric not in given:
+                raise ConfigError(f"--best-metric {self.progress.best_metric} is not a dev "
+                                  f"metric of this run: {', '.join(given)}")  # fmt: skip
         total = len(self.schedule(0)) * self.config.epochs
         self.total_steps = min(total, self.config.max_steps or total)
 
@@ -529,7 +556,11 @@ class Trainer:
             )
             for name, value in {"loss": total, **losses}.items():
                 totals[name] = totals.get(name, 0.0) + value.detach() * share_of_batch
-        self.procs.average(p.grad for p in self.balancer.parameters() if p.grad is not None)
+        if self.procs.world > 1:  # the same all-reduces on every process, even for an
+            for p in self.balancer.parameters():  # objective absent from this one's share
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self.procs.average(p.grad for p in self.balancer.parameters())
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         if not torch.isfinite(norm):  # a finite loss can still back-propagate an Inf or a NaN
             return self._nonfinite("gradient norm", norm)
@@ -633,6 +664,10 @@ class Trainer:
             **dataclasses.asdict(self.progress),
             "model": self.model.state_dict(),
             "labels": self.model.labels,
+            # What earlier stages set on the model beside its weights, for a resumed stage:
+            "dropout": self.model.encoder.bert.config.dropout,
+            "max_length": self.model.encoder.tokenizer.max_length,
+            "score_scale": self.model.score_scale,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "balancer": self.balancer.state_dict(),
@@ -666,7 +701,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.balancer.load_state_dict(state["balancer"])
-        self.progress = Progress.from_state(state)
+        self.progress = Progress.from_state(state, path)
         self.last_checkpoint = path
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and torch.cuda.is_available():

@@ -39,6 +39,7 @@ train = ["{SICK}@TRAIN:classification"]
 loss_weights = [1.0, 1.0]
 dropout = 0.0
 lr = 1e-3
+max_seq_length = 16
 
 [[stages]]
 train = ["{SICK}@TRAIN", "{STS_DEV}:regression"]
@@ -75,19 +76,20 @@ def expected_error(layout: str, strategy: str) -> str | None:
 
 
 def matrix(tmp: Path, processes: int) -> dict[str, list[str]]:
-    return {
+    runs = {
         f"{layout}/{strategy}": [
-            "train",
-            *args,
-            *COMMON,
-            "--strategy",
-            strategy,
-            "--out",
-            str(tmp / f"{processes}" / layout / strategy),
+            "train", *args, *COMMON, "--strategy", strategy,
+            "--out", str(tmp / f"{processes}" / layout / strategy),
         ]
         for layout, args in layouts(tmp).items()
         for strategy in STRATEGIES
-    }
+    }  # fmt: skip
+    # A learned balancer, and a third objective that some shares of a batch lack.
+    runs["one file/partial, uncertainty, contrastive"] = [
+        "train", *layouts(tmp)["one file"], *COMMON, "--balance", "uncertainty",
+        "--contrastive", "--batch-size", "4", "--out", str(tmp / f"{processes}" / "balanced"),
+    ]  # fmt: skip
+    return runs
 
 
 def check(results: dict[str, dict], runs: dict[str, list[str]]) -> None:
@@ -155,6 +157,7 @@ def test_each_stage_trains_with_its_own_settings(tmp_path, one_thread):
     assert settings[0]["pairs"] == 16 and settings[1]["pairs"] == 24 + 24  # limit per file
     assert settings[0]["settings"]["dropout"] == 0.0 and settings[1]["settings"]["dropout"] == 0.2
     assert settings[1]["settings"]["lr"] == 5e-4 and settings[1]["settings"]["head_lr"] == 0.02
+    assert settings[1]["settings"]["max_seq_length"] is None  # stage 0's truncation carries on
     # The loss each step logs is the stage's own weighting of the objectives.
     for stage, (w_cls, w_reg) in {0: (1.0, 1.0), 1: (0.5, 2.0)}.items():
         steps = [r for r in records if r["stage"] == stage and "loss" in r]
@@ -239,3 +242,32 @@ def test_a_setting_the_strategy_does_not_use_is_an_error(tmp_path, strategy, fla
     with contextlib.redirect_stderr(stderr):
         assert cli.main(args) == 2
     assert f"{flag} has no effect with strategy {strategy}" in stderr.getvalue()
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--balance", "uncertainty", "--loss-weights", "0", "1"], "must be above 0"),
+        (["--loss-weights", "0.1", "1", "1"], "add --contrastive, or give two weights"),
+        (["--grad-share-every", "0"], "--grad-share-every must be at least 1"),
+        (["--dev", str(STS_DEV), "--best-metric", "sts-dev/spearmann"], "is not a dev metric"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+    ],
+)
+def test_settings_that_cannot_work_are_one_line(tmp_path, args, error):
+    argv = ["train", *layouts(tmp_path)["one file"], *COMMON, *args, "--out", str(tmp_path / "o")]
+    if "--dev" in args:
+        argv.remove("--no-eval")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert cli.main(argv) == 2
+    lines = stderr.getvalue().strip().splitlines()
+    assert len(lines) == 1 and error in lines[0], stderr.getvalue()
+    assert not (tmp_path / "o" / "final").exists()
+
+
+def test_a_config_value_of_the_wrong_type_is_one_line(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('epochs = "2"\n')
+    with pytest.raises(ConfigError, match="epochs = '2' is not a whole number"):
+        read_config_file(config)
