@@ -149,6 +149,11 @@ class MultiTaskModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | Path) -> MultiTaskModel:
         """Load an encoder folder, with its classifier when the folder has one."""
         encoder = SentenceBert.from_pretrained(name_or_path)
+        if not isinstance(encoder, SentenceBert):  # an ONNX export: weights only in the graph
+            raise ConfigError(
+                f"{name_or_path}: an ONNX export runs but does not train; use the "
+                f"model folder it was exported from"
+            )
         head = model_folder.read_classifier(name_or_path)
         scale = model_folder.read_score_scale(name_or_path)
         if head is None:

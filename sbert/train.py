@@ -179,11 +179,11 @@ def setup_model(
     if previous is None:
         from .bert import PRESETS
 
-        preset = config.model in PRESETS
+        fresh = config.model in PRESETS
         previous = (
-            MultiTaskModel(load_encoder(config.model), labels)
-            if preset
-            else (MultiTaskModel.from_pretrained(config.model))
+            MultiTaskModel(load_encoder(config.model))
+            if fresh
+            else MultiTaskModel.from_pretrained(config.model)
         )
     model = previous
     if labels and model.labels != labels:
