@@ -108,8 +108,12 @@ def read_layout(folder: Path) -> Layout:
     pooling: PoolingMode = "mean"
     if "Pooling" in by_type:
         pool_config = read_json(by_type["Pooling"] / "config.json")
-        modes = [m for m in POOLING_MODES if pool_config.get(_POOL_KEYS[m])]
-        others = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
+        named = pool_config.get("pooling_mode")
+        if isinstance(named, str):  # sentence-transformers 6 writes one name
+            modes, others = [m for m in POOLING_MODES if m == named], [named]
+        else:  # older versions: one boolean flag per mode
+            modes = [m for m in POOLING_MODES if pool_config.get(_POOL_KEYS[m])]
+            others = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
         if len(modes) != 1 or len(others) != 1:
             raise CheckpointError(
                 by_type["Pooling"] / "config.json",

@@ -381,3 +381,15 @@ def test_encode_leaves_training_mode_alone(model, few):
         assert model.training
     finally:
         model.eval()
+
+
+def test_a_folder_saved_by_this_sentence_transformers_loads(tmp_path):
+    """sentence-transformers 6 writes `"pooling_mode": "mean"` where older versions wrote one
+    boolean flag per mode; both must load, to the same vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(PATH), device="cpu")
+    reference.save(str(tmp_path / "st"))
+    sentences = ["A man is playing a guitar.", "Nobody is running."]
+    ours = SentenceBert.from_pretrained(tmp_path / "st").encode(sentences)
+    np.testing.assert_allclose(ours, reference.encode(sentences), atol=1e-5)
