@@ -26,29 +26,30 @@ from pathlib import Path
 
 from common import ROOT, SICK, STSB_DEV, STSB_TRAIN, machine
 
-DEMO = [f"{SICK}@TRAIN"]
+
+def plus(base: list[str], extra: str) -> list[str]:
+    """A run's flags: `base` and the space-separated `extra`."""
+    return [*base, *extra.split()]
+
+
 SICK_ALL, STS_ALL = f"{SICK}@TRAIN", str(STSB_TRAIN)
+DEMO = ["--train", SICK_ALL]  # with the protocol's --limit 1000
+BOTH = ["--train", SICK_ALL, "--train", STS_ALL]
 PROTOCOLS = {
     "demo": {
         "dev": [f"{SICK}@TRAIN[1000:]", str(STSB_DEV)],
         "common": ["--limit", "1000"],
         "runs": {
-            "defaults (cosine-MSE, fixed 0.1:1)": ["--train", *DEMO],
-            "cosent": ["--train", *DEMO, "--regression-loss", "cosent"],
-            "angle": ["--train", *DEMO, "--regression-loss", "angle"],
-            "uncertainty": ["--train", *DEMO, "--balance", "uncertainty"],
-            "pcgrad": ["--train", *DEMO, "--balance", "pcgrad"],
-            "gradnorm": ["--train", *DEMO, "--balance", "gradnorm"],
-            "contrastive": ["--train", *DEMO, "--contrastive"],
-            "2 epochs": ["--train", *DEMO, "--epochs", "2"],
-            "cosent, 2 epochs": ["--train", *DEMO, "--regression-loss", "cosent", "--epochs", "2"],
-            "cosent + contrastive": [
-                "--train",
-                *DEMO,
-                "--regression-loss",
-                "cosent",
-                "--contrastive",
-            ],
+            "defaults (cosine-MSE, fixed 0.1:1)": DEMO,
+            "cosent": plus(DEMO, "--regression-loss cosent"),
+            "angle": plus(DEMO, "--regression-loss angle"),
+            "uncertainty": plus(DEMO, "--balance uncertainty"),
+            "pcgrad": plus(DEMO, "--balance pcgrad"),
+            "gradnorm": plus(DEMO, "--balance gradnorm"),
+            "contrastive": [*DEMO, "--contrastive"],
+            "cosent + contrastive": plus(DEMO, "--regression-loss cosent --contrastive"),
+            "2 epochs": plus(DEMO, "--epochs 2"),
+            "cosent, 2 epochs": plus(DEMO, "--regression-loss cosent --epochs 2"),
         },
     },
     "full": {
@@ -57,37 +58,13 @@ PROTOCOLS = {
         "runs": {
             "sick-regression": ["--train", f"{SICK_ALL}:regression", "--strategy", "full"],
             "sick-classification": ["--train", f"{SICK_ALL}:classification"],
-            "stsb-4-epochs": [
-                "--train",
-                f"{STS_ALL}:regression",
-                "--epochs",
-                "4",
-                "--strategy",
-                "full",
-            ],
-            "sick-stsb (defaults)": ["--train", SICK_ALL, "--train", STS_ALL],
-            "sick-stsb, 2 epochs": ["--train", SICK_ALL, "--train", STS_ALL, "--epochs", "2"],
-            "sick-stsb, 2 epochs, weights 1:1": [
-                "--train",
-                SICK_ALL,
-                "--train",
-                STS_ALL,
-                "--epochs",
-                "2",
-                "--loss-weights",
-                "1",
-                "1",
-            ],
-            "sick-stsb, 2 epochs, gradnorm": [
-                "--train",
-                SICK_ALL,
-                "--train",
-                STS_ALL,
-                "--epochs",
-                "2",
-                "--balance",
-                "gradnorm",
-            ],
+            "stsb-4-epochs": plus(
+                ["--train", f"{STS_ALL}:regression"], "--epochs 4 --strategy full"
+            ),
+            "sick-stsb (defaults)": BOTH,
+            "sick-stsb, 2 epochs": plus(BOTH, "--epochs 2"),
+            "sick-stsb, 2 epochs, weights 1:1": plus(BOTH, "--epochs 2 --loss-weights 1 1"),
+            "sick-stsb, 2 epochs, gradnorm": plus(BOTH, "--epochs 2 --balance gradnorm"),
             "sick-stsb (recipe)": ["--config", str(ROOT / "configs" / "sick-stsb.toml")],
         },
     },
