@@ -65,6 +65,12 @@ PROTOCOLS = {
             "sick-stsb, 2 epochs": plus(BOTH, "--epochs 2"),
             "sick-stsb, 2 epochs, weights 1:1": plus(BOTH, "--epochs 2 --loss-weights 1 1"),
             "sick-stsb, 2 epochs, gradnorm": plus(BOTH, "--epochs 2 --balance gradnorm"),
+            "sick-stsb, 2 epochs, 1:1, full": plus(
+                BOTH, "--epochs 2 --loss-weights 1 1 --strategy full"
+            ),
+            "sick-stsb, 2 epochs, 1:1, contrastive": plus(
+                BOTH, "--epochs 2 --loss-weights 1 1 1 --contrastive"
+            ),
             "sick-stsb (recipe)": ["--config", str(ROOT / "configs" / "sick-stsb.toml")],
         },
     },
