@@ -1,5 +1,7 @@
-"""The `sbert` command line: encode, similarity, export, train, evaluate, predict, index,
-search, evaluate-retrieval.
+"""The `sbert` command line: train, evaluate and use Sentence-BERT models.
+
+Commands: encode, similarity, export, train, evaluate, predict, index, search,
+evaluate-retrieval.
 
 This is the only place that turns exceptions into exit codes: a known problem prints one line
 on stderr and exits 2, never a traceback.
