@@ -1,5 +1,6 @@
 """Run settings: one TrainConfig whose fields are the `sbert train` flags and the config-file
-keys, the config file (TOML, with sequential [[stages]]), and data specs PATH[@SPLIT][:OBJECTIVE].
+keys, the config file (TOML, with sequential [[stages]]), and data specs
+PATH[@SPLIT][[FROM:TO]][:OBJECTIVE].
 
 Every field is typed; the flags are generated from the types (`int | None` takes an int, a
 `Literal` gives the choices, `bool` a switch). `None` means "not set": 0 is always a value.
@@ -8,6 +9,7 @@ Every field is typed; the flags are generated from the types (`int | None` takes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import typing
@@ -16,7 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from .balance import Balance
-from .errors import ConfigError
+from .data import PairSet, read_pairs
+from .errors import ConfigError, DataError
 from .multitask import REGRESSION_LOSSES, RegressionLoss
 from .strategies import Strategy
 
@@ -47,13 +50,15 @@ class TrainConfig:
     """Settings of one run (or one stage); every field is a `sbert train` flag and a config key."""
 
     train: list[str] = _arg(
-        "training data PATH[@SPLIT][:OBJECTIVE], repeatable; OBJECTIVE is classification, "
-        "regression or both (default: every target the file has); SPLIT picks a SICK split. "
+        "training data PATH[@SPLIT][[FROM:TO]][:OBJECTIVE], repeatable; OBJECTIVE is "
+        "classification, regression, cosent, angle or both (default: every target the file "
+        "has); SPLIT picks a SICK split, [FROM:TO] a range of its pairs. "
         "Default: the demo, the first 1,000 SICK TRAIN pairs",
         default_factory=list,
     )
     dev: list[str] = _arg(
-        "dev data PATH[@SPLIT], repeatable (default with the demo: SICK TRIAL and STS-B dev)",
+        "dev data PATH[@SPLIT][[FROM:TO]], repeatable (default with the demo: SICK TRIAL and "
+        "STS-B dev)",
         default_factory=list,
     )
     out: str = _arg(
@@ -339,13 +344,8 @@ def parse_spec(spec: str) -> DataSpec:
     return DataSpec(path, split or None, rows, objective)
 
 
-def read_spec(spec: str | DataSpec, limit: int | None = None, format: str | None = None):
+def read_spec(spec: str | DataSpec, limit: int | None = None, format: str | None = None) -> PairSet:
     """The validated pairs a spec names: its split, then its rows, then the first `limit`."""
-    import dataclasses as dc
-
-    from .data import read_pairs
-    from .errors import DataError
-
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.rows is None:
         return read_pairs(spec.path, format=format, split=spec.split, limit=limit)
@@ -353,4 +353,4 @@ def read_spec(spec: str | DataSpec, limit: int | None = None, format: str | None
     pairs = data.pairs[spec.rows][:limit]
     if not pairs:
         raise DataError(spec.path, None, f"no pairs in {spec.name}")
-    return dc.replace(data, pairs=pairs)
+    return dataclasses.replace(data, pairs=pairs)
