@@ -138,9 +138,7 @@ class SentenceBert(nn.Module):
         folder = model_folder.resolve(name_or_path)
         if is_exported(folder):
             return OnnxEncoder.load(folder)
-        layout, config, state = model_folder.load_parts(folder)
-        bert = Bert(config)
-        bert.load_state_dict(state)
+        layout, bert = model_folder.load_bert(folder)
         tokenizer = WordPiece.from_folder(
             layout.transformer, layout.max_seq_length, layout.lowercase
         )

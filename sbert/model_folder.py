@@ -265,10 +265,12 @@ def ours_to_hf(model: Bert) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
 
-def load_parts(name_or_path: str | Path) -> tuple[Layout, BertConfig, dict[str, torch.Tensor]]:
-    """Everything needed to build a model: the layout, the config and the (our-named) weights.
+def load_bert(name_or_path: str | Path) -> tuple[Layout, Bert]:
+    """The layout of a model folder and its BERT, weights loaded.
 
     A folder we saved is first checked file by file against its manifest (size and sha256).
+    The model is built on the CPU and its weights checked against it (names and shapes): a
+    shape-only model on the meta device would cost a second's first-use set-up in torch.
     """
     folder = resolve(name_or_path)
     verify_manifest(folder)
@@ -277,10 +279,9 @@ def load_parts(name_or_path: str | Path) -> tuple[Layout, BertConfig, dict[str, 
     if layout.max_seq_length > config.max_position_embeddings:
         # Never tokenize past the position table: such a model would index out of range.
         layout = dataclasses.replace(layout, max_seq_length=config.max_position_embeddings)
-    weights = read_weights(layout.transformer)
-    with torch.device("meta"):  # a shape-only model, to check the checkpoint against
-        shapes = Bert(config)
-    return layout, config, hf_to_ours(weights, shapes, layout.transformer)
+    bert = Bert(config)
+    bert.load_state_dict(hf_to_ours(read_weights(layout.transformer), bert, layout.transformer))
+    return layout, bert
 
 
 def write_folder(
