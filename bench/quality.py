@@ -6,8 +6,9 @@ Two protocols (the held-out test sets are never used):
   (`@TRAIN[1000:]`, a dev set 7x SICK TRIAL's size) and STS-B dev;
 - `full`: SICK TRAIN (4,439) and/or STS-B train (5,749); scored on SICK TRIAL and STS-B dev.
 
-Each run is `python train.py` in a fresh process; the table gives the mean over seeds and the
-spread (max - min), and the training process's wall time.
+Each run is `python train.py` in a fresh process (`--jobs N` runs N at a time, one CPU thread
+each: on a GPU machine); the table gives the mean over seeds and the spread, and the training
+process's wall time.
 
     python bench/quality.py demo --seeds 1 2 3
     python bench/quality.py full --seeds 42 --runs sick-regression sick-stsb
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from common import ROOT, SICK, STSB_DEV, STSB_TRAIN, machine
@@ -35,6 +38,7 @@ def plus(base: list[str], extra: str) -> list[str]:
 SICK_ALL, STS_ALL = f"{SICK}@TRAIN", str(STSB_TRAIN)
 DEMO = ["--train", SICK_ALL]  # with the protocol's --limit 1000
 BOTH = ["--train", SICK_ALL, "--train", STS_ALL]
+RECIPE = ["--config", str(ROOT / "configs" / "sick-stsb.toml")]
 PROTOCOLS = {
     "demo": {
         "dev": [f"{SICK}@TRAIN[1000:]", str(STSB_DEV)],
@@ -49,7 +53,20 @@ PROTOCOLS = {
             "contrastive": [*DEMO, "--contrastive"],
             "cosent + contrastive": plus(DEMO, "--regression-loss cosent --contrastive"),
             "2 epochs": plus(DEMO, "--epochs 2"),
+            "3 epochs": plus(DEMO, "--epochs 3"),
             "cosent, 2 epochs": plus(DEMO, "--regression-loss cosent --epochs 2"),
+            "cosent, lr 1e-5": plus(DEMO, "--regression-loss cosent --lr 1e-5"),
+            "lr 4e-5": plus(DEMO, "--lr 4e-5"),
+            "lr 4e-5, 2 epochs": plus(DEMO, "--lr 4e-5 --epochs 2"),
+            "lr 8e-5": plus(DEMO, "--lr 8e-5"),
+            "lr 1e-4": plus(DEMO, "--lr 1e-4"),
+            "strategy full": plus(DEMO, "--strategy full"),
+            "layer-decay, lr 8e-5": plus(DEMO, "--strategy layer-decay --lr 8e-5"),
+            "batch 8": plus(DEMO, "--batch-size 8"),
+            "batch 8, 2 epochs": plus(DEMO, "--batch-size 8 --epochs 2"),
+            "weights 1:1": plus(DEMO, "--loss-weights 1 1"),
+            "weights 0.03:1": plus(DEMO, "--loss-weights 0.03 1"),
+            "contrastive, 2 epochs": plus(DEMO, "--contrastive --epochs 2"),
         },
     },
     "full": {
@@ -71,20 +88,27 @@ PROTOCOLS = {
             "sick-stsb, 2 epochs, 1:1, contrastive": plus(
                 BOTH, "--epochs 2 --loss-weights 1 1 1 --contrastive"
             ),
-            "sick-stsb (recipe)": ["--config", str(ROOT / "configs" / "sick-stsb.toml")],
+            "sick-stsb (recipe)": RECIPE,
+            "recipe, STS-B cosent": plus(RECIPE, f"--train {SICK_ALL} --train {STS_ALL}:cosent"),
+            "recipe, STS-B angle": plus(RECIPE, f"--train {SICK_ALL} --train {STS_ALL}:angle"),
+            "recipe, lr 3e-5": plus(RECIPE, "--lr 3e-5"),
+            "recipe, proportional": plus(RECIPE, "--mix proportional"),
+            "recipe, uncertainty": plus(RECIPE, "--balance uncertainty"),
+            "recipe, contrastive": plus(RECIPE, "--contrastive --loss-weights 1 1 1"),
         },
     },
 }
 
 
-def train(args: list[str], out: Path) -> tuple[dict, dict, float]:
+def train(args: list[str], out: Path, threads: int | None) -> tuple[dict, dict, float]:
     """(untrained metrics, final metrics, seconds) of one `python train.py` run."""
     started = time.perf_counter()
     command = [sys.executable, str(ROOT / "train.py"), *args, "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     seconds = time.perf_counter() - started
     if result.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "loss" not in r and any("/" in k for k in r)]
     return evals[0], evals[-1], seconds
@@ -95,27 +119,40 @@ def main() -> None:
     p.add_argument("protocol", choices=PROTOCOLS)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--runs", nargs="+", help="only these runs (default: all)")
+    p.add_argument("--model", help="train from this model folder (default: the runs' own)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time (each then gets one CPU thread)"
+    )
     args = p.parse_args()
     protocol = PROTOCOLS[args.protocol]
     runs = {k: v for k, v in protocol["runs"].items() if not args.runs or k in args.runs}
     print(f"# bench/quality.py {args.protocol}, seeds {args.seeds}\n{machine()}", flush=True)
     dev = [x for spec in protocol["dev"] for x in ("--dev", spec)]
-    results: dict[str, list[dict]] = {}
-    untrained, seconds = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
+    model = ["--model", args.model] if args.model else []
+    threads = 1 if args.jobs > 1 else None
+    results: dict[str, list[dict]] = {name: [] for name in runs}
+    untrained, seconds = {}, {name: [] for name in runs}
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        jobs = {}
         for name, extra in runs.items():
             for seed in args.seeds:
-                out = Path(tmp) / f"{len(results)}-{seed}"
-                command = [*extra, *protocol["common"], *dev, "--seed", str(seed)]
-                before, after, took = train(command, out)
-                untrained = untrained or before
-                results.setdefault(name, []).append(after)
-                seconds.setdefault(name, []).append(took)
-                print(
-                    f"{name}, seed {seed}: {took:.0f} s "
-                    + json.dumps({k: round(v, 2) for k, v in after.items() if "/" in k}),
-                    flush=True,
-                )
+                out = Path(tmp) / f"{len(jobs)}-{seed}"
+                command = [*extra, *protocol["common"], *dev, *model, "--seed", str(seed)]
+                jobs[pool.submit(train, command, out, threads)] = name, seed
+        for job in as_completed(jobs):
+            (name, seed), error = jobs[job], job.exception()
+            if error:  # one failed run is reported, and the others go on
+                print(f"{name}, seed {seed}: {error}", flush=True)
+                continue
+            before, after, took = job.result()
+            untrained = untrained or before
+            results[name].append(after)
+            seconds[name].append(took)
+            print(
+                f"{name}, seed {seed}: {took:.0f} s "
+                + json.dumps({k: round(v, 2) for k, v in after.items() if "/" in k}),
+                flush=True,
+            )
     metrics = [k for k in untrained if k.endswith(("spearman", "accuracy"))]
     print("\n| run | " + " | ".join(metrics) + " | seconds |")
     print("|---|" + "---|" * (len(metrics) + 1))
@@ -130,7 +167,8 @@ def main() -> None:
             values = [r[k] for r in rows if k in r]
             spread = f" ± {(max(values) - min(values)) / 2:.2f}" if len(values) > 1 else ""
             cells.append(f"{statistics.mean(values):.2f}{spread}" if values else "—")
-        print(f"| {name} | " + " | ".join(cells) + f" | {statistics.mean(seconds[name]):.0f} |")
+        took = f"{statistics.mean(seconds[name]):.0f}" if seconds[name] else "—"
+        print(f"| {name} | " + " | ".join(cells) + f" | {took} |")
     print("(mean over seeds ± half the range)")
 
 
