@@ -36,9 +36,11 @@ def plus(base: list[str], extra: str) -> list[str]:
 
 
 SICK_ALL, STS_ALL = f"{SICK}@TRAIN", str(STSB_TRAIN)
-DEMO = ["--train", SICK_ALL]  # with the protocol's --limit 1000
+DEMO = ["--train", SICK_ALL]  # the demo protocol adds --limit 1000
 BOTH = ["--train", SICK_ALL, "--train", STS_ALL]
-RECIPE = ["--config", str(ROOT / "configs" / "sick-stsb.toml")]
+ONE_TO_ONE = "--epochs 2 --loss-weights 1 1 --strategy full"
+FIXED = plus(BOTH, ONE_TO_ONE)
+RECIPE = ["--config", str(ROOT / "configs" / "sick-stsb.toml")]  # FIXED, balance uncertainty
 PROTOCOLS = {
     "demo": {
         "dev": [f"{SICK}@TRAIN[1000:]", str(STSB_DEV)],
@@ -51,7 +53,6 @@ PROTOCOLS = {
             "pcgrad": plus(DEMO, "--balance pcgrad"),
             "gradnorm": plus(DEMO, "--balance gradnorm"),
             "contrastive": [*DEMO, "--contrastive"],
-            "cosent + contrastive": plus(DEMO, "--regression-loss cosent --contrastive"),
             "2 epochs": plus(DEMO, "--epochs 2"),
             "3 epochs": plus(DEMO, "--epochs 3"),
             "cosent, 2 epochs": plus(DEMO, "--regression-loss cosent --epochs 2"),
@@ -67,6 +68,10 @@ PROTOCOLS = {
             "weights 1:1": plus(DEMO, "--loss-weights 1 1"),
             "weights 0.03:1": plus(DEMO, "--loss-weights 0.03 1"),
             "contrastive, 2 epochs": plus(DEMO, "--contrastive --epochs 2"),
+            "regression only": ["--train", f"{SICK_ALL}:regression"],
+            "uncertainty, 1:1, full": plus(
+                DEMO, "--balance uncertainty --loss-weights 1 1 --strategy full"
+            ),
         },
     },
     "full": {
@@ -82,18 +87,16 @@ PROTOCOLS = {
             "sick-stsb, 2 epochs": plus(BOTH, "--epochs 2"),
             "sick-stsb, 2 epochs, weights 1:1": plus(BOTH, "--epochs 2 --loss-weights 1 1"),
             "sick-stsb, 2 epochs, gradnorm": plus(BOTH, "--epochs 2 --balance gradnorm"),
-            "sick-stsb, 2 epochs, 1:1, full": plus(
-                BOTH, "--epochs 2 --loss-weights 1 1 --strategy full"
-            ),
+            "sick-stsb, 2 epochs, 1:1, full": FIXED,
             "sick-stsb, 2 epochs, 1:1, contrastive": plus(
                 BOTH, "--epochs 2 --loss-weights 1 1 1 --contrastive"
             ),
-            "sick-stsb (recipe)": RECIPE,
-            "recipe, STS-B cosent": plus(RECIPE, f"--train {SICK_ALL} --train {STS_ALL}:cosent"),
-            "recipe, STS-B angle": plus(RECIPE, f"--train {SICK_ALL} --train {STS_ALL}:angle"),
-            "recipe, lr 3e-5": plus(RECIPE, "--lr 3e-5"),
-            "recipe, proportional": plus(RECIPE, "--mix proportional"),
-            "recipe, uncertainty": plus(RECIPE, "--balance uncertainty"),
+            "1:1 full, STS-B cosent": plus(DEMO, f"--train {STS_ALL}:cosent {ONE_TO_ONE}"),
+            "1:1 full, STS-B angle": plus(DEMO, f"--train {STS_ALL}:angle {ONE_TO_ONE}"),
+            "1:1 full, lr 3e-5": plus(FIXED, "--lr 3e-5"),
+            "1:1 full, proportional": plus(FIXED, "--mix proportional"),
+            "1:1 full, contrastive": plus(FIXED, "--contrastive --loss-weights 1 1 1"),
+            "sick-stsb (recipe: 1:1 full, uncertainty)": RECIPE,
             "recipe, contrastive": plus(RECIPE, "--contrastive --loss-weights 1 1 1"),
         },
     },

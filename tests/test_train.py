@@ -149,6 +149,32 @@ def test_evaluate_prints_one_json_object(tmp_path):
     assert set(sts) == {"spearman", "pearson", "pairs"}
 
 
+def test_sick_stsb_recipe_runs_as_written_from_the_repo_root(tmp_path):
+    """configs/sick-stsb.toml as the README gives it (cut to 2 steps): its relative data paths
+    resolve from the repo root, and its settings (both files, uncertainty weighting from 1:1,
+    strategy full) are the ones the run uses."""
+    command = [sys.executable, "train.py", "--config", "configs/sick-stsb.toml"]
+    command += ["--limit", "16", "--max-steps", "2", "--no-eval", "--out", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    log = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    settings = log[0]["settings"]
+    assert [Path(t).name for t in settings["train"]] == [
+        "SICK_train_trial.txt@TRAIN",
+        "sts-train.csv",
+    ]
+    assert (settings["balance"], settings["strategy"], settings["epochs"]) == (
+        "uncertainty",
+        "full",
+        2,
+    )
+    assert settings["loss_weights"] == [1.0, 1.0]
+    steps = [r for r in log if "loss" in r]
+    assert len(steps) == 2 and all("weight/regression" in r for r in steps)
+    assert (tmp_path / "final" / "classifier.json").is_file()
+
+
 SICK_HEADER = (
     "pair_ID\tsentence_A\tsentence_B\tentailment_label\trelatedness_score\tentailment_AB\t"
     "entailment_BA\tsentence_A_original\tsentence_B_original\tsentence_A_dataset\t"
