@@ -41,6 +41,8 @@ from .model import SentenceBert
 from .multitask import IGNORE_LABEL, REGRESSION_LOSSES, MultiTaskModel
 from .strategies import param_groups, trainable
 
+METRICS_LOG = "metrics.jsonl"  # one JSON record per line: settings, steps, evaluations
+
 # ---------------------------------------------------------------------------------------------
 # The run: stages in sequence, each starting from the previous stage's model
 
@@ -66,8 +68,12 @@ def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Pro
         for folder in (out, out / CHECKPOINTS):
             remove_litter(folder)
     if not config.resume and procs.is_main:
-        (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+        (out / METRICS_LOG).unlink(missing_ok=True)  # a fresh run starts a fresh log
     resumed = resume_point(out, warn=procs.is_main) if config.resume else None
+    if resumed is not None and procs.is_main:
+        # The log goes back to where the checkpoint was taken: the steps after it are trained
+        # again, and logging them twice would draw every curve back over itself.
+        cut_log(out / METRICS_LOG, resumed[1].get("log_size"))
     progress = Progress(best_metric=config.best_metric)
     model = None
     last = None
@@ -488,7 +494,7 @@ class Trainer:
         if self.procs.is_main:
             from .plot import plot_curves
 
-            plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+            plot_curves(self.out / METRICS_LOG, self.out / "curves.png")
         return self.metrics
 
     def _after_step(self, losses: dict[str, float], bar) -> None:
@@ -655,7 +661,7 @@ class Trainer:
         if not self.procs.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+        with open(self.out / METRICS_LOG, "a", encoding="utf-8") as f:
             f.write(json.dumps({"stage": self.progress.stage, **record}) + "\n")
 
     def state(self) -> dict:
@@ -672,6 +678,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "balancer": self.balancer.state_dict(),
             "rng": torch.get_rng_state(),
+            "log_size": _size(self.out / METRICS_LOG),  # what a resumed run keeps of the log
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
@@ -713,6 +720,17 @@ class Trainer:
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def cut_log(path: Path, size: int | None) -> None:
+    """Cut the append-only log back to its first `size` bytes (None: a checkpoint older than
+    this record; a log shorter than `size`, e.g. deleted by hand, is left as it is)."""
+    if size is not None and _size(path) > size:
+        os.truncate(path, size)
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:

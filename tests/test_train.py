@@ -149,6 +149,34 @@ def test_evaluate_prints_one_json_object(tmp_path):
     assert set(sts) == {"spearman", "pearson", "pairs"}
 
 
+def loss_records(out: Path) -> list[dict]:
+    log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in log if "loss" in r]
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
+    """Killed two steps after its checkpoint and resumed, the log holds the same step records as
+    an uninterrupted run's: the two steps trained again are not logged twice."""
+    straight = tmp_path / "straight"
+    run(tiny_config(straight, save_every=3))
+    resumed = tmp_path / "resumed"
+    original, calls = Trainer.step, []
+
+    def crash_at_step_5(self, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "step", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(resumed, save_every=3))
+    monkeypatch.setattr(Trainer, "step", original)
+    assert [r["step"] for r in loss_records(resumed)] == [1, 2, 3, 4]
+    run(tiny_config(resumed, save_every=3, resume=True))
+    assert loss_records(resumed) == loss_records(straight)
+
+
 def test_sick_stsb_recipe_runs_as_written_from_the_repo_root(tmp_path):
     """configs/sick-stsb.toml as the README gives it (cut to 2 steps): its relative data paths
     resolve from the repo root, and its settings (both files, uncertainty weighting from 1:1,
