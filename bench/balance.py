@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from common import SICK, machine
 
-from sbert.balance import BALANCE_METHODS
+from sbert.choices import BALANCE_METHODS
 from sbert.config import make_config
 from sbert.distributed import Processes
 from sbert.train import Trainer

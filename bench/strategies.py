@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from common import machine
 
+from sbert.choices import STRATEGIES
 from sbert.config import make_config
 from sbert.distributed import Processes
-from sbert.strategies import STRATEGIES
 from sbert.train import Trainer
 
 COLUMNS = {

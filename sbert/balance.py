@@ -29,17 +29,13 @@ does not all-reduce: run them under `no_sync()` and all-reduce `.grad` afterward
 from __future__ import annotations
 
 import math
-import typing
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import torch
 from torch import nn
 
+from .choices import BALANCE_METHODS
 from .errors import ConfigError
-
-Balance = Literal["fixed", "uncertainty", "pcgrad", "gradnorm"]
-BALANCE_METHODS: tuple[str, ...] = typing.get_args(Balance)
 
 
 def grad_report(

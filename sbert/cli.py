@@ -21,24 +21,51 @@ from .errors import SbertError
 EXIT_BAD_INPUT = 2
 
 
+def load_encoder(name: str):
+    """The model `name` names: an `sbert export` folder loads into ONNX Runtime without importing
+    torch (a deployment may not have it), anything else as a PyTorch `SentenceBert`."""
+    from .onnx_runner import OnnxEncoder, is_exported
+
+    if is_exported(Path(name)):
+        return OnnxEncoder.load(name)
+    from .model import SentenceBert
+
+    return SentenceBert.from_pretrained(name)
+
+
+def device_for(encoder, requested: str | None):
+    """Where `encoder` runs: torch's device for a PyTorch model; None for an ONNX export, whose
+    session runs on the CPU (so a GPU asked for is refused rather than silently not used)."""
+    from .onnx_runner import OnnxEncoder
+
+    if isinstance(encoder, OnnxEncoder):
+        if requested not in (None, "cpu"):
+            raise SbertError(
+                f"an ONNX export runs on ONNX Runtime's CPU provider; --device {requested} "
+                f"does not apply (leave it out, or use the model folder it was exported from)"
+            )
+        return None
+    from .distributed import pick_device
+
+    return pick_device(requested)
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .data import read_sentences
-    from .distributed import pick_device
     from .fileio import atomic_write_bytes
-    from .model import SentenceBert
 
     sentences = read_sentences(args.input)
     output = Path(args.output)
     if not output.parent.is_dir():  # before encoding; else the error names a temporary file
         raise SbertError(f"{output}: output folder {output.parent} not found")
-    model = SentenceBert.from_pretrained(args.model)
+    model = load_encoder(args.model)
     vectors = model.encode(
         sentences,
         batch_size=args.batch_size,
         normalize=args.normalize,
-        device=pick_device(args.device),
+        device=device_for(model, args.device),
         show_progress_bar=len(sentences) > 1000,
     )
     buffer = io.BytesIO()
@@ -48,11 +75,10 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
-    from .distributed import pick_device
-    from .model import SentenceBert
-
-    model = SentenceBert.from_pretrained(args.model)
-    u, v = model.encode([args.first, args.second], normalize=True, device=pick_device(args.device))
+    model = load_encoder(args.model)
+    u, v = model.encode(
+        [args.first, args.second], normalize=True, device=device_for(model, args.device)
+    )
     print(f"{float(u @ v):.4f}")
 
 
@@ -175,7 +201,6 @@ def add_predict_parser(sub) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import json
 
-    from .distributed import pick_device
     from .errors import ConfigError
     from .fileio import atomic_write_bytes
     from .predict import Predictor, predict, read_input
@@ -191,7 +216,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = Predictor.load(args.model)  # an ONNX export too: its classifier in numpy
     if model.classifier is None:
         print(f"note: {args.model} has no classifier: similarity only", file=sys.stderr)
-    device = pick_device(args.device)
+    device = device_for(model.encoder, args.device)
     predictions = predict(model, pairs, args.batch_size, device, show_progress_bar=not one)
     if one:
         print(describe(predictions[0], model.score_scale))
@@ -217,7 +242,7 @@ def describe(p, scale: tuple[float, float] | None) -> str:
 
 
 def add_search_parsers(sub) -> None:
-    from .search import PRECISIONS
+    from .choices import PRECISIONS
 
     p = sub.add_parser("index", help="embed a corpus into a search index folder")
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
@@ -270,9 +295,7 @@ def cmd_index(args: argparse.Namespace) -> None:
     import shutil
 
     from .data import read_column, read_sentences
-    from .distributed import pick_device
     from .errors import ConfigError
-    from .model import SentenceBert
     from .search import Index
 
     if args.chunk_size < 1 or args.batch_size < 1:
@@ -280,7 +303,7 @@ def cmd_index(args: argparse.Namespace) -> None:
     out = Path(args.out)
     corpus = Path(args.corpus)
     texts = read_column(corpus, args.column) if args.column else read_sentences(corpus)
-    model = SentenceBert.from_pretrained(args.model)
+    model = load_encoder(args.model)
     name = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
     work = out.parent / f".{out.name}.partial"
     index = Index.build(
@@ -292,7 +315,7 @@ def cmd_index(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
         work_dir=work,
-        device=pick_device(args.device),
+        device=device_for(model, args.device),
         show_progress_bar=True,
         corpus={"path": str(corpus.resolve()), "column": args.column},
     )
@@ -311,7 +334,6 @@ def cmd_search(args: argparse.Namespace) -> None:
     from .data import read_sentences
     from .errors import ConfigError
     from .fileio import atomic_write_bytes
-    from .model import SentenceBert
     from .search import Index
 
     if (args.query is None) == (args.queries is None):
@@ -323,7 +345,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     queries = [args.query] if args.query is not None else read_sentences(args.queries)
     if args.output is not None and not Path(args.output).parent.is_dir():
         raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
-    model = SentenceBert.from_pretrained(args.model) if args.model else None
+    model = load_encoder(args.model) if args.model else None
     index = Index.load(args.index, model)
     results = index.search(queries, args.k)
     if args.output is None:
@@ -369,14 +391,12 @@ def cmd_evaluate_retrieval(args: argparse.Namespace) -> None:
     import json
 
     from .config import parse_spec
-    from .distributed import pick_device
-    from .model import SentenceBert
     from .retrieval import evaluate_retrieval, retrieval_set_from_pairs
 
     spec = parse_spec(args.data)
     data = retrieval_set_from_pairs(spec.path, args.min_score, spec.split)
-    model = SentenceBert.from_pretrained(args.model)
-    metrics = evaluate_retrieval(model, data, args.batch_size, pick_device(args.device))
+    model = load_encoder(args.model)
+    metrics = evaluate_retrieval(model, data, args.batch_size, device_for(model, args.device))
     json.dump(metrics, sys.stdout)
     print()
 

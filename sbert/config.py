@@ -17,11 +17,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from .balance import Balance
+from .choices import REGRESSION_LOSSES, Balance, RegressionLoss, Strategy
 from .data import PairSet, read_pairs
 from .errors import ConfigError, DataError
-from .multitask import REGRESSION_LOSSES, RegressionLoss
-from .strategies import Strategy
 
 if sys.version_info >= (3, 11):
     import tomllib

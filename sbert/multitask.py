@@ -16,24 +16,21 @@ files.
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import model_folder
+from .choices import RegressionLoss
 from .errors import ConfigError
 from .fileio import atomic_dir
 from .losses import angle_loss, cosent_loss, multiple_negatives_ranking_loss, sentence_ids
 from .model import SentenceBert
 
 IGNORE_LABEL = -100  # a pair without a label (cross_entropy's ignore_index)
-RegressionLoss = Literal["cosine-mse", "cosent", "angle"]
-REGRESSION_LOSSES: tuple[str, ...] = typing.get_args(RegressionLoss)
 
 
 def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .choices import PRECISIONS
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_dir, atomic_write_bytes, read_json, verify_manifest
 from .fingerprint import fingerprint
 from .model import SentenceBert
 from .onnx_runner import OnnxEncoder
 
-PRECISIONS = ("fp32", "int8", "binary")
 INDEX, VECTORS, TEXTS, CODES, SCALES, GRAPH = (
     "index.json",
     "vectors.npy",

@@ -18,17 +18,13 @@ Weight decay applies to tensors of 2+ dimensions only (not biases, not LayerNorm
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
-from typing import Literal
 
 from torch import nn
 
+from .choices import STRATEGIES
 from .errors import ConfigError
 from .multitask import MultiTaskModel
-
-Strategy = Literal["full", "frozen", "partial", "layer-decay"]
-STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .checkpoints import (
     resume_point,
     write_checkpoint,
 )
+from .choices import REGRESSION_LOSSES
 from .config import TrainConfig, parse_spec, read_spec, stage_configs
 from .data import PairSet, shared_score_range
 from .distributed import Processes, local_rank, native_bf16, pick_device, start_processes
@@ -38,7 +39,7 @@ from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import evaluate
 from .fileio import remove_litter
 from .model import SentenceBert
-from .multitask import IGNORE_LABEL, REGRESSION_LOSSES, MultiTaskModel
+from .multitask import IGNORE_LABEL, MultiTaskModel
 from .strategies import param_groups, trainable
 
 METRICS_LOG = "metrics.jsonl"  # one JSON record per line: settings, steps, evaluations

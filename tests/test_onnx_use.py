@@ -162,6 +162,57 @@ def test_predict_on_the_export_needs_no_torch(folders, pairs):
             assert g["probabilities"][label] == pytest.approx(w.probabilities[label], abs=1e-5)
 
 
+NO_TORCH_CLI = """
+import sys
+
+class NoTorch:  # any import of torch fails: the commands on an export must not need it
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+
+sys.meta_path.insert(0, NoTorch())
+from sbert import cli
+
+code = cli.main(sys.argv[1:])
+assert "torch" not in sys.modules, "torch was imported"
+sys.exit(code)
+"""
+
+
+def sbert_without_torch(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", NO_TORCH_CLI, *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_encode_similarity_and_predict_commands_on_the_export_need_no_torch(
+    folders, pairs, tmp_path
+):
+    model = MultiTaskModel.from_pretrained(folders["model"])
+    sentences = [p.a for p in pairs[:10]]
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    export = str(folders["fp32"])
+    args = ["--model", export, "--input", str(tmp_path / "in.txt")]
+    result = sbert_without_torch("encode", *args, "--output", str(tmp_path / "v.npy"))
+    assert result.returncode == 0, result.stderr
+    want = model.encoder.encode(sentences)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), want, atol=1e-5, rtol=0)
+
+    a, b = pairs[0].a, pairs[0].b
+    result = sbert_without_torch("similarity", "--model", export, a, b)
+    assert result.returncode == 0, result.stderr
+    (expected,) = model.predict([(a, b)])
+    assert float(result.stdout) == pytest.approx(expected.similarity, abs=1e-4)
+
+    result = sbert_without_torch("predict", "--model", export, a, b)
+    assert result.returncode == 0, result.stderr
+    assert f"label:       {expected.label}" in result.stdout
+
+    result = sbert_without_torch("similarity", "--model", export, a, b, "--device", "cuda")
+    assert result.returncode == 2 and "--device cuda does not apply" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_an_export_whose_classifier_does_not_fit_is_refused(folders, tmp_path, capsys):
     from safetensors.numpy import save_file
 

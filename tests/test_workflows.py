@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from sbert import cli
+from sbert.choices import STRATEGIES
 from sbert.config import make_config, read_config_file
 from sbert.errors import ConfigError
 from sbert.multitask import MultiTaskModel
-from sbert.strategies import STRATEGIES
 from sbert.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
