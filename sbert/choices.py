@@ -14,7 +14,7 @@ from typing import Literal
 Balance = Literal["fixed", "uncertainty", "pcgrad", "gradnorm"]
 BALANCE_METHODS: tuple[str, ...] = typing.get_args(Balance)
 
-# multitask.py / losses.py: the regression objective
+# multitask.py: the regression objective (also a data spec's PATH:cosent in config.py)
 RegressionLoss = Literal["cosine-mse", "cosent", "angle"]
 REGRESSION_LOSSES: tuple[str, ...] = typing.get_args(RegressionLoss)
 

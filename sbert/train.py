@@ -679,8 +679,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "balancer": self.balancer.state_dict(),
             "rng": torch.get_rng_state(),
-            "log_size": _size(self.out / METRICS_LOG),  # what a resumed run keeps of the log
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "log_size": _size(self.out / METRICS_LOG),  # what a resumed run keeps of the log
         }
 
     def save_checkpoint(self) -> None:
