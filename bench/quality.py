@@ -40,6 +40,7 @@ DEMO = ["--train", SICK_ALL]  # the demo protocol adds --limit 1000
 BOTH = ["--train", SICK_ALL, "--train", STS_ALL]
 ONE_TO_ONE = "--epochs 2 --loss-weights 1 1 --strategy full"
 FIXED = plus(BOTH, ONE_TO_ONE)
+LP_FT = ["--config", str(ROOT / "bench" / "lp-ft.toml")]  # its stages name their own data
 RECIPE = ["--config", str(ROOT / "configs" / "sick-stsb.toml")]  # FIXED, balance uncertainty
 PROTOCOLS = {
     "demo": {
@@ -66,6 +67,8 @@ PROTOCOLS = {
             "batch 8": plus(DEMO, "--batch-size 8"),
             "batch 8, 2 epochs": plus(DEMO, "--batch-size 8 --epochs 2"),
             "weights 1:1": plus(DEMO, "--loss-weights 1 1"),
+            "dropout 0": plus(DEMO, "--dropout 0"),
+            "LP-FT: 1 epoch of the classifier alone first": LP_FT,
             "weights 0.03:1": plus(DEMO, "--loss-weights 0.03 1"),
             "contrastive, 2 epochs": plus(DEMO, "--contrastive --epochs 2"),
             "regression only": ["--train", f"{SICK_ALL}:regression"],
