@@ -94,8 +94,12 @@ PROTOCOLS = {
             "sick-stsb, 2 epochs, 1:1, contrastive": plus(
                 BOTH, "--epochs 2 --loss-weights 1 1 1 --contrastive"
             ),
-            "1:1 full, STS-B cosent": plus(DEMO, f"--train {STS_ALL}:cosent {ONE_TO_ONE}"),
-            "1:1 full, STS-B angle": plus(DEMO, f"--train {STS_ALL}:angle {ONE_TO_ONE}"),
+            "1:1 full, STS-B cosent": plus(
+                ["--train", SICK_ALL, "--train", f"{STS_ALL}:cosent"], ONE_TO_ONE
+            ),
+            "1:1 full, STS-B angle": plus(
+                ["--train", SICK_ALL, "--train", f"{STS_ALL}:angle"], ONE_TO_ONE
+            ),
             "1:1 full, lr 3e-5": plus(FIXED, "--lr 3e-5"),
             "1:1 full, proportional": plus(FIXED, "--mix proportional"),
             "1:1 full, contrastive": plus(FIXED, "--contrastive --loss-weights 1 1 1"),
