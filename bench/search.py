@@ -8,8 +8,8 @@
    tensors: time, GFLOP/s (2 Q N H flops) against this CPU's fp32 matmul peak measured here,
    and whether the ids agree.
 3. int8 / binary scans with fp32 rescoring: memory scanned, time, recall@10 against exact.
-4. The approximate index (FAISS HNSW) on the first `--approx-n` vectors: build time, query
-   time, recall@10 against exact search on the same vectors.
+4. The approximate index (FAISS HNSW) on the first `--approx-n` vectors: build time, and the
+   query time and recall@10 against exact search on the same vectors at each search beam.
 
     python bench/search.py [--n 1000000] [--queries 1000] [--approx-n 1000000] [--sentences N]
 """
@@ -134,11 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = Index(corpus[:n], exact.texts[:n], exact.identity, approximate=True)
     t_build, _ = timed(sub._derive)
     _, sub_truth = Index(corpus[:n], sub.texts, exact.identity).search_vectors(queries, K)
-    t_query, (_, ids) = timed(lambda: sub.search_vectors(queries, K))
-    print(
-        f"build {t_build:7.1f} s   query {t_query:6.2f} s for {args.queries} queries   "
-        f"recall@{K} {recall(ids, sub_truth):.4f}"
-    )
+    print(f"build {t_build:7.1f} s; {args.queries} queries at each search beam (ef_search):")
+    for ef in (64, 128, 256, 512, 1024):  # 128: the default
+        t_query, (_, ids) = timed(lambda ef=ef: sub.search_vectors(queries, K, ef))
+        print(
+            f"ef_search {ef:5d}   query {t_query:6.2f} s   recall@{K} {recall(ids, sub_truth):.4f}"
+        )
 
 
 if __name__ == "__main__":

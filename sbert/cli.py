@@ -281,6 +281,13 @@ def add_search_parsers(sub) -> None:
     p.add_argument("query", nargs="?", help="one query (or --queries FILE)")
     p.add_argument("--queries", help="a file of queries, one a line")
     p.add_argument("-k", type=int, default=10, help="hits per query")
+    p.add_argument(
+        "--ef-search",
+        type=int,
+        default=None,
+        help="approximate index only: the HNSW search beam (default 128); wider finds more "
+        "of the true neighbours, slower",
+    )
     p.add_argument("--output", help="with --queries: write JSON lines here")
     p.add_argument(
         "--model",
@@ -347,7 +354,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
     model = load_encoder(args.model) if args.model else None
     index = Index.load(args.index, model)
-    results = index.search(queries, args.k)
+    results = index.search(queries, args.k, ef_search=args.ef_search)
     if args.output is None:
         for query, hits in zip(queries, results, strict=True):
             if len(queries) > 1:

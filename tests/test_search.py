@@ -139,6 +139,29 @@ def test_approximate_index_finds_the_neighbours(one_thread):
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]) > 0.9
 
 
+def test_a_wider_search_beam_finds_more_of_the_true_neighbours(one_thread):
+    pytest.importorskip("faiss")
+    # Uniform random directions have no clusters to guide the graph: a hard case for HNSW.
+    rng = np.random.default_rng(0)
+    corpus, queries = (rng.standard_normal((n, 64)).astype(np.float32) for n in (2000, 40))
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    exact = Index(corpus, ["t"] * len(corpus), {"fingerprint": "-"})
+    approx = Index(corpus, ["t"] * len(corpus), {"fingerprint": "-"}, approximate=True)
+    approx._derive()
+    _, truth = exact.search_vectors(queries, 10)
+
+    def recall(ef_search):
+        _, ids = approx.search_vectors(queries, 10, ef_search)
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)])
+
+    assert recall(10) < 0.95  # a beam of k misses some (0.835 when written)
+    assert recall(len(corpus)) == 1.0  # a beam as wide as the corpus misses none
+    with pytest.raises(ConfigError, match="at least 1"):
+        approx.search_vectors(queries, 10, 0)
+    with pytest.raises(ConfigError, match="approximate index"):
+        exact.search_vectors(queries, 10, 64)
+
+
 def test_approximate_without_faiss_names_the_install_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     index = Index(clustered(10, 8, 0), ["t"] * 10, {"fingerprint": "-"}, approximate=True)
@@ -233,4 +256,6 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, model_dir):
     assert "missing.txt" in line
     line = one_line_error(sbert("search", "--index", tmp_path, "q"))
     assert "not an index folder" in line
+    line = one_line_error(sbert("search", "--index", tmp_path / "idx", "q", "--ef-search", 64))
+    assert "--ef-search" in line and "exact" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "idx"]
