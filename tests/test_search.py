@@ -32,6 +32,11 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def recall_at_10(ids: np.ndarray, truth: np.ndarray) -> float:
+    """The mean share of each query's true top 10 that `ids` found."""
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]))
+
+
 def tiny(seed: int) -> SentenceBert:
     torch.manual_seed(seed)
     return SentenceBert.from_config("tiny").eval()
@@ -92,8 +97,7 @@ def test_quantised_search_rescores_with_fp32(one_thread, precision, min_recall):
     index._derive()
     _, truth = exact.search_vectors(queries, 10)
     scores, ids = index.search_vectors(queries, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)])
-    assert recall >= min_recall
+    assert recall_at_10(ids, truth) >= min_recall
     # The returned scores are the fp32 cosines of the returned ids, best first.
     np.testing.assert_allclose(scores, np.einsum("qh,qkh->qk", queries, corpus[ids]), atol=1e-6)
     assert (np.diff(scores, axis=1) <= 0).all()
@@ -136,7 +140,7 @@ def test_approximate_index_finds_the_neighbours(one_thread):
     approx._derive()
     _, truth = exact.search_vectors(queries, 10)
     _, ids = approx.search_vectors(queries, 10)
-    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]) > 0.9
+    assert recall_at_10(ids, truth) > 0.9
 
 
 def test_a_wider_search_beam_finds_more_of_the_true_neighbours(one_thread):
@@ -145,6 +149,7 @@ def test_a_wider_search_beam_finds_more_of_the_true_neighbours(one_thread):
     rng = np.random.default_rng(0)
     corpus, queries = (rng.standard_normal((n, 64)).astype(np.float32) for n in (2000, 40))
     corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     exact = Index(corpus, ["t"] * len(corpus), {"fingerprint": "-"})
     approx = Index(corpus, ["t"] * len(corpus), {"fingerprint": "-"}, approximate=True)
     approx._derive()
@@ -152,9 +157,9 @@ def test_a_wider_search_beam_finds_more_of_the_true_neighbours(one_thread):
 
     def recall(ef_search):
         _, ids = approx.search_vectors(queries, 10, ef_search)
-        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)])
+        return recall_at_10(ids, truth)
 
-    assert recall(10) < 0.95  # a beam of k misses some (0.835 when written)
+    assert recall(10) < 0.95  # a beam of k misses some (0.725 when written)
     assert recall(len(corpus)) == 1.0  # a beam as wide as the corpus misses none
     with pytest.raises(ConfigError, match="at least 1"):
         approx.search_vectors(queries, 10, 0)
