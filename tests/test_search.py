@@ -167,6 +167,13 @@ def test_a_wider_search_beam_finds_more_of_the_true_neighbours(one_thread):
         exact.search_vectors(queries, 10, 64)
 
 
+def test_building_the_graph_says_so_first(model_dir, capsys):
+    pytest.importorskip("faiss")
+    model = SentenceBert.from_pretrained(model_dir)
+    Index.build(model, TEXTS[:30], approximate=True, show_progress_bar=True)
+    assert "building the HNSW graph over 30 vectors" in capsys.readouterr().err
+
+
 def test_approximate_without_faiss_names_the_install_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     index = Index(clustered(10, 8, 0), ["t"] * 10, {"fingerprint": "-"}, approximate=True)
