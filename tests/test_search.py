@@ -251,6 +251,20 @@ def test_index_and_search_command_lines(tmp_path, model_dir):
     assert printed.stdout.splitlines()[0].split()[1:] == ["1.0000", *TEXTS[9].split(), "[id", "9]"]
 
 
+def test_approximate_index_and_search_beam_command_lines(tmp_path, model_dir):
+    pytest.importorskip("faiss")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(t + "\n" for t in TEXTS))
+    args = ("--model", model_dir, "--corpus", corpus, "--out", tmp_path / "idx")
+    built = sbert("index", *args, "--approximate")
+    assert built.returncode == 0, built.stderr
+    assert "building the HNSW graph over 300 vectors" in built.stderr
+    assert "approximate" in built.stdout
+    found = sbert("search", "--index", tmp_path / "idx", TEXTS[42], "-k", 3, "--ef-search", 300)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[0].endswith("[id 42]")
+
+
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, model_dir):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("one\n\nthree\n")  # a blank line: ids would be ambiguous
