@@ -21,18 +21,6 @@ from .errors import SbertError
 EXIT_BAD_INPUT = 2
 
 
-def load_encoder(name: str):
-    """The model `name` names: an `sbert export` folder loads into ONNX Runtime without importing
-    torch (a deployment may not have it), anything else as a PyTorch `SentenceBert`."""
-    from .onnx_runner import OnnxEncoder, is_exported
-
-    if is_exported(Path(name)):
-        return OnnxEncoder.load(name)
-    from .model import SentenceBert
-
-    return SentenceBert.from_pretrained(name)
-
-
 def device_for(encoder, requested: str | None):
     """Where `encoder` runs: torch's device for a PyTorch model; None for an ONNX export, whose
     session runs on the CPU (so a GPU asked for is refused rather than silently not used)."""
@@ -55,6 +43,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
     from .data import read_sentences
     from .fileio import atomic_write_bytes
+    from .onnx_runner import load_encoder
 
     sentences = read_sentences(args.input)
     output = Path(args.output)
@@ -75,6 +64,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
+    from .onnx_runner import load_encoder
+
     model = load_encoder(args.model)
     u, v = model.encode(
         [args.first, args.second], normalize=True, device=device_for(model, args.device)
@@ -303,6 +294,7 @@ def cmd_index(args: argparse.Namespace) -> None:
 
     from .data import read_column, read_sentences
     from .errors import ConfigError
+    from .onnx_runner import load_encoder
     from .search import Index
 
     if args.chunk_size < 1 or args.batch_size < 1:
@@ -341,6 +333,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from .data import read_sentences
     from .errors import ConfigError
     from .fileio import atomic_write_bytes
+    from .onnx_runner import load_encoder
     from .search import Index
 
     if (args.query is None) == (args.queries is None):
@@ -398,6 +391,7 @@ def cmd_evaluate_retrieval(args: argparse.Namespace) -> None:
     import json
 
     from .config import parse_spec
+    from .onnx_runner import load_encoder
     from .retrieval import evaluate_retrieval, retrieval_set_from_pairs
 
     spec = parse_spec(args.data)

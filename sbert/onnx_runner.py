@@ -31,6 +31,16 @@ def is_exported(folder: Path) -> bool:
     return (Path(folder) / EXPORT_RECORD).is_file()
 
 
+def load_encoder(name: str | Path):
+    """The model `name` names: an `sbert export` folder loads into ONNX Runtime without importing
+    torch (a deployment may not have it), anything else as a PyTorch `SentenceBert`."""
+    if is_exported(Path(name)):
+        return OnnxEncoder.load(name)
+    from .model import SentenceBert
+
+    return SentenceBert.from_pretrained(name)
+
+
 class OnnxEncoder:
     """An exported sentence encoder on an ONNX Runtime session; `encode` as `SentenceBert`'s.
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .data import read_pairs
 from .errors import DataError
-from .model import SentenceBert
 from .search import chunked_topk
+
+if TYPE_CHECKING:
+    from .search import Encoder
 
 ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT = (1, 3, 5, 10), 10, 10, 100
 
@@ -80,17 +81,13 @@ def ranking_metrics(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]
     return {name: total / len(ranked) for name, total in sums.items()}
 
 
-@torch.inference_mode()
 def evaluate_retrieval(
-    model: SentenceBert, data: RetrievalSet, batch_size: int = 32, device=None
+    model: Encoder, data: RetrievalSet, batch_size: int = 32, device=None
 ) -> dict[str, float]:
-    """Retrieval metrics of `model` on `data` (exact cosine search), one flat dict."""
-    q = model.encode(
-        data.queries, batch_size, normalize=True, convert_to_tensor=True, device=device
-    ).cpu()
-    c = model.encode(
-        data.corpus, batch_size, normalize=True, convert_to_tensor=True, device=device
-    ).cpu()
+    """Retrieval metrics of `model` (a PyTorch model or an ONNX export) on `data` (exact cosine
+    search), one flat dict."""
+    q = model.encode(data.queries, batch_size, normalize=True, device=device)
+    c = model.encode(data.corpus, batch_size, normalize=True, device=device)
     k = max(*ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT)
     scores, ids = chunked_topk(q, len(c), lambda a, b: c[a:b], k)
     # Equal scores rank by corpus id, as sentence-transformers does: the order is deterministic.

@@ -229,10 +229,21 @@ def test_an_export_whose_classifier_does_not_fit_is_refused(folders, tmp_path, c
 # --- index and search ----------------------------------------------------------------------
 
 
-def search_rows(index: Path, out: Path, queries: Path, model: Path | None = None) -> list[dict]:
+def sbert(*args: str, without_torch: bool = False) -> None:
+    """Run a command in this process, or with torch blocked in a subprocess."""
+    if without_torch:
+        result = sbert_without_torch(*args)
+        assert result.returncode == 0, result.stderr
+    else:
+        assert cli.main(list(args)) == 0
+
+
+def search_rows(
+    index: Path, out: Path, queries: Path, model: Path | None = None, without_torch: bool = False
+) -> list[dict]:
     extra = ["--model", str(model)] if model else []
     args = ["--index", str(index), "--queries", str(queries), "-k", "5", "--output", str(out)]
-    assert cli.main(["search", *args, *extra]) == 0
+    sbert("search", *args, *extra, without_torch=without_torch)
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -243,20 +254,34 @@ def assert_same_hits(got: list[dict], want: list[dict]):
                                    [h["score"] for h in w["hits"]], atol=1e-5, rtol=0)  # fmt: skip
 
 
-def test_index_and_search_on_the_export_equal_pytorch(folders, tmp_path):
+def test_index_and_search_on_the_export_equal_pytorch_and_need_no_torch(folders, tmp_path):
     corpus, queries = tmp_path / "corpus.txt", tmp_path / "queries.txt"
     corpus.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     queries.write_text("\n".join(QUERIES) + "\n", encoding="utf-8")
     rows = {}
-    for name in ("model", "fp32"):
-        args = ["--model", str(folders[name]), "--corpus", str(corpus), "--out"]
-        assert cli.main(["index", *args, str(tmp_path / f"idx-{name}")]) == 0
-        rows[name] = search_rows(tmp_path / f"idx-{name}", tmp_path / f"{name}.jsonl", queries)
+    for name in ("model", "fp32"):  # the export's index is built and searched with torch blocked
+        torch_free = name == "fp32"
+        out = tmp_path / f"idx-{name}"
+        sbert("index", "--model", str(folders[name]), "--corpus", str(corpus), "--out", str(out),
+              without_torch=torch_free)  # fmt: skip
+        rows[name] = search_rows(out, tmp_path / f"{name}.jsonl", queries, None, torch_free)
     assert_same_hits(rows["fp32"], rows["model"])
     # The fp32 export and its source are interchangeable: each queries the other's index.
     crossed = search_rows(tmp_path / "idx-model", tmp_path / "x.jsonl", queries, folders["fp32"])
     assert_same_hits(crossed, rows["model"])
     Index.load(tmp_path / "idx-fp32", SentenceBert.from_pretrained(folders["model"]))
+
+
+def test_retrieval_metrics_of_the_export_equal_pytorch_and_need_no_torch(folders, capsys):
+    args = ["evaluate-retrieval", "--data", f"{SICK}@TRIAL", "--min-score", "4"]
+    assert cli.main([*args, "--model", str(folders["model"])]) == 0
+    want = json.loads(capsys.readouterr().out)
+    result = sbert_without_torch(*args, "--model", str(folders["fp32"]))
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got.keys() == want.keys() and got["queries"] == want["queries"] > 50
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-4), key
 
 
 def test_an_index_refuses_the_int8_export_and_another_model(folders, tmp_path, capsys):

@@ -16,7 +16,7 @@ import torch
 from sentence_transformers import util
 
 from sbert import CheckpointError, ConfigError, SentenceBert
-from sbert.search import Index, chunked_topk, model_identity
+from sbert.search import Index, chunked_topk, model_identity, top_k
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -78,15 +78,31 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 def test_exact_search_equals_semantic_search(one_thread):
     corpus, queries = clustered(5000, 48, 1), clustered(37, 48, 2)
     theirs = util.semantic_search(torch.from_numpy(queries), torch.from_numpy(corpus), top_k=10)
+    want_ids = [[h["corpus_id"] for h in q] for q in theirs]
+    want_scores = np.array([[h["score"] for h in q] for q in theirs])
     index = Index(corpus, [str(i) for i in range(len(corpus))], {"fingerprint": "-"})
-    scores, ids = index.search_vectors(queries, 10)
-    # Small chunks too, so that the running top-k is merged across many chunks.
-    block = lambda a, b: torch.from_numpy(corpus[a:b])  # noqa: E731
-    small_s, small_i = chunked_topk(torch.from_numpy(queries), len(corpus), block, 10, 333, 8)
-    for s, i in ((scores, ids), (small_s.numpy(), small_i.numpy())):
-        assert [[h["corpus_id"] for h in q] for q in theirs] == i.tolist()
-        want = np.array([[h["score"] for h in q] for q in theirs])
-        np.testing.assert_allclose(s, want, atol=1e-6, rtol=0)
+    runs = [index.search_vectors(queries, 10)]  # one chunk: 39 blocks of 128, a tail of 8
+    # The running top-k merged across many chunks: 333 rows (no whole blocks: the plain
+    # path); 2,048 (16 blocks each, then 7, then the tail); query chunks of 8.
+    for chunk_size in (333, 2048):
+        runs.append(chunked_topk(queries, len(corpus), lambda a, b: corpus[a:b], 10, chunk_size, 8))
+    for scores, ids in runs:
+        assert ids.tolist() == want_ids
+        np.testing.assert_allclose(scores, want_scores, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("width", "k"), [(128 * 40, 10), (128 * 40, 1), (128 * 3, 5), (1000, 7)])
+def test_top_k_by_block_maxima_equals_a_full_sort(width, k):
+    """Rows of whole blocks are searched by their blocks' maxima; the best entries crowded into
+    one block, or spread one per block, must come out as a full sort gives them."""
+    rng = np.random.default_rng(width + k)
+    scores = rng.standard_normal((64, width)).astype(np.float32)
+    scores[0, 128:138] += 10  # row 0: the best ten in one block
+    scores[1, ::128] += 10  # row 1: the best in every block's first column
+    values, columns = top_k(scores, k)
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    assert columns.tolist() == want.tolist()
+    np.testing.assert_array_equal(values, np.take_along_axis(scores, want, 1))
 
 
 @pytest.mark.parametrize(("precision", "min_recall"), [("int8", 0.97), ("binary", 0.85)])
