@@ -1,7 +1,8 @@
 """Transfer-learning strategies: which parameters train, and at which learning rate.
 
 A strategy is a named set of these knobs (each can also be set on its own):
-- full:       fine-tune everything at `lr` (SBERT §4's setting).
+- full:       fine-tune everything at `lr` (SBERT §4's setting); `freeze_layers` and
+              `layer_decay` combine with it.
 - frozen:     freeze the encoder, train the heads only (a linear probe: cheapest, cannot forget,
               but the regression objective then has nothing to train).
 - partial:    freeze the embeddings (and the lowest `freeze_layers` layers, default none): they
