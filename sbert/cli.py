@@ -418,6 +418,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # a full disk, a missing output folder: say so, no traceback
         print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ModuleNotFoundError as e:  # e.g. a serving machine without one of its packages
+        package = (e.name or "?").split(".")[0]
+        print(
+            f"sbert {args.command}: error: needs the Python package {package!r}, which is not "
+            f"installed (pip install -r requirements.txt; to run an export without torch: "
+            f"requirements-serve.txt)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"sbert {args.command}: interrupted", file=sys.stderr)
         return 130

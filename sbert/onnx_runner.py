@@ -2,8 +2,8 @@
 
 `sbert export` (export.py) writes a folder whose graph holds the whole sentence encoder: token
 ids and mask in, the pooled (and, if the model normalises, L2-normalised) vector out, so that a
-deployment cannot pool wrongly. This module runs it with `tokenizers`, `numpy` and `onnxruntime`
-alone (`pip install tokenizers numpy onnxruntime`): nothing in its import chain imports torch.
+deployment cannot pool wrongly. This module runs it with `tokenizers`, `numpy` and `onnxruntime`:
+nothing in its import chain imports torch (a serving machine: requirements-serve.txt).
 """
 
 from __future__ import annotations

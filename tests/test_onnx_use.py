@@ -120,21 +120,57 @@ def test_predict_command_line_on_the_export(folders, pairs, tmp_path, capsys):
     assert f"label:       {rows['model'][0]['label']}" in capsys.readouterr().out
 
 
-NO_TORCH = """
-import json, sys
+# Prepended to the scripts below: any import outside the serving install (requirements-serve.txt
+# and what its packages require; torch is not among them) fails, as on a serving machine.
+SERVING_ONLY = """
+import os, re, sys
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+from packaging.requirements import Requirement
 
-class NoTorch:  # any import of torch fails: predicting with an export must not need it
+def normal(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+def closure(requirements):
+    seen, todo = set(), list(requirements)
+    while todo:
+        req = Requirement(todo.pop())
+        if normal(req.name) in seen or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(normal(req.name))
+        try:
+            todo += distribution(req.name).requires or []
+        except PackageNotFoundError:
+            pass
+    return seen
+
+lines = [x.split("#")[0].strip() for x in open(os.environ["SERVING"], encoding="utf-8")]
+serving = closure([x for x in lines if x])
+allowed = {top for top, dists in packages_distributions().items()
+           if any(normal(d) in serving for d in dists)}
+for name in [m for m in sys.modules if m.split(".")[0] == "packaging"]:
+    del sys.modules[name]  # imported above, for this check only
+
+class ServingOnly:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
+        top = name.split(".")[0]
+        if top not in allowed and top not in sys.stdlib_module_names and top != "sbert":
+            raise ModuleNotFoundError(f"{name} is not in requirements-serve.txt", name=name)
 
-sys.meta_path.insert(0, NoTorch())
+sys.meta_path.insert(0, ServingOnly())
+"""
+SERVING = ROOT / "requirements-serve.txt"
+
+NO_TORCH = (
+    SERVING_ONLY
+    + """
+import json
 from sbert.predict import Predictor, predict
 
 out = predict(Predictor.load(sys.argv[1]), [tuple(p) for p in json.loads(sys.argv[2])])
 assert "torch" not in sys.modules, "torch was imported"
 print(json.dumps([p.to_json() for p in out]))
 """
+)
 
 
 def test_predict_on_the_export_needs_no_torch(folders, pairs):
@@ -150,7 +186,7 @@ def test_predict_on_the_export_needs_no_torch(folders, pairs):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SERVING": str(SERVING)},
     )
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
@@ -162,26 +198,22 @@ def test_predict_on_the_export_needs_no_torch(folders, pairs):
             assert g["probabilities"][label] == pytest.approx(w.probabilities[label], abs=1e-5)
 
 
-NO_TORCH_CLI = """
-import sys
-
-class NoTorch:  # any import of torch fails: the commands on an export must not need it
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-
-sys.meta_path.insert(0, NoTorch())
+NO_TORCH_CLI = (
+    SERVING_ONLY
+    + """
 from sbert import cli
 
 code = cli.main(sys.argv[1:])
 assert "torch" not in sys.modules, "torch was imported"
 sys.exit(code)
 """
+)
 
 
-def sbert_without_torch(*args: str) -> subprocess.CompletedProcess:
+def sbert_without_torch(*args: str, serving: Path = SERVING) -> subprocess.CompletedProcess:
+    """`sbert ARGS` where only `serving`'s packages (and what they require) can be imported."""
     command = [sys.executable, "-c", NO_TORCH_CLI, *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVING": str(serving)}
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -211,6 +243,17 @@ def test_encode_similarity_and_predict_commands_on_the_export_need_no_torch(
     result = sbert_without_torch("similarity", "--model", export, a, b, "--device", "cuda")
     assert result.returncode == 2 and "--device cuda does not apply" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_package_is_one_line_naming_it(folders, tmp_path):
+    serving = tmp_path / "requirements.txt"  # the serving install without safetensors
+    lines = SERVING.read_text().splitlines()
+    serving.write_text("\n".join(x for x in lines if not x.startswith("safetensors")))
+    result = sbert_without_torch("predict", "--model", str(folders["fp32"]), "a", "b",
+                                 serving=serving)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "needs the Python package 'safetensors'" in result.stderr, result.stderr
 
 
 def test_an_export_whose_classifier_does_not_fit_is_refused(folders, tmp_path, capsys):
