@@ -4,9 +4,9 @@
    all-MiniLM-L6-v2, sentences/s, beside `SentenceTransformer.encode(normalize_embeddings=True)`.
 2. Exact search: N synthetic 384-d unit vectors (clustered: 1,000 random centres plus noise,
    so that neighbours mean something, as with real embeddings), Q queries from the same
-   distribution, k = 10. Our chunked matmul + top-k beside `util.semantic_search` on the same
-   tensors: time, GFLOP/s (2 Q N H flops) against this CPU's fp32 matmul peak measured here,
-   and whether the ids agree.
+   distribution, k = 10. Our chunked matmul + top-k (numpy) beside `util.semantic_search`
+   (torch) on the same vectors: time, GFLOP/s (2 Q N H flops) against this CPU's fp32 matmul
+   peak measured here (torch's), and whether the ids agree.
 3. int8 / binary scans with fp32 rescoring: memory scanned, time, recall@10 against exact.
 4. The approximate index (FAISS HNSW) on the first `--approx-n` vectors: build time, and the
    query time and recall@10 against exact search on the same vectors at each search beam.
@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sentences", type=int, default=0, help="limit the indexing sentences")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
-    if args.threads:
+    if args.threads:  # torch's threads (sentence-transformers) and numpy's BLAS (ours)
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
     from sentence_transformers import util
 
     from sbert.search import Index
