@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import SbertError
 
 EXIT_BAD_INPUT = 2
+PAIR = ("first sentence", "second sentence")  # how errors name a pair given as two arguments
 
 
 def device_for(encoder, requested: str | None):
@@ -42,13 +43,12 @@ def cmd_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .data import read_sentences
-    from .fileio import atomic_write_bytes
+    from .fileio import atomic_write_bytes, check_output_file
     from .onnx_runner import load_encoder
 
     sentences = read_sentences(args.input)
     output = Path(args.output)
-    if not output.parent.is_dir():  # before encoding; else the error names a temporary file
-        raise SbertError(f"{output}: output folder {output.parent} not found")
+    check_output_file(output, [args.input])  # before encoding, not after
     model = load_encoder(args.model)
     vectors = model.encode(
         sentences,
@@ -64,12 +64,12 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
+    from .data import check_sentences
     from .onnx_runner import load_encoder
 
+    first, second = check_sentences([args.first, args.second], PAIR)
     model = load_encoder(args.model)
-    u, v = model.encode(
-        [args.first, args.second], normalize=True, device=device_for(model, args.device)
-    )
+    u, v = model.encode([first, second], normalize=True, device=device_for(model, args.device))
     print(f"{float(u @ v):.4f}")
 
 
@@ -192,8 +192,9 @@ def add_predict_parser(sub) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import json
 
+    from .data import check_sentences
     from .errors import ConfigError
-    from .fileio import atomic_write_bytes
+    from .fileio import atomic_write_bytes, check_output_file
     from .predict import Predictor, predict, read_input
 
     one = args.first is not None or args.second is not None
@@ -201,9 +202,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise ConfigError("give two sentences, or --input FILE with --output FILE")
     if (args.input is None) != (args.output is None):
         raise ConfigError("--input and --output go together")
-    pairs = [(args.first, args.second)] if one else read_input(args.input)
-    if args.output is not None and not Path(args.output).parent.is_dir():
-        raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
+    if one:
+        pairs = [tuple(check_sentences([args.first, args.second], PAIR))]
+    else:
+        pairs = read_input(args.input)
+        check_output_file(args.output, [args.input])
     model = Predictor.load(args.model)  # an ONNX export too: its classifier in numpy
     if model.classifier is None:
         print(f"note: {args.model} has no classifier: similarity only", file=sys.stderr)
@@ -294,12 +297,14 @@ def cmd_index(args: argparse.Namespace) -> None:
 
     from .data import read_column, read_sentences
     from .errors import ConfigError
+    from .fileio import check_output_dir
     from .onnx_runner import load_encoder
-    from .search import Index
+    from .search import INDEX, Index
 
     if args.chunk_size < 1 or args.batch_size < 1:
         raise ConfigError("--chunk-size and --batch-size must be positive")
     out = Path(args.out)
+    check_output_dir(out, lambda folder: (folder / INDEX).is_file(), "an index")
     corpus = Path(args.corpus)
     texts = read_column(corpus, args.column) if args.column else read_sentences(corpus)
     model = load_encoder(args.model)
@@ -330,9 +335,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     import dataclasses
     import json
 
-    from .data import read_sentences
+    from .data import check_sentences, read_sentences
     from .errors import ConfigError
-    from .fileio import atomic_write_bytes
+    from .fileio import atomic_write_bytes, check_output_file
     from .onnx_runner import load_encoder
     from .search import Index
 
@@ -342,9 +347,12 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise ConfigError("--output goes with --queries")
     if args.k < 1:
         raise ConfigError(f"-k must be at least 1, got {args.k}")
-    queries = [args.query] if args.query is not None else read_sentences(args.queries)
-    if args.output is not None and not Path(args.output).parent.is_dir():
-        raise SbertError(f"{args.output}: output folder {Path(args.output).parent} not found")
+    if args.query is not None:
+        queries = check_sentences([args.query], ["query"])
+    else:
+        queries = read_sentences(args.queries)
+    if args.output is not None:
+        check_output_file(args.output, [args.queries, args.index])
     model = load_encoder(args.model) if args.model else None
     index = Index.load(args.index, model)
     results = index.search(queries, args.k, ef_search=args.ef_search)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import sys
 import typing
@@ -225,6 +226,8 @@ def read_config_file(path: Path) -> dict:
         raise ConfigError(f"{path}: unreadable config file ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
     stages = values.get("stages", [])
+    if not (isinstance(stages, list) and all(isinstance(t, dict) for t in stages)):
+        raise ConfigError(f"{path}: stages are [[stages]] tables, not {stages!r}")
     for i, table in enumerate([values, *stages]):
         where = f"{path}: " + (f"stage {i - 1}: " if i else "")
         unknown = sorted(set(table) - known)
@@ -280,7 +283,17 @@ def check(config: TrainConfig) -> None:
             raise ConfigError(
                 f"--{name.replace('_', '-')} must be at least 1 (leave it out for no limit)"
             )
-    if len(config.loss_weights) not in (2, 3) or min(config.loss_weights) < 0:
+    # A NaN or negative rate trains a model of NaNs without one failing step: refuse it here.
+    positive = {"lr": config.lr, "head_lr": config.head_lr, "max_grad_norm": config.max_grad_norm}
+    for name, value in positive.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a number above 0, not {value}")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise ConfigError(f"--weight-decay must be 0 or more, not {config.weight_decay}")
+    if not 0 <= config.warmup <= 1:
+        raise ConfigError(f"--warmup is a fraction of the steps, in [0, 1], not {config.warmup}")
+    weights = config.loss_weights
+    if len(weights) not in (2, 3) or not all(math.isfinite(w) and w >= 0 for w in weights):
         raise ConfigError(
             f"--loss-weights takes 2 or 3 weights of 0 or more (classification, "
             f"regression, contrastive), not {config.loss_weights}"
@@ -330,8 +343,8 @@ def parse_spec(spec: str) -> DataSpec:
     """PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] -> DataSpec. OBJECTIVE `cosent` or `angle` trains
     the file's scores with that regression loss instead of the stage's."""
     path, objective = spec, "both"
-    head, sep, tail = spec.rpartition(":")
-    if sep and tail in SPEC_OBJECTIVES:
+    head, sep_objective, tail = spec.rpartition(":")
+    if sep_objective and tail in SPEC_OBJECTIVES:
         path, objective = head, tail
     rows = None
     match = _ROWS.match(path)
@@ -339,6 +352,16 @@ def parse_spec(spec: str) -> DataSpec:
         path = match[1]
         rows = slice(int(match[2]) if match[2] else None, int(match[3]) if match[3] else None)
     path, sep, split = path.rpartition("@") if "@" in Path(path).name else (path, "", "")
+    # "data.csv:foo" is no file; if "data.csv" is one, the user meant an objective.
+    if (
+        sep_objective
+        and tail not in SPEC_OBJECTIVES
+        and not Path(path).exists()
+        and Path(parse_spec(head).path).is_file()
+    ):
+        raise ConfigError(
+            f"{spec}: unknown objective {tail!r}; choose one of {', '.join(SPEC_OBJECTIVES)}"
+        )
     return DataSpec(path, split or None, rows, objective)
 
 
@@ -348,6 +371,11 @@ def read_spec(spec: str | DataSpec, limit: int | None = None, format: str | None
     if spec.rows is None:
         return read_pairs(spec.path, format=format, split=spec.split, limit=limit)
     data = read_pairs(spec.path, format=format, split=spec.split, limit=spec.rows.stop)
+    if spec.rows.stop is not None and len(data.pairs) < spec.rows.stop:
+        have = f"{len(data.pairs)}" + (f" in split {spec.split}" if spec.split else "")
+        raise DataError(
+            spec.path, None, f"{spec.name} asks for pairs up to {spec.rows.stop}; there are {have}"
+        )
     pairs = data.pairs[spec.rows][:limit]
     if not pairs:
         raise DataError(spec.path, None, f"no pairs in {spec.name}")

@@ -7,7 +7,7 @@ Four formats, told apart by content (`detect_format`), each read into one `PairS
 - ``sick``: SICK (Marelli et al., 2014), tab-separated with a header; entailment label and
   relatedness score in [1, 5]; optional ``SemEval_set`` column (TRAIN / TRIAL / TEST).
 - ``nli``:  SNLI / MultiNLI JSON lines with ``sentence1, sentence2, gold_label``; rows whose
-  gold label is ``-`` (no annotator majority) are skipped and counted.
+  gold label is ``-`` (no annotator majority) are skipped, counted and said on stderr.
 - ``csv``:  CSV or TSV with a header naming the sentence columns and a label and/or score.
 
 Rules shared by every format. Files are UTF-8 (a leading BOM is dropped) with ``\\n`` or
@@ -16,9 +16,9 @@ only spaces is a malformed row. The first bad row raises ``DataError(path, line,
 nothing is dropped silently. A NUL or a carriage return inside a line is rejected (a binary
 file, or old Mac line endings that would make our line numbers wrong). Other control
 characters inside a sentence are replaced by a space and the row is counted in
-``PairSet.repaired``: STS-B train line 2919 has U+0012 where an apostrophe belongs, and
-rejecting a whole benchmark for it would help nobody. Sentences are otherwise kept exactly
-as published (some have leading or trailing spaces; the tokenizer handles those).
+``PairSet.repaired`` and said on stderr: STS-B train line 2919 has U+0012 where an apostrophe
+belongs, and rejecting a whole benchmark for it would help nobody. Sentences are otherwise kept
+exactly as published (some have leading or trailing spaces; the tokenizer handles those).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import csv
 import json
 import math
 import os
+import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -433,6 +434,10 @@ def read_pairs(
             why = f"all {ctx.skipped} rows have gold_label '-'"
         raise DataError(path, None, f"no sentence pairs: {why}")
     repaired = sum(fixed for _, fixed in rows)
+    said = [f"{ctx.skipped} rows with gold_label '-' skipped"] if ctx.skipped else []
+    said += [f"{repaired} rows had control characters replaced by spaces"] if repaired else []
+    if said:  # counted, and said: nothing is left out or changed silently
+        print(f"note: {path}: {'; '.join(said)}", file=sys.stderr)
     return PairSet(str(path), fmt, pairs, _score_range(ctx, fmt, pairs), ctx.skipped, repaired)
 
 
@@ -453,6 +458,13 @@ def read_sentences(path: str | os.PathLike[str]) -> list[str]:
     if not sentences:
         raise DataError(path, None, "empty file: no sentences")
     return sentences
+
+
+def check_sentences(texts: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Sentences given on the command line, validated as a file's are (an empty one, a NUL, an
+    unpaired surrogate is a DataError naming it), with control characters turned into spaces."""
+    ctx = _Ctx("command line")
+    return [_sentence(ctx, None, text, name) for text, name in zip(texts, names, strict=True)]
 
 
 def read_tsv_pairs(path: str | os.PathLike[str]) -> list[Pair]:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError
-from .fileio import atomic_dir
+from .fileio import atomic_dir, check_output_dir
 from .fingerprint import fingerprint
 from .heads import HEAD_FILES, Classifier, read_score_scale
 from .model import SentenceBert
@@ -66,17 +66,6 @@ class _Graph(nn.Module):
         return hidden, self.model.sentence_vectors(hidden, attention_mask)  # (B, H)
 
 
-def check_out(out: Path) -> None:
-    """Refuse an output that `atomic_dir` must not replace: a file, or a folder that is not an
-    earlier export (it could be the source model, or anything else the user keeps there)."""
-    if out.is_file():
-        raise CheckpointError(out, "output exists and is a file")
-    if out.is_dir() and any(out.iterdir()) and not is_exported(out):
-        raise CheckpointError(out, "output folder exists and is not an ONNX export: not replaced")
-    if not out.parent.is_dir():
-        raise CheckpointError(out, f"output's parent folder {out.parent} not found")
-
-
 def export(model: str | Path, out: str | Path, quantize: str | None = None) -> dict:
     """Export the model folder (or packaged name) `model` to the folder `out`, atomically.
 
@@ -85,7 +74,7 @@ def export(model: str | Path, out: str | Path, quantize: str | None = None) -> d
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ConfigError(f"unknown --quantize {quantize!r}; choose {', '.join(QUANTIZE_MODES)}")
     out = Path(out)
-    check_out(out)
+    check_output_dir(out, is_exported, "an ONNX export")
     versions = _onnx_versions(quantize)
     sb = SentenceBert.from_pretrained(model)
     if not isinstance(sb, SentenceBert):

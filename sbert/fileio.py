@@ -14,10 +14,10 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 MANIFEST = "manifest.json"
 # Temporary names of atomic writes: ".NAME.RANDOM.tmp" (being written, or being deleted) and
@@ -48,11 +48,18 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -87,9 +94,12 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     so at every moment the folder on disk is either the complete old one or the complete new one.
     """
     path = Path(path)
+    if path.is_file():  # a folder swapped in for a file would lose it: refuse
+        raise CheckpointError(path, "exists and is a file, not a folder: not replaced")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the folder from others
         yield tmp
         write_manifest(tmp)
         sync_tree(tmp)
@@ -106,6 +116,31 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_file(output: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work, an output file that cannot or must not be written: its folder
+    missing, a folder in its place, or one of the command's own inputs."""
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise ConfigError(f"{output}: output folder {output.parent} not found")
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a folder; the output is a file: give a file name")
+    for source in inputs:
+        if output.exists() and Path(source).exists() and output.samefile(source):
+            raise ConfigError(f"{output}: is also an input of this command: not overwritten")
+
+
+def check_output_dir(output: str | Path, ours: Callable[[Path], bool], kind: str) -> None:
+    """Refuse an output folder that `atomic_dir` must not replace: a file, or a folder that is
+    not an earlier `kind` (it could be the source model, or anything else kept there)."""
+    output = Path(output)
+    if output.is_file():
+        raise CheckpointError(output, "output exists and is a file")
+    if output.is_dir() and any(output.iterdir()) and not ours(output):
+        raise CheckpointError(output, f"output folder exists and is not {kind}: left as it is")
+    if not output.parent.is_dir():
+        raise CheckpointError(output, f"output's parent folder {output.parent} not found")
 
 
 def _exchange(a: Path, b: Path) -> bool:

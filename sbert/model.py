@@ -12,6 +12,7 @@ from torch import nn
 
 from . import model_folder
 from .bert import Bert, BertConfig, preset
+from .errors import ConfigError
 from .fileio import atomic_dir
 from .onnx_runner import OnnxEncoder, is_exported
 from .pooling import PoolingMode, pool
@@ -66,9 +67,13 @@ class SentenceBert(nn.Module):
         return F.normalize(x, dim=-1) if self.normalize else x
 
     def truncate(self, max_length: int) -> None:
-        """Truncate sentences to `max_length` tokens from now on (never past the position table)."""
+        """Truncate sentences to `max_length` tokens from now on (at most the position table)."""
+        positions = self.bert.config.max_position_embeddings
+        if max_length > positions:
+            raise ConfigError(
+                f"--max-seq-length {max_length} is beyond this model's {positions} positions"
+            )
         tok = self.tokenizer
-        max_length = min(max_length, self.bert.config.max_position_embeddings)
         self.tokenizer = WordPiece(tok.tokenizer, max_length, tok.lowercase)
 
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,15 @@ from .data import PairSet, shared_score_range
 from .distributed import Processes, local_rank, native_bf16, pick_device, start_processes
 from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import evaluate
-from .fileio import remove_litter
+from .fileio import check_output_dir, remove_litter
 from .model import SentenceBert
 from .multitask import IGNORE_LABEL, MultiTaskModel
 from .strategies import param_groups, trainable
 
 METRICS_LOG = "metrics.jsonl"  # one JSON record per line: settings, steps, evaluations
+LOCK = ".lock"
+# What a run writes into --out: a folder holding any of these is an earlier run's.
+RUN_FILES = (METRICS_LOG, CHECKPOINTS, "final", "best", "curves.png", LOCK)
 
 # ---------------------------------------------------------------------------------------------
 # The run: stages in sequence, each starting from the previous stage's model
@@ -55,12 +59,18 @@ def run(config: TrainConfig) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True
+    if out.exists():  # anything there besides an earlier run's files is someone's data
+        check_output_dir(out, is_run_folder, "a training run's output")
     procs = start_processes(device)
     try:
         with output_lock(out, procs):
             return _run_stages(config, out, device, procs)
     finally:
         procs.stop()
+
+
+def is_run_folder(folder: Path) -> bool:
+    return any((folder / name).exists() for name in RUN_FILES)
 
 
 def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Processes) -> dict:
@@ -749,21 +759,28 @@ def output_lock(out: Path, procs: Processes):
     if not procs.is_main:
         yield
         return
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as lock:  # "a+": opening must not erase the holder's pid
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
-            raise TrainingError(
-                f"{out}: another run (process {holder}) is using this output folder; wait for "
-                f"it to end or choose another --out"
-            ) from None
-        lock.truncate(0)
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        yield
+    try:
+        with open(out / LOCK, "a+") as lock:  # "a+": opening must not erase the holder's pid
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "?"
+                raise TrainingError(
+                    f"{out}: another run (process {holder}) is using this output folder; wait "
+                    f"for it to end or choose another --out"
+                ) from None
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            yield
+    except BaseException:
+        # A run that failed before writing anything (bad data, bad settings) leaves no folder.
+        if created and [p.name for p in out.iterdir()] == [LOCK]:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def before_after_table(before: dict, after: dict) -> str:
