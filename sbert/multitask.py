@@ -148,8 +148,9 @@ class MultiTaskModel(nn.Module):
         encoder = SentenceBert.from_pretrained(name_or_path)
         if not isinstance(encoder, SentenceBert):  # an ONNX export: weights only in the graph
             raise ConfigError(
-                f"{name_or_path}: an ONNX export runs but does not train; use the "
-                f"model folder it was exported from"
+                f"{name_or_path}: an ONNX export has no PyTorch weights to train or evaluate; "
+                f"use the model folder it was exported from (predict, search and "
+                f"evaluate-retrieval take the export)"
             )
         head = model_folder.read_classifier(name_or_path)
         scale = model_folder.read_score_scale(name_or_path)

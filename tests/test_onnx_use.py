@@ -256,6 +256,14 @@ def test_a_missing_package_is_one_line_naming_it(folders, tmp_path):
     assert "needs the Python package 'safetensors'" in result.stderr, result.stderr
 
 
+def test_evaluate_and_train_on_an_export_point_to_its_source(folders, tmp_path, capsys):
+    for args in (["evaluate", "--data", f"{SICK}@TRIAL"], ["train", "--out", str(tmp_path / "r")]):
+        capsys.readouterr()
+        assert cli.main([*args, "--model", str(folders["fp32"])]) == 2
+        err = capsys.readouterr().err
+        assert "use the model folder it was exported from" in err and err.count("\n") == 1, err
+
+
 def test_an_export_whose_classifier_does_not_fit_is_refused(folders, tmp_path, capsys):
     from safetensors.numpy import save_file
 
