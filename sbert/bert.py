@@ -37,6 +37,10 @@ class BertConfig:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(
+                f"pad_token_id {self.pad_token_id} is not below vocab_size {self.vocab_size}"
+            )
 
     @property
     def head_size(self) -> int:

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -35,6 +36,44 @@ def read_json(path: Path, expect: type = dict):
         raise CheckpointError(path, f"unreadable JSON ({e})") from None
     if not isinstance(value, expect):
         raise CheckpointError(path, f"expected a JSON {expect.__name__}")
+    return value
+
+
+_REQUIRED = object()
+_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+          dict: "a JSON object"}  # fmt: skip
+
+
+def json_field(
+    path: Path,
+    record: dict,
+    key: str,
+    kind: type,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    default=_REQUIRED,
+):
+    """`record[key]`, read from the JSON file `path`, if it is a `kind` within [minimum, maximum]
+    (a float may be written as an int; a bool is no number); otherwise CheckpointError naming
+    `path` and `key`. A missing or null field gives `default` when one is given.
+
+    Every folder reader checks its JSON fields here: model folders, ONNX exports, indexes.
+    """
+    value = record.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise CheckpointError(path, f"missing field {key!r}")
+        return default
+    number = kind in (int, float)
+    ok = isinstance(value, (int, float) if kind is float else kind)
+    if number:
+        ok = ok and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        want = _KINDS.get(kind, kind.__name__)
+        if minimum is not None:
+            want += f" >= {minimum}" if maximum is None else f" in [{minimum}, {maximum}]"
+        raise CheckpointError(path, f"{key} must be {want}, got {json.dumps(value)[:60]}")
     return value
 
 

@@ -6,7 +6,7 @@ Only this module knows checkpoint key names and folder layouts.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -16,10 +16,11 @@ import torch
 
 from . import heads
 from .bert import Bert, BertConfig
-from .errors import CheckpointError
-from .fileio import read_json, verify_manifest
+from .errors import CheckpointError, ConfigError
+from .fileio import json_field, read_json, verify_manifest
 from .heads import CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS, SCORE_SCALE
 from .pooling import POOLING_MODES, PoolingMode
+from .tokenizer import max_seq_length
 
 # Our parameter names -> Hugging Face BertModel names; "{i}" is the layer index. A tuple is
 # concatenated along dim 0 into one tensor: our attention fuses the Q, K and V projections.
@@ -92,8 +93,7 @@ def resolve(name_or_path: str | Path) -> Path:
 def read_layout(folder: Path) -> Layout:
     """Read a sentence-transformers folder (modules.json) or a plain Hugging Face BERT folder."""
     if not (folder / "modules.json").is_file():
-        config = read_json(folder / "config.json")
-        return Layout(folder, config.get("max_position_embeddings", 512), False, "mean", False)
+        return Layout(folder, _positions(folder / "config.json"), False, "mean", False)
     modules = read_json(folder / "modules.json", expect=list)
     by_type = {
         str(m.get("type", "")).rsplit(".", 1)[-1]: folder / str(m.get("path", ""))
@@ -120,12 +120,16 @@ def read_layout(folder: Path) -> Layout:
                 f"unsupported pooling {others}: exactly one of mean, cls, max is supported",
             )
         pooling = modes[0]
-    max_len = st.get("max_seq_length") or read_json(transformer / "config.json").get(
-        "max_position_embeddings", 512
-    )
+    config = transformer / "config.json"
+    max_len = max_seq_length(st_config, st, "max_seq_length", _positions(config), config)
     return Layout(
         transformer, max_len, bool(st.get("do_lower_case")), pooling, "Normalize" in by_type
     )
+
+
+def _positions(config: Path) -> int:
+    """The size of the position table that config.json records (BERT's 512 if it does not)."""
+    return json_field(config, read_json(config), "max_position_embeddings", int, 1, default=512)
 
 
 _POOL_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
@@ -141,22 +145,23 @@ def config_from_hf(path: Path) -> BertConfig:
         raise CheckpointError(path, f"hidden_act {c['hidden_act']!r}: only exact gelu is built")
     if c.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(path, "only absolute position embeddings are built")
+    field = functools.partial(json_field, path, c)
     try:
         return BertConfig(
-            vocab_size=c["vocab_size"],
-            hidden_size=c["hidden_size"],
-            num_layers=c["num_hidden_layers"],
-            num_heads=c["num_attention_heads"],
-            intermediate_size=c["intermediate_size"],
-            max_position_embeddings=c["max_position_embeddings"],
-            type_vocab_size=c.get("type_vocab_size", 2),
-            dropout=c.get("hidden_dropout_prob", 0.1),
-            layer_norm_eps=c.get("layer_norm_eps", 1e-12),
-            initializer_range=c.get("initializer_range", 0.02),
-            pad_token_id=c.get("pad_token_id") or 0,
+            vocab_size=field("vocab_size", int, 1),
+            hidden_size=field("hidden_size", int, 1),
+            num_layers=field("num_hidden_layers", int, 1),
+            num_heads=field("num_attention_heads", int, 1),
+            intermediate_size=field("intermediate_size", int, 1),
+            max_position_embeddings=field("max_position_embeddings", int, 1),
+            type_vocab_size=field("type_vocab_size", int, 1, default=2),
+            dropout=field("hidden_dropout_prob", float, 0, 1, default=0.1),
+            layer_norm_eps=field("layer_norm_eps", float, 0, default=1e-12),
+            initializer_range=field("initializer_range", float, 0, default=0.02),
+            pad_token_id=field("pad_token_id", int, 0, default=0),
         )
-    except KeyError as e:
-        raise CheckpointError(path, f"missing field {e.args[0]!r}") from None
+    except ConfigError as e:  # fields that do not fit together, e.g. heads that do not divide H
+        raise CheckpointError(path, str(e)) from None
 
 
 def config_to_hf(config: BertConfig) -> dict:
@@ -275,10 +280,7 @@ def load_bert(name_or_path: str | Path) -> tuple[Layout, Bert]:
     folder = resolve(name_or_path)
     verify_manifest(folder)
     layout = read_layout(folder)
-    config = config_from_hf(layout.transformer / "config.json")
-    if layout.max_seq_length > config.max_position_embeddings:
-        # Never tokenize past the position table: such a model would index out of range.
-        layout = dataclasses.replace(layout, max_seq_length=config.max_position_embeddings)
+    config = config_from_hf(layout.transformer / "config.json")  # read_layout checked the length
     bert = Bert(config)
     bert.load_state_dict(hf_to_ours(read_weights(layout.transformer), bert, layout.transformer))
     return layout, bert

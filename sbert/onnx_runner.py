@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, ConfigError
-from .fileio import read_json, verify_manifest
-from .tokenizer import WordPiece, length_batches
+from .fileio import json_field, read_json, verify_manifest
+from .tokenizer import WordPiece, length_batches, max_seq_length
 
 # How the export folder is made: the graph the runner uses, how it was built (export.py).
 EXPORT_RECORD = "onnx_export.json"
@@ -85,15 +85,27 @@ class OnnxEncoder:
             ) from None
         folder = Path(folder)
         verify_manifest(folder)
-        record = read_json(folder / EXPORT_RECORD)
+        record_path, config_path = folder / EXPORT_RECORD, folder / "config.json"
+        record, config = read_json(record_path), read_json(config_path)
         missing = {"graph", "dim", "max_seq_length", "lowercase"} - record.keys()
         if missing:
-            raise CheckpointError(folder / EXPORT_RECORD, f"missing fields {sorted(missing)}")
-        graph = graph or record["graph"]
+            raise CheckpointError(record_path, f"missing fields {sorted(missing)}")
+        # The graph's shapes come from config.json (export.py): a record that disagrees would
+        # fail inside ONNX Runtime at the first long sentence, or at the first batch.
+        dim = json_field(record_path, record, "dim", int, 1)
+        hidden = json_field(config_path, config, "hidden_size", int, 1)
+        if dim != hidden:
+            raise CheckpointError(
+                record_path, f"dim {dim}, but {config_path} has hidden_size {hidden}"
+            )
+        positions = json_field(config_path, config, "max_position_embeddings", int, 1)
+        length = max_seq_length(record_path, record, "max_seq_length", positions, config_path)
+        lowercase = json_field(record_path, record, "lowercase", bool)
+        graph = graph or json_field(record_path, record, "graph", str)
         path = folder / graph
         if not path.is_file():
             raise CheckpointError(path, "ONNX graph not found")
-        tokenizer = WordPiece.from_folder(folder, record["max_seq_length"], record["lowercase"])
+        tokenizer = WordPiece.from_folder(folder, length, lowercase)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -22,6 +22,7 @@ run resumes from the last complete chunk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -36,7 +37,7 @@ import numpy as np
 
 from .choices import PRECISIONS
 from .errors import CheckpointError, ConfigError
-from .fileio import atomic_dir, atomic_write_bytes, read_json, verify_manifest
+from .fileio import atomic_dir, atomic_write_bytes, json_field, read_json, verify_manifest
 from .fingerprint import fingerprint
 from .onnx_runner import OnnxEncoder, load_encoder
 
@@ -385,7 +386,8 @@ class Index:
     @classmethod
     def load(cls, path: str | Path, model: Encoder | None = None) -> Index:
         """Read an index folder (checked against its manifest) with its model: `model`, or the
-        one it records. A model other than the one that built the index is refused."""
+        one it records. A model other than the one that built the index is refused, and so is
+        a file that disagrees with index.json (a folder without a manifest is checked here)."""
         path = Path(path)
         if not (path / INDEX).is_file():
             raise CheckpointError(path, "not an index folder (no index.json)")
@@ -393,44 +395,107 @@ class Index:
         settings = read_json(path / INDEX)
         if settings.get("format") != FORMAT:
             raise CheckpointError(path / INDEX, f"unknown index format {settings.get('format')}")
-        identity = settings["model"]
+        field = functools.partial(json_field, path / INDEX)
+        identity = field(settings, "model", dict)
+        name = field(identity, "name", str, default=None)
+        fingerprinted = field(identity, "fingerprint", str)
+        count, dim = field(settings, "count", int, 0), field(settings, "dim", int, 1)
+        precision = field(settings, "precision", str)
+        if precision not in PRECISIONS:
+            raise CheckpointError(path / INDEX, f"unknown precision {precision!r}")
+        approximate = field(settings, "approximate", str, default=None) is not None
         if model is None:
-            if not identity.get("name"):
+            if not name:
                 raise ConfigError(f"{path}: the index does not record its model: pass one")
-            model = load_encoder(identity["name"])
+            model = load_encoder(name)
         theirs = model_identity(model)["fingerprint"]
-        if theirs != identity["fingerprint"]:
+        if theirs != fingerprinted:
             raise CheckpointError(
                 path,
-                f"built with model {identity.get('name') or '?'} (fingerprint "
-                f"{identity['fingerprint']}); this model's is {theirs}: queries would be "
-                f"compared with vectors of another model",
+                f"built with model {name or '?'} (fingerprint {fingerprinted}); this model's is "
+                f"{theirs}: queries would be compared with vectors of another model",
             )
-        precision = settings["precision"]
+        if dim != model.dim:
+            raise CheckpointError(
+                path / INDEX, f"dim {dim}, but the model's vectors have {model.dim}"
+            )
         # Quantised: only the codes are read into memory; fp32 rows are read when rescored.
-        vectors = np.load(path / VECTORS, mmap_mode="r" if precision != "fp32" else None)
-        with open(path / TEXTS, encoding="utf-8") as f:
-            texts = [json.loads(line) for line in f]
-        index = cls(
-            vectors,
-            texts,
-            identity,
-            model,
-            precision,
-            bool(settings["approximate"]),
-            settings.get("corpus"),
-        )
-        if precision != "fp32":
-            index.codes = np.load(path / CODES)
+        vectors = _read_array(path / VECTORS, np.float32, (count, dim), mmap=precision != "fp32")
+        texts = _read_texts(path / TEXTS, count)
+        corpus = field(settings, "corpus", dict, default=None)
+        index = cls(vectors, texts, identity, model, precision, approximate, corpus)
         if precision == "int8":
-            index.scales = np.load(path / SCALES)
-        if index.approximate:
-            try:
-                import faiss
-            except ImportError:
-                raise ConfigError("this index is approximate: pip install faiss-cpu") from None
-            index.graph = faiss.read_index(str(path / GRAPH))
+            index.codes = _read_array(path / CODES, np.int8, (count, dim))
+            index.scales = _read_array(path / SCALES, np.float32, (dim,))
+        elif precision == "binary":
+            index.codes = _read_array(path / CODES, np.uint8, (count, (dim + 7) // 8))
+        if approximate:
+            index.graph = _read_graph(path / GRAPH, count, dim)
         return index
+
+
+def _read_array(path: Path, dtype: type, shape: tuple[int, ...], mmap: bool = False) -> np.ndarray:
+    """An array of an index folder, refused unless whole, of the dtype and the shape index.json
+    implies, and finite. A memory-mapped one is not scanned for NaN: that would read the whole
+    fp32 file, which a quantised index maps so as to read only the rows it rescores."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None)
+    except FileNotFoundError:
+        raise CheckpointError(path, "file not found") from None
+    except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, or pickled objects
+        raise CheckpointError(path, f"unreadable or truncated array ({e})") from None
+    if array.dtype != dtype or array.shape != shape:
+        raise CheckpointError(
+            path,
+            f"{array.dtype} {array.shape}, but {path.with_name(INDEX)} implies "
+            f"{np.dtype(dtype)} {shape}",
+        )
+    if not mmap and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise CheckpointError(path, "holds NaN or infinite values")
+    return array
+
+
+def _read_texts(path: Path, count: int) -> list[str]:
+    """The corpus texts, one JSON string a line, `count` of them (one per vector)."""
+    texts = []
+    try:
+        with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is then one bad line
+            for n, line in enumerate(f, 1):
+                try:
+                    text = json.loads(line)
+                except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+                    text = None
+                if not isinstance(text, str):
+                    raise CheckpointError(path, f"line {n} is not a JSON string")
+                texts.append(text)
+    except FileNotFoundError:
+        raise CheckpointError(path, "file not found") from None
+    if len(texts) != count:
+        raise CheckpointError(
+            path, f"{len(texts)} lines, but {path.with_name(INDEX)} says count {count}"
+        )
+    return texts
+
+
+def _read_graph(path: Path, count: int, dim: int):
+    """The FAISS HNSW graph of an approximate index, over `count` vectors of `dim`."""
+    try:
+        import faiss
+    except ImportError:
+        raise ConfigError("this index is approximate: pip install faiss-cpu") from None
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    try:
+        graph = faiss.read_index(str(path))
+    except RuntimeError as e:  # FAISS raises RuntimeError for any damaged file
+        raise CheckpointError(path, f"unreadable FAISS index ({e})") from None
+    if (graph.ntotal, graph.d) != (count, dim):
+        raise CheckpointError(
+            path,
+            f"{graph.ntotal} vectors of {graph.d}, but {path.with_name(INDEX)} says "
+            f"{count} of {dim}",
+        )
+    return graph
 
 
 def embed_in_chunks(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from .errors import CheckpointError
-from .fileio import read_json
+from .fileio import json_field, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -47,14 +47,16 @@ class WordPiece:
     @classmethod
     def from_folder(cls, folder: Path, max_length: int, lowercase: bool = False) -> WordPiece:
         """Load `tokenizer.json`, or else build WordPiece from `vocab.txt`."""
-        if (folder / "tokenizer.json").is_file():
-            return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), max_length, lowercase)
-        if (folder / "vocab.txt").is_file():
+        path = folder / "tokenizer.json"
+        if path.is_file():
+            return cls(_read(path, Tokenizer.from_file), max_length, lowercase)
+        path = folder / "vocab.txt"
+        if path.is_file():
             config_path = folder / "tokenizer_config.json"
             config = read_json(config_path) if config_path.is_file() else {}
             lower = bool(config.get("do_lower_case", True))
-            tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)
-            return cls(tok._tokenizer, max_length, lowercase)
+            tok = _read(path, lambda p: BertWordPieceTokenizer(p, lowercase=lower)._tokenizer)
+            return cls(tok, max_length, lowercase)
         raise CheckpointError(folder, "no tokenizer.json or vocab.txt: cannot build the tokenizer")
 
     @property
@@ -96,6 +98,25 @@ class WordPiece:
         special = {k: config[k] for k in ("unk_token", "sep_token", "pad_token", "cls_token")}
         special["mask_token"] = "[MASK]"
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def _read(path: Path, load: Callable[[str], Tokenizer]) -> Tokenizer:
+    try:
+        return load(str(path))
+    except Exception as e:  # `tokenizers` raises bare Exception for bad JSON or bad UTF-8
+        raise CheckpointError(path, f"unreadable tokenizer ({e})") from None
+
+
+def max_seq_length(path: Path, record: dict, key: str, positions: int, positions_path: Path) -> int:
+    """The truncation length `record[key]` (default: `positions`): never past the position table
+    (`positions` embeddings, from `positions_path`), which a longer sentence would index beyond."""
+    length = json_field(path, record, key, int, 1, default=positions)
+    if length > positions:
+        raise CheckpointError(
+            path,
+            f"{key} {length} exceeds the {positions} position embeddings of {positions_path}",
+        )
+    return length
 
 
 def pad_ids(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
