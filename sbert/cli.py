@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or packaged name")
     p.add_argument("--input", required=True, help="UTF-8 text file, one sentence a line")
     p.add_argument("--output", required=True, help="where to write the float32 [N, H] .npy")
-    p.add_argument("--batch-size", type=positive, default=32)
+    p.add_argument("--batch-size", type=positive, default=32, help="default 32")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder (with its classifier, if any)")
     p.add_argument("--data", required=True, help="data file, PATH[@SPLIT]")
     p.add_argument("--format", default=None, help="sts, sick, nli or csv (default: detected)")
-    p.add_argument("--batch-size", type=positive, default=128)
+    p.add_argument("--batch-size", type=positive, default=128, help="default 128")
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_evaluate)
     add_predict_parser(sub)
@@ -184,7 +184,7 @@ def add_predict_parser(sub) -> None:
     p.add_argument("second", nargs="?", help="second sentence")
     p.add_argument("--input", help="pairs: a two-column TSV, or any format `sbert train` reads")
     p.add_argument("--output", help="where to write the predictions (JSON lines)")
-    p.add_argument("--batch-size", type=positive, default=32)
+    p.add_argument("--batch-size", type=positive, default=32, help="default 32")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     p.set_defaults(run=cmd_predict)
 
@@ -260,12 +260,12 @@ def add_search_parsers(sub) -> None:
         action="store_true",
         help="add a FAISS HNSW graph for large corpora (pip install faiss-cpu)",
     )
-    p.add_argument("--batch-size", type=positive, default=64)
+    p.add_argument("--batch-size", type=positive, default=64, help="default 64")
     p.add_argument(
         "--chunk-size",
         type=int,
         default=8192,
-        help="texts per resumable chunk: a killed run restarts at its chunk",
+        help="texts per resumable chunk: a killed run restarts at its chunk (default 8192)",
     )
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_index)
@@ -274,7 +274,7 @@ def add_search_parsers(sub) -> None:
     p.add_argument("--index", required=True, help="an index folder from `sbert index`")
     p.add_argument("query", nargs="?", help="one query (or --queries FILE)")
     p.add_argument("--queries", help="a file of queries, one a line")
-    p.add_argument("-k", type=int, default=10, help="hits per query")
+    p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
     p.add_argument(
         "--ef-search",
         type=int,
@@ -389,8 +389,8 @@ def add_retrieval_parser(sub) -> None:
         default=str(REPO_DATA / "stsbenchmark" / "sts-dev.csv"),
         help="scored pair file, PATH[@SPLIT] (default: STS-B dev)",
     )
-    p.add_argument("--min-score", type=float, default=4.0, help="relevance threshold")
-    p.add_argument("--batch-size", type=positive, default=32)
+    p.add_argument("--min-score", type=float, default=4.0, help="relevance threshold (default 4)")
+    p.add_argument("--batch-size", type=positive, default=32, help="default 32")
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_evaluate_retrieval)
 

@@ -80,8 +80,8 @@ class TrainConfig:
     max_grad_norm: float = _arg("clip the gradient norm to this", 1.0)
     dropout: float | None = _arg("dropout rate of the encoder (default: the checkpoint's)")
     loss_weights: list[float] = _arg(
-        "weights of the classification, regression (and contrastive, default 1) losses; with "
-        "--balance uncertainty or gradnorm, their starting weights",
+        "weights of the classification, regression (and contrastive, default 1) losses, default "
+        "0.1 1; with --balance uncertainty or gradnorm, their starting weights",
         default_factory=lambda: [0.1, 1.0],
     )
     regression_loss: RegressionLoss = _arg(
