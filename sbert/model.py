@@ -147,6 +147,7 @@ class SentenceBert(nn.Module):
         tokenizer = WordPiece.from_folder(
             layout.transformer, layout.max_seq_length, layout.lowercase
         )
+        tokenizer.check_fits(bert.config.vocab_size, layout.transformer / "config.json")
         return cls(bert, tokenizer, layout.pooling, layout.normalize)
 
     @classmethod

@@ -106,6 +106,7 @@ class OnnxEncoder:
         if not path.is_file():
             raise CheckpointError(path, "ONNX graph not found")
         tokenizer = WordPiece.from_folder(folder, length, lowercase)
+        tokenizer.check_fits(json_field(config_path, config, "vocab_size", int, 1), config_path)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

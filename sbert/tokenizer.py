@@ -63,6 +63,17 @@ class WordPiece:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    def check_fits(self, vocab_size: int, config: Path) -> None:
+        """Refuse a tokenizer whose ids would index past an embedding table of `vocab_size`
+        rows (from the file `config`, beside the tokenizer's own file)."""
+        if self.vocab_size > vocab_size:
+            name = "tokenizer.json" if (config.parent / "tokenizer.json").is_file() else "vocab.txt"
+            raise CheckpointError(
+                config.parent / name,
+                f"{self.vocab_size} tokens, but {config} has vocab_size {vocab_size}: their ids "
+                f"would index past the embedding table",
+            )
+
     def ids(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of each sentence, [CLS] and [SEP] included, no padding."""
         # sentence-transformers strips surrounding whitespace before tokenizing; so do we.

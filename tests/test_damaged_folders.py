@@ -112,6 +112,14 @@ def damaged_copy(built: Path, tmp_path: Path, folder: str, file: str, damage) ->
     return copy
 
 
+def add_five_tokens(path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.add_tokens([f"newword{i}" for i in range(5)])
+    tokenizer.save(str(path))
+
+
 MODEL_DAMAGE = {
     "tokenizer-cut": ("tokenizer.json", write('{"a":')),
     "tokenizer-random-bytes": ("tokenizer.json", write(NOT_UTF8)),
@@ -122,6 +130,7 @@ MODEL_DAMAGE = {
     "pad_token_id-past-vocab": ("config.json", edit_json(pad_token_id=10**6)),
     "dropout-above-1": ("config.json", edit_json(hidden_dropout_prob=3)),
     "config-not-json": ("config.json", write("{")),
+    "tokenizer-past-vocab_size": ("tokenizer.json", add_five_tokens),
     "max_seq_length-negative": ("sentence_bert_config.json", edit_json(max_seq_length=-5)),
     "max_seq_length-past-positions": (
         "sentence_bert_config.json",
@@ -175,6 +184,7 @@ EXPORT_DAMAGE = {
     "lowercase-string": ("onnx_export.json", edit_json(lowercase="yes")),
     "graph-number": ("onnx_export.json", edit_json(graph=5)),
     "positions-string": ("config.json", edit_json(max_position_embeddings="many")),
+    "vocab_size-below-the-tokenizer's": ("config.json", edit_json(vocab_size=100)),
 }
 
 
