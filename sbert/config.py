@@ -22,11 +22,6 @@ from .choices import REGRESSION_LOSSES, Balance, RegressionLoss, Strategy
 from .data import PairSet, read_pairs
 from .errors import ConfigError, DataError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, as a package
-    import tomli as tomllib
-
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 DEMO_TRAIN = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRAIN"]
 DEMO_DEV = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRIAL", f"{REPO_DATA}/stsbenchmark/sts-dev.csv"]
@@ -218,6 +213,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def read_config_file(path: Path) -> dict:
+    # Here, not at the top: every command imports this module for its flags, and a serving
+    # machine (requirements-serve.txt) has no TOML reader on Python 3.10.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the same parser, as a package
+        import tomli as tomllib
+
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
