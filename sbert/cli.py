@@ -215,7 +215,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if one:
         print(describe(predictions[0], model.score_scale))
         return
-    lines = [json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in predictions]
+    # Each answer names its pair's line: readers skip blank lines (and NLI rows without a label).
+    lines = [
+        json.dumps({"line": pair.line, **p.to_json()}, ensure_ascii=False) + "\n"
+        for pair, p in zip(pairs, predictions, strict=True)
+    ]
     atomic_write_bytes(Path(args.output), "".join(lines).encode("utf-8"))
     print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
 

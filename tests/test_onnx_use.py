@@ -108,7 +108,8 @@ def test_predict_command_line_on_the_export(folders, pairs, tmp_path, capsys):
         rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows["fp32"]) == len(pairs)
     for got, want in zip(rows["fp32"], rows["model"], strict=True):
-        assert got.keys() == want.keys() == {"label", "probabilities", "similarity", "score"}
+        assert got.keys() == want.keys() == {"line", "label", "probabilities", "similarity",
+                                             "score"}  # fmt: skip
         assert got["label"] == want["label"]
         assert got["similarity"] == pytest.approx(want["similarity"], abs=1e-5)
         for label in LABELS:

@@ -133,14 +133,15 @@ def test_the_trainer_records_the_regression_data_scale(tmp_path, train, scale):
 def test_predict_command_line(tmp_path, tiny_dir):
     pairs = read_pairs(SICK, split="TRIAL", limit=30).pairs
     tsv = tmp_path / "pairs.tsv"
-    tsv.write_text("".join(f"{p.a}\t{p.b}\n" for p in pairs))
+    lines = [f"{p.a}\t{p.b}\n" for p in pairs]
+    tsv.write_text("".join(lines[:10]) + "\n" + "".join(lines[10:]))  # a blank line 11
     result = sbert("predict", "--model", tiny_dir, "--input", tsv, "--output", tmp_path / "p.jsonl")
     assert result.returncode == 0, result.stderr
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     want = MultiTaskModel.from_pretrained(tiny_dir).predict(pairs)
-    assert len(rows) == len(pairs)
+    assert [r["line"] for r in rows] == [*range(1, 11), *range(12, 32)]  # as in the file
     for row, p in zip(rows, want, strict=True):
-        assert row.keys() == {"label", "probabilities", "similarity", "score"}
+        assert row.keys() == {"line", "label", "probabilities", "similarity", "score"}
         assert row["label"] == p.label and row["probabilities"].keys() == set(LABELS)
         assert row["similarity"] == pytest.approx(p.similarity, abs=1e-5)
         assert sum(row["probabilities"].values()) == pytest.approx(1.0)
@@ -161,7 +162,7 @@ def test_a_model_without_classifier_says_so_once(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("has no classifier: similarity only") == 1
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert [r.keys() for r in rows] == [{"similarity"}] * 2
+    assert [r.keys() for r in rows] == [{"line", "similarity"}] * 2
 
 
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, tiny_dir):
