@@ -134,7 +134,7 @@ def chunked_topk(
     k = min(k, n)
     edges = [*range(0, n, chunk_size), n]
     # The last chunk as whole blocks, then a tail under one block: both take top_k's fast path.
-    tail = (n - edges[-2]) % BLOCK
+    tail = (n - edges[-2]) % BLOCK if n else 0  # an empty corpus: no chunks, no hits
     if 0 < tail < n - edges[-2]:
         edges.insert(-1, n - tail)
     scores_out, ids_out = [], []

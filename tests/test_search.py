@@ -91,6 +91,11 @@ def test_exact_search_equals_semantic_search(one_thread):
         np.testing.assert_allclose(scores, want_scores, atol=1e-6, rtol=0)
 
 
+def test_an_empty_corpus_gives_no_hits():
+    scores, ids = chunked_topk(np.ones((3, 8), np.float32), 0, lambda a, b: None, 10)
+    assert scores.shape == ids.shape == (3, 0)
+
+
 @pytest.mark.parametrize(("width", "k"), [(128 * 40, 10), (128 * 40, 1), (128 * 3, 5), (1000, 7)])
 def test_top_k_by_block_maxima_equals_a_full_sort(width, k):
     """Rows of whole blocks are searched by their blocks' maxima; the best entries crowded into
