@@ -303,12 +303,12 @@ def cmd_index(args: argparse.Namespace) -> None:
     from .errors import ConfigError
     from .fileio import check_output_dir
     from .onnx_runner import load_encoder
-    from .search import INDEX, Index
+    from .search import Index, is_index
 
     if args.chunk_size < 1 or args.batch_size < 1:
         raise ConfigError("--chunk-size and --batch-size must be positive")
     out = Path(args.out)
-    check_output_dir(out, lambda folder: (folder / INDEX).is_file(), "an index")
+    check_output_dir(out, is_index, "an index")
     corpus = Path(args.corpus)
     texts = read_column(corpus, args.column) if args.column else read_sentences(corpus)
     model = load_encoder(args.model)

@@ -74,6 +74,11 @@ class Hit:
     text: str
 
 
+def is_index(folder: Path) -> bool:
+    """True when `folder` was written by `Index.save`."""
+    return (Path(folder) / INDEX).is_file()
+
+
 def model_identity(model: Encoder, name: str | None = None) -> dict:
     """Name and fingerprint (fingerprint.py) of a PyTorch model or an ONNX export: vectors from
     two models with different fingerprints must not be compared."""
@@ -389,7 +394,7 @@ class Index:
         one it records. A model other than the one that built the index is refused, and so is
         a file that disagrees with index.json (a folder without a manifest is checked here)."""
         path = Path(path)
-        if not (path / INDEX).is_file():
+        if not is_index(path):
             raise CheckpointError(path, "not an index folder (no index.json)")
         verify_manifest(path)
         settings = read_json(path / INDEX)

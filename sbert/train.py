@@ -70,6 +70,7 @@ def run(config: TrainConfig) -> dict:
 
 
 def is_run_folder(folder: Path) -> bool:
+    """True when `folder` holds an earlier run's output (or a run holds it now)."""
     return any((folder / name).exists() for name in RUN_FILES)
 
 
