@@ -22,9 +22,9 @@ import torch
 from common import SICK, machine
 
 from sbert.choices import BALANCE_METHODS
-from sbert.config import make_config
-from sbert.distributed import Processes
-from sbert.train import Trainer
+from sbert.training.config import make_config
+from sbert.training.distributed import Processes
+from sbert.training.trainer import Trainer
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
                 "train": [f"{SICK}@TRAIN"],
                 "limit": 16 * args.batches,
                 "contrastive": True,
-                "loss_weights": [0.1, 1.0, 1.0],
+                "loss_weights": {"classification": 0.1},
                 "balance": method,
                 "out": out,
                 "no_eval": True,
@@ -48,7 +48,7 @@ def main() -> None:
                 "grad_share_every": 1 if method == "fixed" else None,
             }
         )
-        trainers[method] = Trainer(config, Path(out), torch.device("cpu"), Processes())
+        trainers[method] = Trainer.from_config(config, Path(out), torch.device("cpu"), Processes())
     seconds = {method: [] for method in trainers}
     reports = []
     for index, (set_index, batch) in enumerate(trainers["fixed"].schedule(0)):

@@ -22,7 +22,7 @@ STSB_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
 
 def sts_sentences(limit: int | None = None) -> list[str]:
     """The STS-B dev sentences (3,000: both sides of its 1,500 pairs), in file order."""
-    from sbert.data import read_pairs
+    from sbert.data.readers import read_pairs
 
     pairs = read_pairs(STSB_DEV).pairs
     sentences = [s for p in pairs for s in (p.a, p.b)]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from common import SICK, STSB_DEV, matmul_peak, sts_sentences, sync
 
-from sbert.data import read_pairs
+from sbert.data.readers import read_pairs
 
 
 def timed(fn, batch_size: int, sentences: list[str], device: torch.device):
@@ -53,8 +53,8 @@ def onnx_runners(args, source: Path, workdir: Path) -> tuple[dict, Path | None]:
     unless --onnx names an export (made with --quantize int8); ({}, None) when the ONNX
     libraries are missing."""
     try:
-        from sbert.export import GRAPH, GRAPH_INT8, export
-        from sbert.onnx_runner import OnnxEncoder
+        from sbert.inference.export import GRAPH, GRAPH_INT8, export
+        from sbert.inference.onnx_runner import OnnxEncoder
     except ImportError as e:
         print(f"onnx rows skipped ({e}): pip install onnx onnxscript onnxruntime")
         return {}, None
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     from sentence_transformers import SentenceTransformer
 
     import sbert
-    from sbert.model_folder import resolve
+    from sbert.folders import resolve
 
     device = torch.device(args.device)
     sentences = sts_sentences(args.limit)

@@ -54,7 +54,7 @@ def find_model(name: str) -> Path | None:
     if name != "auto":
         return Path(name)
     try:
-        from sbert.model_folder import resolve
+        from sbert.folders import resolve
 
         return resolve("all-MiniLM-L6-v2")
     except Exception:
@@ -67,7 +67,7 @@ def prepare(target: Path) -> None:
 
     from safetensors.torch import load_file, save_file
 
-    from sbert.model_folder import resolve
+    from sbert.folders import resolve
 
     source = resolve("all-MiniLM-L6-v2")
     if target.exists():
@@ -209,11 +209,11 @@ def training(
     import numpy as np
 
     from sbert import SentenceBert
-    from sbert.batching import TokenizedPairs
-    from sbert.config import make_config
-    from sbert.distributed import Processes
-    from sbert.multitask import MultiTaskModel
-    from sbert.train import Trainer
+    from sbert.data.batching import TokenizedPairs
+    from sbert.models.multitask import MultiTaskModel
+    from sbert.training.config import make_config
+    from sbert.training.distributed import Processes
+    from sbert.training.trainer import Trainer
 
     print(
         f"\n## 3. training step: {preset_name}, sequence length {seq_len}, `Trainer.step` "
@@ -253,7 +253,9 @@ def training(
                 }
             )
             model = MultiTaskModel(encoder)  # the Trainer adds the data's classifier
-            trainer = Trainer(config, Path(config.out), device, Processes(), model=model)
+            trainer = Trainer.from_config(
+                config, Path(config.out), device, Processes(), model=model
+            )
             ids = rng.integers(1000, bert.config.vocab_size, (2, pairs, seq_len)).tolist()
             trainer.train_sets = [
                 TokenizedPairs(

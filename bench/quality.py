@@ -38,7 +38,9 @@ def plus(base: list[str], extra: str) -> list[str]:
 SICK_ALL, STS_ALL = f"{SICK}@TRAIN", str(STSB_TRAIN)
 DEMO = ["--train", SICK_ALL]  # the demo protocol adds --limit 1000
 BOTH = ["--train", SICK_ALL, "--train", STS_ALL]
-ONE_TO_ONE = "--epochs 2 --loss-weights 1 1 --strategy full"
+EQUAL = "--loss-weights classification=1,regression=1"  # 1:1
+EQUAL3 = EQUAL + ",contrastive=1"  # 1:1:1
+ONE_TO_ONE = f"--epochs 2 {EQUAL} --strategy full"
 FIXED = plus(BOTH, ONE_TO_ONE)
 LP_FT = ["--config", str(ROOT / "bench" / "lp-ft.toml")]  # its stages name their own data
 RECIPE = ["--config", str(ROOT / "configs" / "sick-stsb.toml")]  # FIXED, balance uncertainty
@@ -66,14 +68,15 @@ PROTOCOLS = {
             "layer-decay, lr 8e-5": plus(DEMO, "--strategy layer-decay --lr 8e-5"),
             "batch 8": plus(DEMO, "--batch-size 8"),
             "batch 8, 2 epochs": plus(DEMO, "--batch-size 8 --epochs 2"),
-            "weights 1:1": plus(DEMO, "--loss-weights 1 1"),
+            "weights 1:1": plus(DEMO, EQUAL),
             "dropout 0": plus(DEMO, "--dropout 0"),
             "LP-FT: 1 epoch of the classifier alone first": LP_FT,
-            "weights 0.03:1": plus(DEMO, "--loss-weights 0.03 1"),
+            "weights 0.03:1": plus(DEMO, "--loss-weights classification=0.03,regression=1"),
             "contrastive, 2 epochs": plus(DEMO, "--contrastive --epochs 2"),
             "regression only": ["--train", f"{SICK_ALL}:regression"],
             "uncertainty, 1:1, full": plus(
-                DEMO, "--balance uncertainty --loss-weights 1 1 --strategy full"
+                DEMO,
+                f"--balance uncertainty {EQUAL} --strategy full",
             ),
         },
     },
@@ -88,11 +91,12 @@ PROTOCOLS = {
             ),
             "sick-stsb (defaults)": BOTH,
             "sick-stsb, 2 epochs": plus(BOTH, "--epochs 2"),
-            "sick-stsb, 2 epochs, weights 1:1": plus(BOTH, "--epochs 2 --loss-weights 1 1"),
+            "sick-stsb, 2 epochs, weights 1:1": plus(BOTH, f"--epochs 2 {EQUAL}"),
             "sick-stsb, 2 epochs, gradnorm": plus(BOTH, "--epochs 2 --balance gradnorm"),
             "sick-stsb, 2 epochs, 1:1, full": FIXED,
             "sick-stsb, 2 epochs, 1:1, contrastive": plus(
-                BOTH, "--epochs 2 --loss-weights 1 1 1 --contrastive"
+                BOTH,
+                f"--epochs 2 {EQUAL3} --contrastive",
             ),
             "1:1 full, STS-B cosent": plus(
                 ["--train", SICK_ALL, "--train", f"{STS_ALL}:cosent"], ONE_TO_ONE
@@ -102,9 +106,9 @@ PROTOCOLS = {
             ),
             "1:1 full, lr 3e-5": plus(FIXED, "--lr 3e-5"),
             "1:1 full, proportional": plus(FIXED, "--mix proportional"),
-            "1:1 full, contrastive": plus(FIXED, "--contrastive --loss-weights 1 1 1"),
+            "1:1 full, contrastive": plus(FIXED, f"--contrastive {EQUAL3}"),
             "sick-stsb (recipe: 1:1 full, uncertainty)": RECIPE,
-            "recipe, contrastive": plus(RECIPE, "--contrastive --loss-weights 1 1 1"),
+            "recipe, contrastive": plus(RECIPE, f"--contrastive {EQUAL3}"),
         },
     },
 }

@@ -1,4 +1,4 @@
-"""Search speed and quality: `sbert.search.Index` beside sentence-transformers, in one process.
+"""Search speed and quality: `sbert.Index` beside sentence-transformers, in one process.
 
 1. Indexing throughput on real sentences (STS-B dev, both sides, distinct): `Index.build` with
    all-MiniLM-L6-v2, sentences/s, beside `SentenceTransformer.encode(normalize_embeddings=True)`.
@@ -53,9 +53,9 @@ def timed(fn):
 def bench_indexing(limit: int) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from sbert.model import SentenceBert
-    from sbert.model_folder import resolve
-    from sbert.search import Index
+    from sbert.folders import resolve
+    from sbert.inference.index import Index
+    from sbert.models.sentence import SentenceBert
 
     sentences = list(dict.fromkeys(sts_sentences()))[: limit or None]
     ours = SentenceBert.from_pretrained("all-MiniLM-L6-v2")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         threadpool_limits(args.threads)
     from sentence_transformers import util
 
-    from sbert.search import Index
+    from sbert.inference.index import Index
 
     print("# bench/search.py")
     print(

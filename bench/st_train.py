@@ -40,8 +40,9 @@ def main() -> None:
         SoftmaxLoss,
     )
 
-    from sbert.data import read_pairs
-    from sbert.model_folder import resolve, write_classifier
+    from sbert.data.readers import read_pairs
+    from sbert.folders import resolve
+    from sbert.heads import Classifier
 
     train = read_pairs(SICK, split="TRAIN", limit=args.pairs)
     labels = sorted(train.label_names)
@@ -89,8 +90,8 @@ def main() -> None:
     trainer.train()
     final = Path(args.out) / "final"
     model.save(str(final))
-    head = {k: v.detach().cpu() for k, v in softmax.classifier.state_dict().items()}
-    write_classifier(final, head, labels)
+    weight, bias = (t.detach().float().cpu().numpy() for t in softmax.classifier.parameters())
+    Classifier(labels, weight, bias).write(final)
 
 
 if __name__ == "__main__":

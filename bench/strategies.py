@@ -1,6 +1,6 @@
 """Each transfer-learning strategy on the demo's work: dev scores and wall time, one table.
 
-Runs `sbert.train.Trainer` with the demo's settings, changing only the strategy (and the
+Runs `sbert.training.trainer.Trainer` with the demo's settings, changing only the strategy (and the
 settings named on the command line), and evaluates on SICK TRIAL and STS-B dev after training.
 
     python bench/strategies.py                       # every strategy, demo settings
@@ -19,9 +19,9 @@ import torch
 from common import machine
 
 from sbert.choices import STRATEGIES
-from sbert.config import make_config
-from sbert.distributed import Processes
-from sbert.train import Trainer
+from sbert.training.config import make_config
+from sbert.training.distributed import Processes
+from sbert.training.trainer import Trainer
 
 COLUMNS = {
     "SICK_train_trial-TRIAL/spearman": "SICK-R",
@@ -42,7 +42,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             config = make_config({"out": out, "device": "cpu", **overrides, "strategy": strategy})
             started = time.perf_counter()
-            trainer = Trainer(config, Path(out), torch.device("cpu"), Processes())
+            trainer = Trainer.from_config(config, Path(out), torch.device("cpu"), Processes())
             if strategy == args.strategies[0]:
                 print_row("(untrained)", trainer.evaluate_all(), float("nan"))
                 started = time.perf_counter()

@@ -8,8 +8,8 @@ load, tokenising, training, saving), rounds alternating the order:
 - sentence-transformers, `python bench/st_train.py`: `SentenceTransformerTrainer` with
   `SoftmaxLoss` + `CosineSimilarityLoss`, round-robin, at SBERT's settings.
 
-Afterwards (not timed) every saved model is scored by the same code, `sbert.evaluate`, on SICK
-TRIAL (relatedness Spearman, entailment accuracy) and STS-B dev (Spearman).
+Afterwards (not timed) every saved model is scored by the same code, `sbert.training.evaluate`,
+on SICK TRIAL (relatedness Spearman, entailment accuracy) and STS-B dev (Spearman).
 
     python bench/train.py [--rounds 3] [--only ours]
 """
@@ -37,8 +37,7 @@ RUNS = {
         "--head-lr",
         "2e-5",
         "--loss-weights",
-        "1",
-        "1",
+        "classification=1,regression=1",
         "--precision",
         "fp32",
     ],
@@ -61,10 +60,10 @@ def timed(command: list[str], out: Path) -> float:
 
 
 def scores(folder: Path) -> dict[str, float]:
-    from sbert import batching
-    from sbert.data import read_pairs
-    from sbert.evaluate import evaluate
-    from sbert.multitask import MultiTaskModel
+    from sbert.data import batching
+    from sbert.data.readers import read_pairs
+    from sbert.models.multitask import MultiTaskModel
+    from sbert.training.evaluate import evaluate
 
     model = MultiTaskModel.from_pretrained(folder)
     index = {name: i for i, name in enumerate(model.labels)} or None
@@ -81,14 +80,15 @@ def scores(folder: Path) -> dict[str, float]:
 def startup() -> str:
     """What every run pays before its first step: the import, and loading the checkpoint."""
     code = (
-        "import time; t = time.perf_counter(); import sbert.train; i = time.perf_counter(); "
-        "sbert.train.load_encoder('all-MiniLM-L6-v2'); l = time.perf_counter(); "
+        "import time; t = time.perf_counter(); import sbert.training.plan; "
+        "i = time.perf_counter(); "
+        "sbert.training.plan.starting_model('all-MiniLM-L6-v2'); l = time.perf_counter(); "
         "print(f'{i - t:.2f} {l - i:.2f}')"
     )
     imported, loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
     ).stdout.split()
-    return f"start-up: import sbert.train {imported} s, load all-MiniLM-L6-v2 {loaded} s"
+    return f"start-up: import sbert.training.plan {imported} s, load all-MiniLM-L6-v2 {loaded} s"
 
 
 def main() -> None:

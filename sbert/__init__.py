@@ -1,37 +1,50 @@
-"""Sentence-BERT from scratch in PyTorch: a multi-task sentence encoder."""
+"""Sentence-BERT from scratch in PyTorch: a multi-task sentence encoder.
+
+The public API, re-exported lazily (PEP 562): `import sbert` imports no torch, so that
+`sbert.load` of an ONNX export runs where torch is not installed.
+"""
 
 from __future__ import annotations
 
 import importlib
 
-from .errors import CheckpointError, ConfigError, DataError, SbertError
+from sbert.errors import CheckpointError, ConfigError, DataError, SbertError, TrainingError
 
-# The torch-using parts load on first use (PEP 562), so that `import sbert.onnx_runner` works
-# where torch is not installed: a deployment runs exported ONNX graphs with onnxruntime alone.
+# Public name -> the module that defines it.
 _LAZY = {
-    "PRESETS": ".bert",
-    "Bert": ".bert",
-    "BertConfig": ".bert",
-    "preset": ".bert",
-    "SentenceBert": ".model",
+    "load": "sbert.inference.load",
+    "Encoder": "sbert.inference.encoder",
+    "OnnxEncoder": "sbert.inference.onnx_runner",
+    "predict": "sbert.inference.predict",
+    "Prediction": "sbert.inference.predict",
+    "Index": "sbert.inference.index",
+    "evaluate_retrieval": "sbert.inference.retrieval",
+    "export": "sbert.inference.export",
+    "TrainConfig": "sbert.training.config",
+    "train": "sbert.training.run",
+    "SentenceBert": "sbert.models.sentence",
+    "MultiTaskModel": "sbert.models.multitask",
+    "OBJECTIVES": "sbert.models.objectives",
+    "PRESETS": "sbert.models.bert",
+    "Bert": "sbert.models.bert",
+    "BertConfig": "sbert.models.bert",
+    "preset": "sbert.models.bert",
 }
+_RENAMED = {"train": "run"}  # sbert.train is training.run.run
 
 __all__ = [
-    "PRESETS",
-    "Bert",
-    "BertConfig",
+    *_LAZY,
     "CheckpointError",
     "ConfigError",
     "DataError",
     "SbertError",
-    "SentenceBert",
-    "preset",
+    "TrainingError",
 ]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
         globals()[name] = value  # later look-ups skip this function
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,17 +10,18 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-# balance.py: how the objectives' losses become one gradient
+# training/balance.py: how the objectives' losses become one gradient
 Balance = Literal["fixed", "uncertainty", "pcgrad", "gradnorm"]
 BALANCE_METHODS: tuple[str, ...] = typing.get_args(Balance)
 
-# multitask.py: the regression objective (also a data spec's PATH:cosent in config.py)
+# models/objectives.py: the regression objective's losses (also a data spec's PATH:cosent)
 RegressionLoss = Literal["cosine-mse", "cosent", "angle"]
 REGRESSION_LOSSES: tuple[str, ...] = typing.get_args(RegressionLoss)
 
-# strategies.py: which parameters train, and how fast
+# training/strategies.py: which parameters train, and how fast
 Strategy = Literal["full", "frozen", "partial", "layer-decay"]
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 
-# search.py: the vectors an index scans
-PRECISIONS = ("fp32", "int8", "binary")
+# inference/index.py: the vectors an index scans
+Precision = Literal["fp32", "int8", "binary"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import CheckpointError, ConfigError
+from sbert.errors import CheckpointError, ConfigError
 
 MANIFEST = "manifest.json"
 # Temporary names of atomic writes: ".NAME.RANDOM.tmp" (being written, or being deleted) and

@@ -2,20 +2,21 @@
 SBERT eq. 1 and the gold score scale of the regression objective.
 
 No torch anywhere in this module: `sbert export` copies these files into the ONNX folder, and a
-deployment that runs the graph on ONNX Runtime applies the classifier in numpy (predict.py).
-The files are written by model_folder.write_classifier / write_score_scale.
+deployment that runs the graph on ONNX Runtime applies the classifier in numpy
+(sbert/inference/predict.py). Both the PyTorch model and the ONNX runner read and write them here.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
-from .fileio import read_json
+from sbert.errors import CheckpointError
+from sbert.fileio import read_json
 
 # The classification head of a multi-task model lives beside the encoder in the same folder.
 # sentence-transformers ignores files that modules.json does not name, so it still loads it.
@@ -26,7 +27,7 @@ SCORE_SCALE = "score_scale.json"
 HEAD_FILES = (CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG, SCORE_SCALE)
 
 
-def read_classifier(folder: Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
+def _read_classifier(folder: Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
     """The classifier's labels and arrays in `folder`, or None when it has no classifier."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -70,7 +71,7 @@ class Classifier:
     @classmethod
     def load(cls, folder: Path, dim: int) -> Classifier | None:
         """The classifier in `folder` for `dim`-dimensional sentence vectors, or None."""
-        head = read_classifier(folder)
+        head = _read_classifier(folder)
         if head is None:
             return None
         labels, state = head
@@ -86,3 +87,33 @@ class Classifier:
         logits = np.concatenate([u, v, np.abs(u - v)], axis=1) @ self.weight.T + self.bias
         e = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted: exp cannot overflow
         return e / e.sum(axis=1, keepdims=True)
+
+    def write(self, folder: Path) -> None:
+        """Write classifier.safetensors and classifier.json into `folder`."""
+        from safetensors.numpy import save_file
+
+        tensors = {"weight": self.weight, "bias": self.bias}
+        save_file(tensors, str(Path(folder) / CLASSIFIER_WEIGHTS), metadata={"format": "pt"})
+        config = {"labels": self.labels, "features": "[u; v; |u - v|]  (SBERT eq. 1)"}
+        (Path(folder) / CLASSIFIER_CONFIG).write_text(json.dumps(config, indent=2))
+
+
+@dataclass(frozen=True)
+class Heads:
+    """What a model folder keeps beside its encoder: the classifier (None without one) and the
+    gold score scale of its regression data (None when unknown)."""
+
+    classifier: Classifier | None = None
+    score_scale: tuple[float, float] | None = None
+
+    @classmethod
+    def read(cls, folder: Path, dim: int) -> Heads:
+        """The heads in `folder` for `dim`-dimensional sentence vectors, checked."""
+        return cls(Classifier.load(folder, dim), read_score_scale(folder))
+
+    def write(self, folder: Path) -> None:
+        if self.classifier is not None:
+            self.classifier.write(folder)
+        if self.score_scale is not None:
+            lo, hi = self.score_scale
+            (Path(folder) / SCORE_SCALE).write_text(json.dumps({"lo": lo, "hi": hi}, indent=2))

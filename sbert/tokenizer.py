@@ -16,8 +16,8 @@ import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from .errors import CheckpointError
-from .fileio import json_field, read_json
+from sbert.errors import CheckpointError
+from sbert.fileio import json_field, read_json
 
 if TYPE_CHECKING:
     import torch

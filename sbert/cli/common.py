@@ -1,0 +1,34 @@
+"""What several commands share: help texts, where an encoder runs, and writing answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sbert.errors import SbertError
+from sbert.fileio import atomic_write_bytes
+
+MODEL_HELP = "model folder, packaged name, or `sbert export` folder"
+DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda when available)"
+PAIR = ("first sentence", "second sentence")  # how errors name a pair given as two arguments
+
+
+def device_for(encoder, requested: str | None):
+    """Where `encoder` runs: torch's device for a PyTorch model; None for an ONNX export, whose
+    session runs on the CPU (so a GPU asked for is refused rather than silently not used)."""
+    from sbert.inference.onnx_runner import OnnxEncoder
+
+    if isinstance(encoder, OnnxEncoder):
+        if requested not in (None, "cpu"):
+            raise SbertError(
+                f"an ONNX export runs on ONNX Runtime's CPU provider; --device {requested} "
+                f"does not apply (leave it out, or use the model folder it was exported from)"
+            )
+        return None
+    from sbert.models.device import pick_device
+
+    return pick_device(requested)
+
+
+def write_lines(path: str | Path, lines: list[str]) -> None:
+    """Write text lines (each ending in a newline) atomically, as UTF-8."""
+    atomic_write_bytes(Path(path), "".join(lines).encode("utf-8"))

@@ -1,0 +1,41 @@
+"""retrieval metrics (MRR@10, NDCG@10, recall@k...) of a model as one JSON object
+
+Queries, relevant texts and corpus come from a scored pair file: pairs scoring >= --min-score
+give query -> relevant text; all second sentences are the corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for
+from sbert.folders import DEFAULT_MODEL, REPO_DATA
+from sbert.options import option
+
+
+@dataclass
+class Options:
+    model: str = option(MODEL_HELP, DEFAULT_MODEL)
+    data: str = option(
+        "scored pair file, PATH[@SPLIT] (default: STS-B dev)",
+        str(REPO_DATA / "stsbenchmark" / "sts-dev.csv"),
+    )
+    min_score: float = option("relevance threshold", 4.0)
+    batch_size: int = option("texts per batch", 32, minimum=1)
+    device: str | None = option(DEVICE_HELP)
+
+
+def run(o: Options) -> None:
+    import json
+    import sys
+
+    from sbert.data.specs import parse_spec
+    from sbert.inference.load import load
+    from sbert.inference.retrieval import evaluate_retrieval, retrieval_set_from_pairs
+
+    spec = parse_spec(o.data)
+    data = retrieval_set_from_pairs(spec.path, o.min_score, spec.split)
+    model = load(o.model)
+    metrics = evaluate_retrieval(model, data, o.batch_size, device_for(model, o.device))
+    json.dump(metrics, sys.stdout)
+    print()

@@ -1,0 +1,83 @@
+"""Data specs: PATH[@SPLIT][[FROM:TO]][:OBJECTIVE], which pairs of which file train (or are
+evaluated) how, e.g. `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`.
+
+SPLIT picks a SICK split, [FROM:TO] a Python-style range of its pairs, OBJECTIVE what the file
+trains: classification, regression, both (default: every target the file has), or the name of a
+regression loss (cosent, angle) to fit the file's scores with that loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sbert.choices import REGRESSION_LOSSES
+from sbert.data.readers import PairSet, read_pairs
+from sbert.errors import ConfigError, DataError
+
+SPEC_OBJECTIVES = ("classification", "regression", "both", *REGRESSION_LOSSES)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] taken apart, e.g.
+    `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`."""
+
+    path: str
+    split: str | None = None
+    rows: slice | None = None  # pairs FROM:TO of the file (after the split), Python-style
+    objective: str = "both"  # classification, regression, both, or a regression loss's name
+
+    @property
+    def name(self) -> str:
+        """How logs and metrics name this data: file stem, split and rows."""
+        rows = "" if self.rows is None else f"[{self.rows.start or ''}:{self.rows.stop or ''}]"
+        return Path(self.path).stem + (f"-{self.split}" if self.split else "") + rows
+
+
+_ROWS = re.compile(r"^(.*)\[(\d*):(\d*)\]$")
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] -> DataSpec. OBJECTIVE `cosent` or `angle` trains
+    the file's scores with that regression loss instead of the stage's."""
+    path, objective = spec, "both"
+    head, sep_objective, tail = spec.rpartition(":")
+    if sep_objective and tail in SPEC_OBJECTIVES:
+        path, objective = head, tail
+    rows = None
+    match = _ROWS.match(path)
+    if match:
+        path = match[1]
+        rows = slice(int(match[2]) if match[2] else None, int(match[3]) if match[3] else None)
+    path, sep, split = path.rpartition("@") if "@" in Path(path).name else (path, "", "")
+    # "data.csv:foo" is no file; if "data.csv" is one, the user meant an objective.
+    if (
+        sep_objective
+        and tail not in SPEC_OBJECTIVES
+        and not Path(path).exists()
+        and Path(parse_spec(head).path).is_file()
+    ):
+        raise ConfigError(
+            f"{spec}: unknown objective {tail!r}; choose one of {', '.join(SPEC_OBJECTIVES)}"
+        )
+    return DataSpec(path, split or None, rows, objective)
+
+
+def read_spec(spec: str | DataSpec, limit: int | None = None, format: str | None = None) -> PairSet:
+    """The validated pairs a spec names: its split, then its rows, then the first `limit`."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.rows is None:
+        return read_pairs(spec.path, format=format, split=spec.split, limit=limit)
+    data = read_pairs(spec.path, format=format, split=spec.split, limit=spec.rows.stop)
+    if spec.rows.stop is not None and len(data.pairs) < spec.rows.stop:
+        have = f"{len(data.pairs)}" + (f" in split {spec.split}" if spec.split else "")
+        raise DataError(
+            spec.path, None, f"{spec.name} asks for pairs up to {spec.rows.stop}; there are {have}"
+        )
+    pairs = data.pairs[spec.rows][:limit]
+    if not pairs:
+        raise DataError(spec.path, None, f"no pairs in {spec.name}")
+    return dataclasses.replace(data, pairs=pairs)

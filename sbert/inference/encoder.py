@@ -1,0 +1,43 @@
+"""The `Encoder` protocol: what predict, search, retrieval evaluation (and a server) need of a
+model, satisfied alike by the PyTorch models (`SentenceBert`, `MultiTaskModel`) and by an ONNX
+export running on ONNX Runtime (`OnnxEncoder`). `sbert.load` returns one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from sbert.heads import Heads
+
+
+class Encoder(Protocol):
+    """Sentences in, float32 vectors out, in input order."""
+
+    @property
+    def dim(self) -> int:
+        """The sentence vectors' size H."""
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens per sentence, special tokens included; longer sentences are truncated."""
+
+    @property
+    def heads(self) -> Heads:
+        """The classifier and gold score scale the model was trained with (each may be None)."""
+
+    def fingerprint(self) -> str:
+        """16 hex digits naming the vectors this model gives (sbert/fingerprint.py)."""
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        device: object = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """(N, H) float32, or (H,) for a single string. `device` is where a PyTorch model runs;
+        an ONNX export's session decides for itself."""

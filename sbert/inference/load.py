@@ -1,0 +1,29 @@
+"""`sbert.load`: the one place that decides whether a folder is an ONNX export or a PyTorch
+model, and loads either as an `Encoder` (sbert/inference/encoder.py).
+
+An export loads on ONNX Runtime without importing torch (a serving machine may not have it:
+requirements-serve.txt); a PyTorch folder loads as a `MultiTaskModel`, its folder read once
+(encoder, classifier and score scale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sbert.folders import DEFAULT_MODEL, is_exported, resolve
+from sbert.inference.encoder import Encoder
+from sbert.inference.onnx_runner import OnnxEncoder
+
+
+def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
+    """The model a folder (or packaged name) holds, ready to encode, predict and search.
+
+    Returns an `OnnxEncoder` for a folder written by `sbert export`, else a `MultiTaskModel`
+    (with its classifier when the folder has one).
+    """
+    folder = resolve(name_or_path)
+    if is_exported(folder):
+        return OnnxEncoder.load(folder)
+    from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
+
+    return MultiTaskModel.from_pretrained(name_or_path)

@@ -1,0 +1,162 @@
+"""Sentence vectors from an exported ONNX graph on ONNX Runtime: no torch needed.
+
+`sbert export` (sbert/inference/export.py) writes a folder whose graph holds the whole sentence
+encoder: token ids and mask in, the pooled (and, if the model normalises, L2-normalised) vector
+out, so that a deployment cannot pool wrongly. This module runs it with `tokenizers`, `numpy`
+and `onnxruntime`: nothing in its import chain imports torch (a serving machine:
+requirements-serve.txt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sbert.errors import CheckpointError, ConfigError
+from sbert.fileio import json_field, read_json, verify_manifest
+from sbert.fingerprint import digest
+from sbert.folders import EXPORT_RECORD
+from sbert.heads import Heads
+from sbert.tokenizer import WordPiece, length_batches, max_seq_length
+
+INPUTS = ("input_ids", "attention_mask")
+# The transformer's token vectors, named as transformers' BertModel names them, so that
+# sentence-transformers' ONNX backend and Hugging Face tools read the same graph.
+TOKEN_OUTPUT = "last_hidden_state"
+SENTENCE_OUTPUT = "sentence_embedding"
+
+
+class OnnxEncoder:
+    """An exported sentence encoder on an ONNX Runtime session: an `Encoder`
+    (sbert/inference/encoder.py), `encode` as `SentenceBert`'s.
+
+    Args:
+        session: an `onnxruntime.InferenceSession` of the exported graph.
+        tokenizer: the model's WordPiece tokenizer (same truncation as the PyTorch model).
+        record: the export record (see export.py); `dim` is read from it.
+        folder, graph: the export folder, and the graph file the session runs, relative to it
+            (what the model's fingerprint names, sbert/fingerprint.py).
+        heads: the classifier and score scale the export carries (applied in numpy).
+    """
+
+    def __init__(
+        self,
+        session,
+        tokenizer: WordPiece,
+        record: dict,
+        folder: Path,
+        graph: str,
+        heads: Heads | None = None,
+    ):
+        self.session, self.tokenizer, self.record = session, tokenizer, record
+        self.folder, self.graph, self.heads = Path(folder), graph, heads or Heads()
+
+    @property
+    def dim(self) -> int:
+        return int(self.record["dim"])
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.tokenizer.max_length
+
+    def fingerprint(self) -> str:
+        """The source model's for the fp32 graph (equal vectors); else the graph's own
+        (sbert/fingerprint.py)."""
+        record, tok = self.record, self.tokenizer
+        if self.graph == record.get("graphs", {}).get("fp32") and record.get("fingerprint"):
+            return str(record["fingerprint"])
+        settings = [record.get("pooling"), record.get("normalize")]
+        settings += [tok.max_length, tok.lowercase, tok.tokenizer.to_str()]
+        with open(self.folder / self.graph, "rb") as f:
+            return digest(settings, iter(lambda: f.read(1 << 20), b""))
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        graph: str | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ) -> OnnxEncoder:
+        """Load an export folder, checked against its manifest.
+
+        Args:
+            graph: the graph file to run, relative to `folder` (default: the record's, the int8
+                one in a folder exported with `--quantize int8`).
+            providers: ONNX Runtime execution providers, in order of preference.
+            threads: intra-op threads (default: ONNX Runtime's, one per physical core); a server
+                with one worker per core wants 1.
+        """
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError(
+                "running an exported ONNX model needs onnxruntime: pip install onnxruntime"
+            ) from None
+        folder = Path(folder)
+        verify_manifest(folder)
+        record_path, config_path = folder / EXPORT_RECORD, folder / "config.json"
+        record, config = read_json(record_path), read_json(config_path)
+        missing = {"graph", "dim", "max_seq_length", "lowercase"} - record.keys()
+        if missing:
+            raise CheckpointError(record_path, f"missing fields {sorted(missing)}")
+        # The graph's shapes come from config.json (export.py): a record that disagrees would
+        # fail inside ONNX Runtime at the first long sentence, or at the first batch.
+        dim = json_field(record_path, record, "dim", int, 1)
+        hidden = json_field(config_path, config, "hidden_size", int, 1)
+        if dim != hidden:
+            raise CheckpointError(
+                record_path, f"dim {dim}, but {config_path} has hidden_size {hidden}"
+            )
+        positions = json_field(config_path, config, "max_position_embeddings", int, 1)
+        length = max_seq_length(record_path, record, "max_seq_length", positions, config_path)
+        lowercase = json_field(record_path, record, "lowercase", bool)
+        graph = graph or json_field(record_path, record, "graph", str)
+        path = folder / graph
+        if not path.is_file():
+            raise CheckpointError(path, "ONNX graph not found")
+        tokenizer = WordPiece.from_folder(folder, length, lowercase)
+        tokenizer.check_fits(json_field(config_path, config, "vocab_size", int, 1), config_path)
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
+        except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
+            raise CheckpointError(path, f"ONNX Runtime cannot load the graph ({e})") from None
+        heads = Heads.read(folder, dim)  # the source model's, copied by `sbert export`
+        return cls(session, tokenizer, record, folder, graph, heads)
+
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.ids(sentences)
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        device: object = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embed sentences, in input order: float32 (N, H); a single string gives (H,).
+
+        `device` is accepted so that callers of `SentenceBert.encode` work unchanged; where the
+        graph runs is the session's choice (the `providers` given to `load`).
+        """
+        single = isinstance(sentences, str)
+        ids = self.tokenize([sentences] if single else list(sentences))
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        batches = length_batches(ids, batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="encode", unit="batch")
+        for index in batches:
+            batch = self.tokenizer.pad_arrays([ids[i] for i in index])
+            out[index] = self.session.run([SENTENCE_OUTPUT], batch)[0]
+        if normalize:
+            # As torch.nn.functional.normalize: eps keeps a zero vector finite.
+            out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return out[0] if single else out

@@ -1,0 +1,95 @@
+"""Use both heads of a trained multi-task model on new pairs: the classifier's label and the
+probability of every label (softmax of W [u; v; |u - v|], SBERT eq. 1), and the cosine
+similarity, also mapped back onto the gold scale the regression was trained on.
+
+The regression objective (SBERT §3) fits cos(u, v) to (score - lo) / (hi - lo), so a model that
+records its training scale answers lo + cos * (hi - lo): 1-5 for SICK, 0-5 for STS-B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sbert.data.readers import Pair, read_pairs, read_tsv_pairs
+from sbert.errors import ConfigError, DataError
+from sbert.inference.encoder import Encoder
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model says about one pair; the classifier's fields are None without one."""
+
+    label: str | None  # the most probable label
+    probabilities: dict[str, float] | None  # every label -> its probability
+    similarity: float  # cos(u, v)
+    score: float | None  # the similarity on the training data's gold scale, when recorded
+
+    def to_json(self) -> dict:
+        """The non-empty fields, for one line of JSON."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def to_score(similarity: float, scale: tuple[float, float]) -> float:
+    """lo + cos * (hi - lo), clipped to [lo, hi]: the inverse of the regression's rescaling."""
+    lo, hi = scale
+    return min(hi, max(lo, lo + similarity * (hi - lo)))
+
+
+def predict(
+    model: Encoder,
+    pairs: Sequence[Pair | tuple[str, str]],
+    batch_size: int = 32,
+    device=None,
+    show_progress_bar: bool = False,
+) -> list[Prediction]:
+    """Label, label probabilities and similarity of each pair, in input order.
+
+    Args:
+        model: any `Encoder`: `sbert.load(folder)` (a PyTorch model or an ONNX export) or a
+            `MultiTaskModel` being trained; its `heads` give the label and the score.
+        pairs: `Pair`s (their targets are ignored) or (first, second) string tuples.
+        device: where a PyTorch encoder runs; an ONNX export's session decides for itself.
+    """
+    texts = [(p.a, p.b) if isinstance(p, Pair) else tuple(p) for p in pairs]
+    for i, t in enumerate(texts):
+        if len(t) != 2 or not all(isinstance(s, str) for s in t):
+            raise ConfigError(f"pair {i}: expected two strings, got {t!r}"[:200])
+    # Each distinct sentence is encoded once (SICK repeats its sentences across pairs), both
+    # sides in one length-sorted pass so that similar lengths share batches.
+    unique: dict[str, int] = {}
+    rows = [
+        unique.setdefault(s, len(unique)) for s in [*(a for a, _ in texts), *(b for _, b in texts)]
+    ]
+    vectors = model.encode(
+        list(unique), batch_size=batch_size, device=device, show_progress_bar=show_progress_bar
+    )
+    vectors = np.asarray(vectors, dtype=np.float32)[rows]
+    u, v = vectors[: len(texts)], vectors[len(texts) :]
+    # cos(u, v) as torch's cosine_similarity: the product of the norms clamped at 1e-8.
+    norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
+    similarity = ((u * v).sum(axis=1) / np.maximum(norms, 1e-8)).tolist()
+    head, scale = model.heads.classifier, model.heads.score_scale
+    probs = [None] * len(texts) if head is None else head.probabilities(u, v).tolist()
+    out = []
+    for sim, p in zip(similarity, probs, strict=True):
+        score = to_score(sim, scale) if scale else None
+        if p is None:
+            out.append(Prediction(None, None, sim, score))
+        else:
+            label = head.labels[max(range(len(p)), key=p.__getitem__)]
+            out.append(Prediction(label, dict(zip(head.labels, p, strict=True)), sim, score))
+    return out
+
+
+def read_input(path: str | Path) -> list[Pair]:
+    """Pairs from any file `read_pairs` knows, or else from a plain two-column TSV."""
+    try:
+        return read_pairs(path).pairs
+    except DataError as e:
+        if not e.problem.startswith("unknown format"):
+            raise
+    return read_tsv_pairs(path)

@@ -1,0 +1,99 @@
+"""Retrieval metrics, so that search quality is measured: each query's corpus texts ranked by
+cosine similarity, scored against the relevant ones with accuracy@k, precision@k, recall@k,
+MRR@10, NDCG@10 (binary relevance, Järvelin & Kekäläinen, 2002) and MAP@100, the definitions
+and defaults of sentence-transformers' InformationRetrievalEvaluator.
+
+A retrieval set can be built from any scored pair file: the pairs scoring at least a threshold
+give query (first sentence) -> relevant text (second sentence), and all second sentences form
+the corpus (for STS-B dev at >= 4: "the two sentences mean the same, or nearly").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sbert.data.readers import read_pairs
+from sbert.errors import DataError
+from sbert.inference.encoder import Encoder
+from sbert.inference.topk import chunked_topk
+
+ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT = (1, 3, 5, 10), 10, 10, 100
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    """Queries, a corpus, and for each query the ids (corpus positions) of its relevant texts."""
+
+    queries: list[str]
+    corpus: list[str]
+    relevant: list[set[int]]
+
+
+def retrieval_set_from_pairs(
+    path: str, min_score: float = 4.0, split: str | None = None
+) -> RetrievalSet:
+    """Pairs scoring >= min_score: first sentence = query, second = its relevant text; every
+    distinct second sentence of the file is in the corpus. Each distinct text appears once, so
+    no two corpus entries tie."""
+    data = read_pairs(path, split=split)
+    if not data.has_scores:
+        raise DataError(path, None, "a retrieval set needs scored pairs; this file has none")
+    corpus = list(dict.fromkeys(p.b for p in data.pairs))
+    position = {text: i for i, text in enumerate(corpus)}
+    relevant: dict[str, set[int]] = {}
+    for p in data.pairs:
+        if p.score >= min_score:
+            relevant.setdefault(p.a, set()).add(position[p.b])
+    if not relevant:
+        raise DataError(path, None, f"no pair scores {min_score:g} or more")
+    return RetrievalSet(list(relevant), corpus, list(relevant.values()))
+
+
+def ranking_metrics(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]]) -> dict:
+    """Mean metrics over queries of ranked corpus ids (best first) against relevant ids."""
+    sums: dict[str, float] = {}
+
+    def add(name: str, value: float) -> None:
+        sums[name] = sums.get(name, 0.0) + value
+
+    for ids, rel in zip(ranked, relevant, strict=True):
+        hit = [i in rel for i in ids]
+        for k in ACCURACY_AT:
+            add(f"accuracy@{k}", float(any(hit[:k])))
+            add(f"precision@{k}", sum(hit[:k]) / k)
+            add(f"recall@{k}", sum(hit[:k]) / len(rel))
+        first = next((r for r, h in enumerate(hit[:MRR_AT]) if h), None)
+        add(f"mrr@{MRR_AT}", 0.0 if first is None else 1 / (first + 1))
+        dcg = sum(1 / math.log2(r + 2) for r, h in enumerate(hit[:NDCG_AT]) if h)
+        ideal = sum(1 / math.log2(r + 2) for r in range(min(len(rel), NDCG_AT)))
+        add(f"ndcg@{NDCG_AT}", dcg / ideal)
+        found, precisions = 0, 0.0
+        for r, h in enumerate(hit[:MAP_AT]):
+            if h:
+                found += 1
+                precisions += found / (r + 1)
+        add(f"map@{MAP_AT}", precisions / min(MAP_AT, len(rel)))
+    return {name: total / len(ranked) for name, total in sums.items()}
+
+
+def evaluate_retrieval(
+    model: Encoder, data: RetrievalSet, batch_size: int = 32, device=None
+) -> dict[str, float]:
+    """Retrieval metrics of `model` (a PyTorch model or an ONNX export) on `data` (exact cosine
+    search), one flat dict."""
+    q = model.encode(data.queries, batch_size, normalize=True, device=device)
+    c = model.encode(data.corpus, batch_size, normalize=True, device=device)
+    k = max(*ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT)
+    scores, ids = chunked_topk(q, len(c), lambda a, b: c[a:b], k)
+    # Equal scores rank by corpus id, as sentence-transformers does: the order is deterministic.
+    ranked = [
+        [i for _, i in sorted(zip(s, i, strict=True), key=lambda x: (-x[0], x[1]))]
+        for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
+    ]
+    return {
+        "queries": len(data.queries),
+        "corpus": len(data.corpus),
+        **ranking_metrics(ranked, data.relevant),
+    }

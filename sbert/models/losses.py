@@ -1,0 +1,188 @@
+"""The loss functions of the objectives (sbert/models/objectives.py): pure functions of sentence
+embeddings, logits and targets.
+
+- `classification_loss`: cross-entropy of the classifier over [u; v; |u - v|] (SBERT eq. 1);
+- `regression_loss`: MSE of cos(u, v) against the gold score rescaled to [0, 1] (SBERT §3,
+  "Regression Objective Function");
+- `cosent_loss`: CoSENT (Su 2022; Huang et al. 2024), a ranking loss over the batch's pairs of
+  pairs, so gold scores need no rescaling onto [0, 1];
+- `angle_loss`: AnglE (Li & Li 2023), the same ranking loss on an angle-difference similarity;
+- `multiple_negatives_ranking_loss`: in-batch contrastive loss for NLI data (Henderson et al.
+  2017; van den Oord et al. 2018 "InfoNCE"), entailment pairs as positives.
+
+Each takes u, v of shape (B, H) (the B first and B second sentences of a batch, as
+`MultiTaskModel.forward` computes them) and returns a scalar, or None when the batch holds no
+pair the objective can use.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sbert.data.batching import IGNORE_LABEL
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """Mean cross-entropy over the pairs that have a label; None if none has."""
+    if not (labels != IGNORE_LABEL).any():
+        return None
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
+
+
+def regression_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+    """Mean squared error of cos(u, v) against scores in [0, 1] (NaN = no score); None if none."""
+    has = ~scores.isnan()
+    if not has.any():
+        return None
+    return F.mse_loss(F.cosine_similarity(u[has], v[has], dim=-1), scores[has])
+
+
+def cosent_loss(
+    u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor, scale: float = 20.0
+) -> torch.Tensor | None:
+    """CoSENT: log(1 + sum over score(i) > score(j) of exp(scale * (cos_j - cos_i))).
+
+    Su (2022), "CoSENT: a more efficient sentence vector scheme than Sentence-BERT", the
+    equation log(1 + sum_{sim(i) > sim(j)} exp(lambda (cos(u_j, v_j) - cos(u_i, v_i)))) with
+    lambda = 20; the same loss in Huang et al. (2024, IEEE/ACM TASLP). Only the ORDER of the
+    gold scores matters, so any scale works (SICK 1-5, STS-B 0-5) without rescaling. Equals
+    sentence-transformers' `CoSENTLoss` (same log-cumsum-exp evaluation: O(B log B), not the
+    B x B matrix).
+
+    Args:
+        u, v: (B, H) embeddings of the pairs' first and second sentences.
+        scores: (B,) gold similarity; NaN = no score (the pair is left out).
+        scale: lambda, the inverse temperature.
+    """
+    has = ~scores.isnan()
+    if not has.any():
+        return None
+    return _ranking_loss(F.cosine_similarity(u[has], v[has], dim=-1), scores[has], scale)
+
+
+def angle_similarity(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """|Re + Im| of the normalised complex quotient u / v, (B,): AnglE's similarity.
+
+    Li & Li (2023, ACL 2024 "AoE"): split each vector into real (first half) and imaginary
+    (second half) parts; for unit vectors the quotient's real part is cos(u, v) and its
+    imaginary part is sum(u_im * v_re - u_re * v_im). An odd dimension is padded with a zero,
+    as in sentence-transformers' `pairwise_angle_sim` (which follows the authors' code, whose
+    subtraction order differs from the paper's eq. 3).
+    """
+    if u.shape[-1] % 2:
+        u, v = F.pad(u, (0, 1)), F.pad(v, (0, 1))
+    u, v = F.normalize(u, dim=-1), F.normalize(v, dim=-1)
+    (u_re, u_im), (v_re, v_im) = u.chunk(2, dim=-1), v.chunk(2, dim=-1)
+    return ((u * v).sum(-1) + (u_im * v_re - u_re * v_im).sum(-1)).abs()
+
+
+def angle_loss(
+    u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor, scale: float = 20.0
+) -> torch.Tensor | None:
+    """AnglE's angle objective: CoSENT's ranking loss on `angle_similarity` instead of cosine.
+
+    Li & Li (2023), "AnglE-optimized Text Embeddings", eq. 3 (L_angle), motivated by cosine's
+    vanishing gradient near +-1. Equals sentence-transformers' `AnglELoss` on pairs.
+    Arguments as `cosent_loss` (NaN score = no score; None if no pair has one).
+    """
+    has = ~scores.isnan()
+    if not has.any():
+        return None
+    return _ranking_loss(angle_similarity(u[has], v[has]), scores[has], scale)
+
+
+def _ranking_loss(sims: torch.Tensor, gold: torch.Tensor, scale: float) -> torch.Tensor:
+    """log(1 + sum_{gold_i > gold_j} exp(scale (sims_j - sims_i))), without the B x B matrix.
+
+    Sort by gold score; for each pair j, every pair i ranked strictly higher contributes
+    exp(scale sims_j) * exp(-scale sims_i), and the sum over i is a suffix log-sum-exp.
+    """
+    # bf16 similarities under autocast would blur the ranking; fp64 inputs stay fp64.
+    sims = sims.to(torch.promote_types(sims.dtype, torch.float32)) * scale
+    gold, order = gold.sort()
+    sims = sims[order]
+    higher = torch.searchsorted(gold, gold, right=True)  # first index with a strictly higher gold
+    suffix = torch.logcumsumexp(-sims.flip(0), dim=0).flip(0)  # suffix[k] = lse(-sims[k:])
+    suffix = torch.cat([suffix, sims.new_full((1,), -torch.inf)])  # no higher pair: exp(-inf)
+    return torch.logsumexp(torch.cat([sims.new_zeros(1), sims + suffix[higher]]), dim=0)
+
+
+def sentence_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N,) long: equal ids for identical token sequences in a batch, (N, T) -> (N,).
+
+    How `multiple_negatives_ranking_loss` recognises duplicates: two sentences are the same if
+    their token ids are (after the same tokenizer, identical text up to what the tokenizer
+    normalises away, e.g. case for an uncased vocabulary). Padding is zeroed, so the same
+    sentence padded to different lengths within the batch still matches.
+    """
+    return torch.unique(input_ids * attention_mask, dim=0, return_inverse=True)[1]
+
+
+def multiple_negatives_ranking_loss(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    labels: torch.Tensor,
+    positive_label: int,
+    negative_label: int | None = None,
+    ids: torch.Tensor | None = None,
+    scale: float = 20.0,
+) -> torch.Tensor | None:
+    """In-batch contrastive loss for NLI pairs, with contradictions as hard negatives.
+
+    Henderson et al. (2017), "Efficient Natural Language Response Suggestion for Smart Reply",
+    the "multiple negatives" loss: for each anchor a_i with positive p_i and candidates c_1..c_M,
+    L = -1/N sum_i [scale cos(a_i, p_i) - log sum_m exp(scale cos(a_i, c_m))]
+    (InfoNCE, van den Oord et al. 2018, eq. 4; temperature 1/scale = 0.05 as in
+    sentence-transformers and SimCSE, Gao et al. 2021, whose §4 uses NLI this way).
+
+    - Anchors: the first sentences (premises) of the pairs labelled `positive_label`
+      (entailment); their second sentences are their positives.
+    - Candidates: every anchor's positive, and the second sentence (hypothesis) of every pair
+      labelled `negative_label` (contradiction), as sentence-transformers' triplet input does:
+      a contradiction of the same premise is a hard negative, one of another premise an
+      ordinary in-batch negative. Neutral and unlabelled pairs take no part.
+    - Duplicates are masked (left out of anchor i's softmax) when `ids` is given: a candidate
+      identical to anchor i itself, or to the positive of any anchor with anchor i's premise
+      (its own positive again, or another hypothesis the batch says it entails). Left in,
+      such false negatives would push apart sentences the data says agree. Identity is by
+      `ids`, one per sentence, (2B,) for the B first then the B second sentences, as
+      `sentence_ids` computes from the batch's token ids.
+
+    With no duplicates this equals sentence-transformers' `MultipleNegativesRankingLoss`
+    (defaults: cosine, scale 20, query_to_doc, joint) on (anchor, positive[, negative]) input.
+
+    Args:
+        u, v: (B, H) embeddings of the pairs' first and second sentences.
+        labels: (B,) long label index per pair (`IGNORE_LABEL` = none).
+        positive_label: the label index of entailment; negative_label: of contradiction.
+        ids: (2B,) long sentence identities, or None for no duplicate masking.
+        scale: inverse temperature of the softmax over cosine similarities.
+    Returns:
+        the mean over anchors, or None if the batch has no entailment pair.
+    """
+    anchor = labels == positive_label  # (B,)
+    if not anchor.any():
+        return None
+    negative = labels == negative_label if negative_label is not None else torch.zeros_like(anchor)
+    n = int(anchor.sum())
+    # Columns: the positives first (anchor k's positive is column k), then the negatives.
+    order = torch.cat([anchor.nonzero()[:, 0], (negative & ~anchor).nonzero()[:, 0]])
+    logits = scale * _cos_matrix(u[anchor], v[order])  # (N, C)
+    if ids is not None:
+        first, second = ids.chunk(2)  # (B,) ids of the premises and of the hypotheses
+        a_id, p_id, c_id = first[anchor], second[anchor], second[order]
+        same_premise = (a_id[:, None] == a_id[None, :]).float()  # (N, N)
+        is_positive = (p_id[:, None] == c_id[None, :]).float()  # (N, C): column = k's positive
+        # Column c is entailed by anchor i if it is the positive of any anchor k with i's premise.
+        duplicate = (same_premise @ is_positive > 0) | (c_id[None, :] == a_id[:, None])
+        duplicate[:, :n].fill_diagonal_(False)  # the anchor's own positive stays
+        logits = logits.masked_fill(duplicate, -torch.inf)
+    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()  # diagonal: (N,)
+
+
+def _cos_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, M) cosine similarities of (N, H) and (M, H), in at least fp32 (bf16 under autocast
+    would blur a softmax at scale 20)."""
+    dtype = torch.promote_types(a.dtype, torch.float32)
+    return F.normalize(a.to(dtype), dim=-1) @ F.normalize(b.to(dtype), dim=-1).T

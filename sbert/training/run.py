@@ -1,0 +1,147 @@
+"""`sbert train`: a run's stages in sequence, each from the previous stage's model, then
+<out>/final. The output folder is locked for the run, and a resumed run continues from the newest
+intact checkpoint as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from sbert.errors import CheckpointError, TrainingError
+from sbert.fileio import check_output_dir, remove_litter
+from sbert.models.device import pick_device
+from sbert.training.checkpoints import CHECKPOINTS, resume_point
+from sbert.training.config import TrainConfig
+from sbert.training.distributed import Processes, local_rank, start_processes
+from sbert.training.plan import check_trainable, plan_stages, stage_model
+from sbert.training.trainer import METRICS_LOG, Progress, Trainer
+
+LOCK = ".lock"
+# What a run writes into --out: a folder holding any of these is an earlier run's.
+RUN_FILES = (METRICS_LOG, CHECKPOINTS, "final", "best", "curves.png", LOCK)
+
+
+def run(config: TrainConfig) -> dict:
+    """Train every stage, then write <out>/final. Returns the last dev metrics."""
+    out = Path(config.out)
+    device = pick_device(config.device, local_rank())
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+    if out.exists():  # anything there besides an earlier run's files is someone's data
+        check_output_dir(out, is_run_folder, "a training run's output")
+    procs = start_processes(device)
+    try:
+        with output_lock(out, procs):
+            return _run_stages(config, out, device, procs)
+    finally:
+        procs.stop()
+
+
+def is_run_folder(folder: Path) -> bool:
+    """True when `folder` holds an earlier run's output (or a run holds it now)."""
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Processes) -> dict:
+    plans = plan_stages(config, procs.world)  # every stage's data, read and checked first
+    progress, resumed = _start(config, out, procs, len(plans))
+    model = None
+    for plan in plans[: progress.stage + 1]:  # a resumed stage's model as it had it; weights
+        model = stage_model(plan, model)  # follow from the checkpoint
+    for plan in plans[progress.stage :]:
+        check_trainable(plan, model)
+    before, metrics, trainer, last = {}, {}, None, None
+    for plan in plans[progress.stage :]:
+        if trainer is not None:  # each later stage starts from the previous stage's model
+            progress, last = trainer.progress.next_stage(), trainer.last_checkpoint
+            model, trainer = stage_model(plan, trainer.model), None  # DDP's wrapper lets go
+        trainer = Trainer(plan, model, out, device, procs, progress, last)
+        if resumed is not None:
+            trainer.restore(*resumed)
+            resumed = None
+        elif plan.index == 0 and not plan.config.no_eval:
+            before = trainer.evaluate_all()
+        metrics = trainer.fit()
+    if procs.is_main:
+        trainer.model.save(out / "final")
+        if before and metrics:
+            print(before_after_table(before, metrics))
+        print(f"saved the final model to {out / 'final'}")
+    procs.barrier()
+    return metrics
+
+
+def _start(
+    config: TrainConfig, out: Path, procs: Processes, stages: int
+) -> tuple[Progress, tuple[Path, dict] | None]:
+    """Where the run starts: a fresh log at stage 0, or the newest intact checkpoint."""
+    if procs.is_main:  # what a killed run left half-written; we hold the lock, so it is stale
+        for folder in (out, out / CHECKPOINTS):
+            remove_litter(folder)
+    if not config.resume:
+        if procs.is_main:
+            (out / METRICS_LOG).unlink(missing_ok=True)  # a fresh run starts a fresh log
+        return Progress(best_metric=config.best_metric), None
+    path, state = resume_point(out, warn=procs.is_main)
+    if procs.is_main:
+        # The log goes back to where the checkpoint was taken: the steps after it are trained
+        # again, and logging them twice would draw every curve back over itself.
+        cut_log(out / METRICS_LOG, state.get("log_size"))
+    progress = Progress.from_state(state, path)
+    if progress.stage >= stages:
+        raise CheckpointError(path, f"is from stage {progress.stage}, and this run has "
+                                    f"{stages} stage(s)")  # fmt: skip
+    return progress, (path, state)
+
+
+def cut_log(path: Path, size: int | None) -> None:
+    """Cut the append-only log back to its first `size` bytes (None: a checkpoint older than
+    this record; a log shorter than `size`, e.g. deleted by hand, is left as it is)."""
+    if size is not None and (path.stat().st_size if path.exists() else 0) > size:
+        os.truncate(path, size)
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, procs: Processes):
+    """Refuse a second run on the same output folder: it would interleave their files."""
+    import fcntl
+
+    if not procs.is_main:
+        yield
+        return
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(out / LOCK, "a+") as lock:  # "a+": opening must not erase the holder's pid
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "?"
+                raise TrainingError(
+                    f"{out}: another run (process {holder}) is using this output folder; wait "
+                    f"for it to end or choose another --out"
+                ) from None
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            yield
+    except BaseException:
+        # A run that failed before writing anything (bad data, bad settings) leaves no folder.
+        if created and [p.name for p in out.iterdir()] == [LOCK]:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def before_after_table(before: dict, after: dict) -> str:
+    rows = [f"{'dev metric':<32} {'before':>8} {'after':>8}"]
+    for key in after:
+        if key in before:
+            rows.append(f"{key:<32} {before[key]:8.2f} {after[key]:8.2f}")
+    return "\n".join(rows)

@@ -1,0 +1,545 @@
+"""The trainer of one stage, with the SBERT paper's defaults: set-up, the loop, evaluation and
+checkpoints.
+
+A `Trainer` is built from a stage's plan (sbert/training/plan.py) and its model by small setup
+functions (data, optimizer and schedule, balancer, parallel wrapper); `fit()` loops over
+`step()`, which a benchmark can also call directly. The defaults are SBERT's (§4: AdamW lr 2e-5,
+batch 16, linear warm-up over 10% of the steps) plus weight decay 0.01 and gradient clipping at
+1.0. Under torchrun the model trains with DistributedDataParallel (distributed.py); everything
+else works unchanged. `run` (run.py) strings the stages together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sbert.data import batching
+from sbert.data.batching import IGNORE_LABEL, TokenizedPairs
+from sbert.data.specs import parse_spec, read_spec
+from sbert.errors import CheckpointError, ConfigError, TrainingError
+from sbert.models.device import native_bf16
+from sbert.models.multitask import MultiTaskModel
+from sbert.models.objectives import DEV_METRICS
+from sbert.training.balance import Balancer, make_balancer
+from sbert.training.checkpoints import checkpoint_path, prune_checkpoints, write_checkpoint
+from sbert.training.config import TrainConfig
+from sbert.training.distributed import Processes
+from sbert.training.evaluate import evaluate
+from sbert.training.plan import StagePlan, check_trainable, plan_stage, stage_model
+from sbert.training.strategies import param_groups
+
+METRICS_LOG = "metrics.jsonl"  # one JSON record per line: settings, steps, evaluations
+
+
+@dataclass
+class Progress:
+    """Where a run is: saved whole in every checkpoint, restored whole on resume."""
+
+    stage: int = 0
+    step: int = 0  # optimizer steps taken in this stage
+    epoch: int = 0
+    position: int = 0  # batches of this epoch already trained
+    skipped: int = 0  # batches skipped for a non-finite loss or gradient
+    best: float = -math.inf  # the best value of best_metric so far, over all stages
+    best_metric: str | None = None  # one metric for the whole run, named in the log
+
+    @classmethod
+    def from_state(cls, state: dict, path: Path) -> Progress:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in state]
+        if missing or "balancer" not in state:
+            raise CheckpointError(path, "written by an older sbert; start a new run")
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+    def next_stage(self) -> Progress:
+        return Progress(self.stage + 1, best=self.best, best_metric=self.best_metric)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: each function builds one thing
+
+
+def read_dev_sets(config: TrainConfig, model: MultiTaskModel) -> dict[str, TokenizedPairs]:
+    index = {name: i for i, name in enumerate(model.labels)} or None
+    sets = {}
+    for spec in [] if config.no_eval else config.dev:
+        parsed = parse_spec(spec)
+        sets[parsed.name] = batching.tokenize_pairs(
+            read_spec(parsed), model.encoder.tokenizer, index
+        )
+    return sets
+
+
+def default_best_metric(dev_sets: dict[str, TokenizedPairs]) -> str | None:
+    """The first dev set's Spearman, or its accuracy if it has no scores."""
+    for name, data in dev_sets.items():
+        return (
+            f"{name}/spearman"
+            if not all(math.isnan(s) for s in data.scores)
+            else (f"{name}/accuracy")
+        )
+    return None
+
+
+def setup_optimizer(
+    config: TrainConfig, groups: list[dict], balancer: Balancer, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the strategy's parameter groups (and a balancer's learned weights, at the
+    head's rate, undecayed), and the warm-up + linear decay schedule."""
+    if list(balancer.parameters()):
+        groups = [
+            *groups,
+            {"params": list(balancer.parameters()), "lr": config.head_lr, "weight_decay": 0.0},
+        ]
+    # Fused AdamW: one kernel for all tensors instead of a loop of small ops (CPU and CUDA).
+    optimizer = torch.optim.AdamW(groups, fused=True)
+    warmup = max(1, round(config.warmup * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: linear_warmup_decay(s, warmup, total_steps)
+    )
+    return optimizer, scheduler
+
+
+def wrap_model(
+    model: MultiTaskModel,
+    config: TrainConfig,
+    device: torch.device,
+    procs: Processes,
+    sets: list[TokenizedPairs],
+) -> torch.nn.Module:
+    """What a training step calls: the model, DDP-wrapped under torchrun, compiled if asked."""
+    module = model
+    if procs.world > 1:
+        # A batch without labels leaves the classifier out of the loss; DDP must then be told
+        # to look for unused parameters, or every process waits for its gradient forever.
+        unused = model.classifier is not None and any(
+            (s.labels == IGNORE_LABEL).any() for s in sets
+        )
+        module = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    if config.compile:  # batches vary in length: compile for dynamic shapes once
+        module = torch.compile(module, dynamic=True)
+    return module
+
+
+def setup_balancer(
+    plan: StagePlan, model: MultiTaskModel
+) -> tuple[Balancer, list[torch.Tensor], list[torch.Tensor]]:
+    """How this stage combines its objectives (--balance), with the parameters they share
+    (the encoder's trainable ones: call it after the strategy has frozen the others) and the
+    task-specific ones (the classifier)."""
+    shared = [p for p in model.encoder.parameters() if p.requires_grad]
+    heads = list(model.classifier.parameters()) if model.classifier is not None else []
+    options = {}
+    if plan.config.balance == "gradnorm":  # norms on the last layer (Chen et al. §3.2): cheapest
+        last = [p for p in model.encoder.bert.layers[-1].parameters() if p.requires_grad]
+        options["layer"] = last or shared
+    balancer = make_balancer(plan.config.balance, plan.objectives, plan.weights, **options)
+    return balancer, shared, heads
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """One stage: its data, model, optimizer and schedule, and the loop over steps.
+
+    Args:
+        plan: what the stage trains (sbert/training/plan.py).
+        model: the stage's model (`plan.stage_model`), moved to `device` here.
+        progress: where the run is (a new stage's, carrying the best score so far).
+        last_checkpoint: the newest checkpoint written so far, named in errors.
+    """
+
+    def __init__(
+        self,
+        plan: StagePlan,
+        model: MultiTaskModel,
+        out: Path,
+        device: torch.device,
+        procs: Processes,
+        progress: Progress | None = None,
+        last_checkpoint: Path | None = None,
+    ):
+        self.plan, self.config = plan, plan.config
+        self.out, self.device, self.procs = out, device, procs
+        self.progress = progress or Progress()
+        self.last_checkpoint = last_checkpoint
+        self.model = model.to(device)
+        self._setup_data()
+        config = self.config
+        groups = param_groups(self.model, plan.strategy, config.lr, config.head_lr,
+                              config.weight_decay)  # fmt: skip
+        self.balancer, self.shared, self.heads = setup_balancer(plan, self.model)
+        self.balancer.to(device)
+        self.optimizer, self.scheduler = setup_optimizer(
+            config, groups, self.balancer, self.total_steps
+        )
+        self.module = wrap_model(self.model, config, device, procs, self.train_sets)
+        self.bf16 = config.precision == "bf16" or (
+            config.precision == "auto" and native_bf16(device)
+        )
+        self.metrics: dict[str, float] = {}
+        self.evaluated_at = -1
+        self._announce(sum(p.numel() for g in groups for p in g["params"]))
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        out: Path,
+        device: torch.device,
+        procs: Processes,
+        model: MultiTaskModel | None = None,
+    ) -> Trainer:
+        """The trainer of a one-stage run (benchmarks, tests): its plan, its model (`model`,
+        else `config.model`), checked as `run` checks them."""
+        plan = plan_stage(0, config, procs.world)
+        model = stage_model(plan, model)
+        check_trainable(plan, model)
+        return cls(plan, model, out, device, procs)
+
+    def _setup_data(self) -> None:
+        """Tokenised training and dev sets, the metric that picks best/, the step count."""
+        index = {name: i for i, name in enumerate(self.model.labels)}
+        tokenizer = self.model.encoder.tokenizer
+        sets = self.plan.sets
+        self.regression = [s.regression for s in sets]
+        self.train_sets = [
+            batching.tokenize_pairs(s.data, tokenizer, index, s.objective) for s in sets
+        ]
+        self.dev_sets = read_dev_sets(self.config, self.model)
+        if self.progress.best_metric is None:
+            self.progress.best_metric = default_best_metric(self.dev_sets)
+        elif self.progress.stage == 0 and self.dev_sets:
+            given = [f"{name}/{m}" for name in self.dev_sets for m in DEV_METRICS]
+            if self.progress.best_metric not in given:
+                raise ConfigError(f"--best-metric {self.progress.best_metric} is not a dev "
+                                  f"metric of this run: {', '.join(given)}")  # fmt: skip
+        total = len(self.schedule(0)) * self.config.epochs
+        self.total_steps = min(total, self.config.max_steps or total)
+
+    def _announce(self, trainable_count: int) -> None:
+        """Say what this stage trains: a line on the console, its settings in the log."""
+        pairs = sum(map(len, self.train_sets))
+        if self.procs.is_main:
+            print(
+                f"stage {self.progress.stage}: {pairs} training pairs, {self.total_steps} "
+                f"steps, {trainable_count:,} trainable parameters, strategy "
+                f"{self.config.strategy}, on {self.device}{' (bf16 autocast)' if self.bf16 else ''}"
+            )
+            self._say_best_metric()
+        # What this stage runs with, as built (not only as asked).
+        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "stages"}
+        settings["dropout"] = self.model.encoder.bert.config.dropout
+        settings["loss_weights"] = self.plan.weights
+        self.log(
+            {
+                "step": self.progress.step,
+                "settings": settings,
+                "pairs": pairs,
+                "steps": self.total_steps,
+                "trainable": trainable_count,
+            }
+        )
+
+    def _say_best_metric(self) -> None:
+        metric = self.progress.best_metric
+        if not self.dev_sets:
+            return
+        if self.progress.stage == 0:
+            print(f"best/ is the model with the highest {metric} over all stages")
+        elif not any(metric.startswith(f"{name}/") for name in self.dev_sets):
+            print(
+                f"note: stage {self.progress.stage}'s dev sets do not give {metric}; its "
+                f"evaluations do not compete for best/"
+            )
+
+    def schedule(self, epoch: int) -> list[tuple[int, list[int]]]:
+        """This epoch's global batches, in order: the same for the same seed and epoch."""
+        seed = self.config.seed * 1000 + epoch
+        per_set = [
+            batching.bucketed_batches(
+                d.lengths, self.config.batch_size, seed + i, min_batch=self.plan.min_batch
+            )
+            for i, d in enumerate(self.train_sets)
+        ]
+        return batching.mix(per_set, self.config.mix, seed)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train to total_steps; evaluate and checkpoint on schedule. Returns the last metrics."""
+        from tqdm.auto import tqdm
+
+        p = self.progress
+        bar = tqdm(
+            total=self.total_steps,
+            initial=p.step,
+            desc=f"train (stage {p.stage})",
+            unit="step",
+            disable=not self.procs.is_main,
+            dynamic_ncols=True,
+        )
+        with bar:  # closed on an error too, so that the error message starts its own line
+            while p.step < self.total_steps:
+                batches = self.schedule(p.epoch)
+                for set_index, batch in batches[p.position :]:
+                    losses = self.step(set_index, batch)
+                    p.position += 1
+                    self._after_step(losses, bar)
+                    if p.step >= self.total_steps:
+                        break
+                if p.position == len(batches):
+                    self._end_epoch()
+        if self.evaluated_at != p.step:  # stopped by max_steps inside an epoch
+            self.evaluate_all()
+        if self.procs.is_main:
+            from sbert.training.plot import plot_curves
+
+            plot_curves(self.out / METRICS_LOG, self.out / "curves.png")
+        return self.metrics
+
+    def _after_step(self, losses: dict[str, float], bar) -> None:
+        """Show and log the step; evaluate or checkpoint where their schedule says."""
+        config, p = self.config, self.progress
+        bar.update(1)
+        steps_per_s = bar.format_dict["rate"] or 0.0
+        bar.set_postfix(
+            loss=f"{losses['loss']:.4f}", pairs_s=f"{steps_per_s * config.batch_size:.0f}"
+        )
+        self.log({"step": p.step, "epoch": p.epoch, **losses})
+        if config.eval_every and p.step % config.eval_every == 0:
+            self.evaluate_all()
+        if config.save_every and p.step % config.save_every == 0:
+            self.save_checkpoint()
+
+    def _end_epoch(self) -> None:
+        """Every epoch ends evaluated and checkpointed (unless that step just was)."""
+        p, save_every = self.progress, self.config.save_every
+        p.epoch, p.position = p.epoch + 1, 0
+        if self.evaluated_at != p.step:
+            self.evaluate_all()
+        if not save_every or p.step % save_every:
+            self.save_checkpoint()
+
+    def step(self, set_index: int, batch: list[int]) -> dict[str, float]:
+        """One optimizer step on one global batch: this process's share, in micro-batches."""
+        try:
+            return self._step(set_index, batch)
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory(set_index, batch) from None
+
+    def _step(self, set_index: int, batch: list[int]) -> dict[str, float]:
+        config, data = self.config, self.train_sets[set_index]
+        share = batching.shard(batch, self.procs.rank, self.procs.world)
+        micro = math.ceil(len(share) / config.grad_accum)
+        parts = [share[i : i + micro] for i in range(0, len(share), micro)]
+        self.model.train()
+        totals: dict[str, torch.Tensor] = {}
+        for i, part in enumerate(parts):
+            tensors = batching.collate(data, part, self.model.encoder.tokenizer.pad_id)
+            if self.device.type == "cuda":  # pinned pages let the copy overlap with compute
+                tensors = {k: v.pin_memory() for k, v in tensors.items()}
+            tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+            sync = i == len(parts) - 1 or self.procs.world == 1
+            with contextlib.nullcontext() if sync else self.module.no_sync(), self.autocast():
+                output = self.module(
+                    **tensors,
+                    regression=self.regression[set_index],
+                    objectives=self.plan.objectives,
+                )
+            losses = output.losses
+            total = self.balancer.total(losses)
+            # Under DDP one process must not stop alone (the others would wait for it forever):
+            # its NaN reaches every process through the gradient all-reduce, and all of them
+            # then stop together on the gradient-norm check below.
+            if self.procs.world == 1 and not torch.isfinite(total):
+                return self._nonfinite("loss", total)
+            share_of_batch = len(part) / len(share)
+            logs = self.balancer.backward(
+                losses,
+                self.shared,
+                self.heads,
+                scale=share_of_batch,
+                report=sync and self._report_shares(),
+            )
+            for name, value in {"loss": total, **losses}.items():
+                totals[name] = totals.get(name, 0.0) + value.detach() * share_of_batch
+        if self.procs.world > 1:  # the same all-reduces on every process, even for an
+            for p in self.balancer.parameters():  # objective absent from this one's share
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self.procs.average(p.grad for p in self.balancer.parameters())
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        if not torch.isfinite(norm):  # a finite loss can still back-propagate an Inf or a NaN
+            return self._nonfinite("gradient norm", norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        extra = {k: v for k, v in logs.items() if k != "loss"}  # learned weights, grad shares
+        return {**{name: float(value) for name, value in totals.items()}, **extra}
+
+    def _report_shares(self) -> bool:
+        every = self.config.grad_share_every
+        return bool(every) and (self.progress.step + 1) % every == 0
+
+    def _nonfinite(self, what: str, value: torch.Tensor) -> dict[str, float]:
+        """Stop at a NaN/Inf loss or gradient; with --skip-nonfinite, skip the batch and count it.
+
+        The step still counts, so that the schedule and the batches stay those of a clean run.
+        """
+        p = self.progress
+        self.optimizer.zero_grad(set_to_none=True)
+        where = f"step {p.step + 1}" + (f" of stage {p.stage}" if p.stage else "")
+        value = float(value.detach())
+        if not self.config.skip_nonfinite:
+            raise TrainingError(
+                f"non-finite {what} ({value}) at {where}; {self._kept()} "
+                f"(--skip-nonfinite skips such batches)"
+            )
+        p.skipped += 1
+        p.step += 1
+        self.scheduler.step()
+        if self.procs.is_main:
+            from tqdm.auto import tqdm
+
+            tqdm.write(
+                f"warning: skipped {where}: non-finite {what} ({value}); "
+                f"{p.skipped} skipped so far",
+                file=sys.stderr,
+            )
+        return {"loss": float("nan"), "skipped": p.skipped, "nonfinite": what}
+
+    def _out_of_memory(self, set_index: int, batch: list[int]) -> TrainingError:
+        """Name the two knobs of a step's memory: pairs per micro-batch, and their length."""
+        config, lengths = self.config, self.train_sets[set_index].lengths
+        pairs = math.ceil(len(batch) / self.plan.min_batch)
+        return TrainingError(
+            f"out of memory at step {self.progress.step + 1} on micro-batches of {pairs} pairs "
+            f"x {max(lengths[i] for i in batch)} tokens: lower --batch-size (now "
+            f"{config.batch_size}) or raise --grad-accum (now {config.grad_accum}), or lower "
+            f"--max-seq-length (now {self.model.encoder.tokenizer.max_length})"
+        )
+
+    def _kept(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is kept: {self.last_checkpoint}"
+
+    def autocast(self):
+        """bf16 autocast for the training step where asked (auto: where bf16 is native)."""
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- evaluation, logging, checkpoints ---------------------------------------------------
+
+    def evaluate_all(self) -> dict[str, float]:
+        """Dev metrics on rank 0 (the others wait); a new best of best_metric saves <out>/best."""
+        p, metrics = self.progress, {}
+        self.evaluated_at = p.step
+        if self.procs.is_main and self.dev_sets:
+            for name, data in self.dev_sets.items():
+                try:
+                    result = evaluate(self.model, data, self.config.eval_batch_size, self.device)
+                except torch.OutOfMemoryError:
+                    raise TrainingError(
+                        f"out of memory evaluating {name}: lower --eval-batch-size (now "
+                        f"{self.config.eval_batch_size}) or --max-seq-length (now "
+                        f"{self.model.encoder.tokenizer.max_length})"
+                    ) from None
+                metrics.update({f"{name}/{k}": v for k, v in result.items() if k != "pairs"})
+            self.log({"step": p.step, "epoch": p.epoch, **metrics})
+            value = metrics.get(p.best_metric)
+            if p.step > 0 and value is not None and value > p.best:
+                p.best = value
+                self.model.save(self.out / "best")
+                self.log({"step": p.step, "best": p.best_metric, "value": value})
+        self.procs.barrier()
+        self.metrics = metrics
+        return metrics
+
+    def log(self, record: dict) -> None:
+        if not self.procs.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / METRICS_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": self.progress.stage, **record}) + "\n")
+
+    def state(self) -> dict:
+        """Everything a resumed run needs: the progress, the tensors' state, every RNG."""
+        return {
+            **dataclasses.asdict(self.progress),
+            "model": self.model.state_dict(),
+            "labels": self.model.labels,  # a resumed stage rebuilds its model from the plans
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "balancer": self.balancer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "log_size": _size(self.out / METRICS_LOG),  # what a resumed run keeps of the log
+        }
+
+    def save_checkpoint(self) -> None:
+        """A new checkpoint folder under <out>/checkpoints, written atomically; then only the
+        newest `keep_checkpoints` are kept."""
+        if self.procs.is_main:
+            path = checkpoint_path(self.out, self.progress.stage, self.progress.step)
+            try:
+                write_checkpoint(path, self.state())
+            except OSError as e:  # a full disk: the temporary folder is gone, the others intact
+                raise TrainingError(
+                    f"{path}: cannot write the checkpoint ({e.strerror or e}); {self._kept()}"
+                ) from None
+            self.last_checkpoint = path
+            prune_checkpoints(self.out, path, self.config.keep_checkpoints)
+        self.procs.barrier()
+
+    def restore(self, path: Path, state: dict) -> None:
+        """Continue from a checkpoint's state (see `state`)."""
+        if state["labels"] != self.model.labels:
+            raise CheckpointError(path, "labels differ from this run's data")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:  # another --model or preset than the checkpoint's
+            raise CheckpointError(path, f"does not fit this run's model ({e})") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.balancer.load_state_dict(state["balancer"])
+        self.progress = Progress.from_state(state, path)
+        self.last_checkpoint = path
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.procs.is_main:
+            p = self.progress
+            print(f"resumed stage {p.stage} at step {p.step} (epoch {p.epoch}) from {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: 0 -> 1 over `warmup` steps, then 1 -> 0 at `total` (SBERT §4)."""
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))

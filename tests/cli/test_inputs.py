@@ -1,0 +1,220 @@
+"""The command line refuses what would lose data or train garbage, in one line and before any
+work: an output that is someone else's folder, a file, or the command's own input; settings
+that make a model of NaNs; empty sentences given as arguments; data ranges past a file's end.
+What reading leaves out (NLI rows without a gold label) or changes (control characters) is
+said on stderr, and written files follow the user's umask.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sbert import SentenceBert, cli
+
+ROOT = Path(__file__).resolve().parents[2]
+SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
+STS_TRAIN = ROOT / "data" / "stsbenchmark" / "sts-train.csv"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+TEXTS = [f"sentence number {i} about {w}" for i, w in enumerate(["cats", "dogs", "rain"] * 20)]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    torch.manual_seed(0)
+    SentenceBert.from_config("tiny").save(path)
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    return path
+
+
+def index(model: Path, corpus: Path, out: Path) -> Path:
+    assert (
+        cli.main(["index", "--model", str(model), "--corpus", str(corpus), "--out", str(out)]) == 0
+    )
+    return out
+
+
+def error_of(capsys, *args: str) -> str:
+    """`sbert ARGS` in this process must fail with exit code 2 and one line on stderr."""
+    capsys.readouterr()
+    assert cli.main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def test_index_never_replaces_a_model_folder_or_a_file(model, corpus, tmp_path):
+    """A reviewer's `sbert index --out MODEL` deleted the model: now refused, in a real process."""
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "important.txt").write_text("mine")
+    for out in (model, keep, corpus):
+        before = snapshot(out) if out.is_dir() else out.read_bytes()
+        args = ["index", "--model", model, "--corpus", corpus, "--out", out]
+        command = [sys.executable, "-m", "sbert", *map(str, args)]
+        result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=ROOT)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert str(out) in result.stderr
+        assert (snapshot(out) if out.is_dir() else out.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "notes"]  # no litter
+
+
+def test_index_replaces_an_earlier_index(model, corpus, tmp_path, capsys):
+    out = tmp_path / "index"
+    assert (
+        cli.main(["index", "--model", str(model), "--corpus", str(corpus), "--out", str(out)]) == 0
+    )
+    (corpus).write_text("\n".join(TEXTS[:7]) + "\n", encoding="utf-8")
+    assert (
+        cli.main(["index", "--model", str(model), "--corpus", str(corpus), "--out", str(out)]) == 0
+    )
+    assert len((out / "texts.jsonl").read_text().splitlines()) == 7
+
+
+def test_an_output_that_is_an_input_or_a_folder_is_refused(model, corpus, tmp_path, capsys):
+    before = corpus.read_bytes()
+    line = error_of(capsys, "encode", "--model", model, "--input", corpus, "--output", corpus)
+    assert "is also an input" in line and str(corpus) in line
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("a cat sits\ta dog runs\n", encoding="utf-8")
+    line = error_of(capsys, "predict", "--model", model, "--input", pairs, "--output", pairs)
+    assert "is also an input" in line
+    assert corpus.read_bytes() == before and pairs.read_text() == "a cat sits\ta dog runs\n"
+    line = error_of(capsys, "encode", "--model", model, "--input", corpus, "--output", tmp_path)
+    assert "is a folder" in line and str(tmp_path) in line and ".tmp" not in line
+
+
+def test_search_output_may_not_be_its_queries(model, corpus, tmp_path, capsys):
+    index = tmp_path / "index"
+    assert (
+        cli.main(["index", "--model", str(model), "--corpus", str(corpus), "--out", str(index)])
+        == 0
+    )
+    args = ["search", "--index", index, "--queries", corpus, "--output", corpus]
+    assert "is also an input" in error_of(capsys, *args)
+
+
+def test_written_files_and_folders_follow_the_umask(model, corpus, tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["encode", "--model", str(model), "--input", str(corpus),
+                         "--output", str(tmp_path / "v.npy")]) == 0  # fmt: skip
+        index(model, corpus, tmp_path / "ix")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "v.npy").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "ix").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "ix" / "vectors.npy").stat().st_mode) == 0o644
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def train(out: Path, *extra: str) -> list[str]:
+    flags = "--model tiny --limit 16 --batch-size 8 --device cpu --no-eval --max-steps 1"
+    return ["train", "--train", f"{SICK}@TRAIN", "--out", out, *flags.split(), *extra]
+
+
+def test_train_never_writes_into_a_folder_that_is_not_a_run(model, tmp_path, capsys):
+    before = snapshot(model)
+    line = error_of(capsys, *train(model))
+    assert "is not a training run's output" in line and str(model) in line
+    assert snapshot(model) == before
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence1,sentence2,score\na,b,7x\n", encoding="utf-8")
+    out = tmp_path / "run"
+    line = error_of(capsys, *train(out), "--train", bad)
+    assert str(bad) in line
+    assert not out.exists()  # not even the lock file
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        ("--lr nan", "--lr"),
+        ("--lr -1", "--lr"),
+        ("--head-lr inf", "--head-lr"),
+        ("--max-grad-norm -1", "--max-grad-norm"),
+        ("--weight-decay nan", "--weight-decay"),
+        ("--warmup 2", "--warmup"),
+        ("--loss-weights classification=nan", "--loss-weights"),
+        ("--max-seq-length 100000", "--max-seq-length 100000"),
+    ],
+)
+def test_settings_that_would_train_garbage_are_refused(tmp_path, capsys, flags, named):
+    out = tmp_path / "run"
+    line = error_of(capsys, *train(out, *flags.split()))
+    assert named in line
+    assert not out.exists()
+
+
+def test_config_stages_that_are_not_tables(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("stages = 3\n")
+    line = error_of(capsys, "train", "--config", config, "--out", tmp_path / "run")
+    assert "stages are [[stages]] tables" in line and str(config) in line
+
+
+def test_an_unknown_objective_is_named_not_a_missing_file(tmp_path, capsys):
+    line = error_of(capsys, *train(tmp_path / "run"), "--train", f"{STS_TRAIN}:regresion")
+    assert "unknown objective 'regresion'" in line
+
+
+def test_rows_past_the_end_of_a_file_are_an_error(tmp_path, capsys):
+    line = error_of(capsys, *train(tmp_path / "run"), "--train", f"{SICK}@TRIAL[0:1000]")
+    assert "asks for pairs up to 1000; there are 495 in split TRIAL" in line
+
+
+# --- sentences and data --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["similarity", "predict", "search"])
+def test_an_empty_sentence_argument_is_refused(model, corpus, tmp_path, capsys, command):
+    if command == "search":
+        args = ["search", "--index", index(model, corpus, tmp_path / "index"), "  "]
+    else:
+        args = [command, "--model", model, "a cat sits", " \t"]
+    line = error_of(capsys, *args)
+    assert "is empty" in line and "command line" in line
+
+
+def test_skipped_and_repaired_rows_are_said(tmp_path, capsys):
+    from sbert.data.readers import read_pairs
+
+    nli = tmp_path / "nli.jsonl"
+    rows = ['{"sentence1": "a", "sentence2": "b", "gold_label": "entailment"}',
+            '{"sentence1": "c", "sentence2": "d", "gold_label": "-"}']  # fmt: skip
+    nli.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert read_pairs(nli).skipped == 1
+    assert f"note: {nli}: 1 rows with gold_label '-' skipped" in capsys.readouterr().err
+    assert read_pairs(STS_TRAIN).repaired >= 1  # line 2919's U+0012
+    assert "had control characters replaced by spaces" in capsys.readouterr().err

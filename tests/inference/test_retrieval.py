@@ -1,0 +1,81 @@
+"""The retrieval evaluator against sentence-transformers' InformationRetrievalEvaluator on the
+real checkpoint, the STS-B dev retrieval set, and the metrics on a hand-made ranking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+from sbert import DataError, SentenceBert
+from sbert.cli import main
+from sbert.data.readers import read_pairs
+from sbert.folders import resolve
+from sbert.inference.retrieval import (
+    RetrievalSet,
+    evaluate_retrieval,
+    ranking_metrics,
+    retrieval_set_from_pairs,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+STS_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
+SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
+
+
+def test_the_sts_dev_retrieval_set():
+    data = retrieval_set_from_pairs(str(STS_DEV), 4.0)
+    assert len(set(data.corpus)) == len(data.corpus)  # distinct texts: no ties between copies
+    gold = [(p.a, p.b) for p in read_pairs(STS_DEV).pairs if p.score >= 4.0]
+    found = {
+        (q, data.corpus[i]) for q, rel in zip(data.queries, data.relevant, strict=True) for i in rel
+    }
+    assert found == set(gold)
+    with pytest.raises(DataError, match="no pair scores"):
+        retrieval_set_from_pairs(str(STS_DEV), 6.0)
+
+
+def test_metrics_of_a_hand_made_ranking():
+    # Query 1: relevant {2} found at rank 2; query 2: relevant {0, 5}, 5 at rank 1, 0 missed.
+    m = ranking_metrics([[7, 2, 3], [5, 1, 4]], [{2}, {0, 5}])
+    assert m["accuracy@1"] == 0.5 and m["mrr@10"] == (0.5 + 1) / 2
+    assert m["recall@1"] == (0 + 0.5) / 2 and m["recall@3"] == (1 + 0.5) / 2
+    ndcg_1 = (1 / 1.5849625007211562) / 1.0
+    ndcg_2 = 1.0 / (1 + 1 / 1.5849625007211562)
+    assert m["ndcg@10"] == pytest.approx((ndcg_1 + ndcg_2) / 2, abs=1e-12)
+
+
+def test_equals_information_retrieval_evaluator_on_the_real_checkpoint(one_thread):
+    full = retrieval_set_from_pairs(str(SICK), 4.5, "TRIAL")
+    data = RetrievalSet(full.queries[:60], full.corpus, full.relevant[:60])
+    ours = evaluate_retrieval(SentenceBert.from_pretrained("all-MiniLM-L6-v2"), data)
+    evaluator = InformationRetrievalEvaluator(
+        queries={str(i): q for i, q in enumerate(data.queries)},
+        corpus={str(i): c for i, c in enumerate(data.corpus)},
+        relevant_docs={str(i): {str(c) for c in rel} for i, rel in enumerate(data.relevant)},
+        write_csv=False,
+    )
+    theirs = evaluator(SentenceTransformer(str(resolve("all-MiniLM-L6-v2")), device="cpu"))
+    compared = 0
+    for name, value in ours.items():
+        if f"cosine_{name}" in theirs:
+            assert value == pytest.approx(theirs[f"cosine_{name}"], abs=1e-6), name
+            compared += 1
+    assert compared == 15  # accuracy, precision, recall @1/3/5/10, mrr@10, ndcg@10, map@100
+    assert 0.3 < ours["mrr@10"] < 1.0  # a real, imperfect ranking
+
+
+def test_evaluate_retrieval_command(tmp_path, capsys, one_thread):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(
+        "sentence1,sentence2,score\nA cat sits.,A cat is sitting.,4.8\n"
+        "Rain falls.,It is raining.,4.5\nA dog runs.,Stocks fell.,0.2\n"
+    )
+    assert main(["evaluate-retrieval", "--model", "all-MiniLM-L6-v2", "--data", str(pairs)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["queries"] == 2 and metrics["corpus"] == 3 and metrics["recall@1"] == 1.0
+    assert main(["evaluate-retrieval", "--data", str(tmp_path / "missing.csv")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

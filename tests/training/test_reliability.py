@@ -1,0 +1,372 @@
+"""Reliability: a killed run, damaged files, a NaN or Inf, a full disk, a second run on the same
+folder, out of memory. Each test backs a line of docs/GUARANTEES.md.
+
+Training runs are tiny: 16 pairs in batches of 8 for 2 epochs (4 steps), a checkpoint every
+step, dropout on (so the RNG state must survive a resume). Runs whose weights are compared
+exactly use one thread in every process, so that they use the same float kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sbert import cli
+from sbert.errors import CheckpointError
+from sbert.fileio import MANIFEST, remove_litter
+from sbert.models.multitask import MultiTaskModel
+from sbert.models.sentence import SentenceBert
+from sbert.training.checkpoints import list_checkpoints, read_checkpoint
+from sbert.training.distributed import Processes
+from sbert.training.run import output_lock
+
+ROOT = Path(__file__).resolve().parents[2]
+SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def train_args(out: Path, *extra: str, seed: int = 3) -> list[str]:
+    flags = "--model tiny --limit 16 --batch-size 8 --epochs 2 --lr 1e-3 --head-lr 1e-2 "
+    flags += f"--dropout 0.1 --seed {seed} --device cpu --no-eval --save-every 1"
+    return ["train", "--train", f"{SICK}@TRAIN", "--out", str(out), *flags.split(), *extra]
+
+
+def run_here(args: list[str], capsys) -> tuple[int, str, str]:
+    """`sbert ARGS` in this process: exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_crashing(trap: list[str], args: list[str]) -> subprocess.CompletedProcess:
+    """`sbert ARGS` in a subprocess, with tests/crash_at.py's trap set (see its docstring)."""
+    command = [sys.executable, str(ROOT / "tests" / "crash_at.py"), *trap, "--", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+
+
+def the_error(stderr: str) -> str:
+    """The one error line, last on stderr (after any progress bar); never a traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"sbert \w+: error: ", line)]
+    assert len(errors) == 1 and lines[-1] == errors[0], stderr
+    return errors[0]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return MultiTaskModel.from_pretrained(folder).state_dict()
+
+
+def assert_equal_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def hidden(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.name.startswith(".")}
+
+
+def assert_whole(out: Path) -> list[int]:
+    """Every checkpoint and model folder in view is complete; returns the checkpoints' steps."""
+    shown = {p.name for p in out.iterdir()} - hidden(out)
+    assert shown <= {"checkpoints", "final", "metrics.jsonl", "curves.png"}, shown
+    steps = []
+    for path in list_checkpoints(out):
+        state = read_checkpoint(path)  # every file matches the manifest written with it
+        assert path.name == f"stage0-step{state['step']:06d}"
+        steps.append(state["step"])
+    if (out / "checkpoints").is_dir():
+        shown = {p.name for p in (out / "checkpoints").iterdir()} - hidden(out / "checkpoints")
+        assert shown == {p.name for p in list_checkpoints(out)}
+    if (out / "final").exists():
+        MultiTaskModel.from_pretrained(out / "final")  # checks its manifest too
+    return steps
+
+
+def damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        del data[len(data) // 2 :]
+    else:
+        data[len(data) // 2] ^= 0x10  # one bit flipped
+    path.write_bytes(data)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run: every interrupted run, resumed, must end with its weights."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    assert cli.main(train_args(out)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def previous(tmp_path_factory) -> Path:
+    """A finished run with another seed: the old final/ that a new run in its folder replaces."""
+    out = tmp_path_factory.mktemp("previous") / "out"
+    assert cli.main(train_args(out, seed=4)) == 0
+    return out
+
+
+# --- a killed run ---------------------------------------------------------------------------
+
+# Where the run is killed (crash_at.py: function, N-th call, action, only calls mentioning),
+# the newest checkpoint it leaves, and what final/ then holds: None (absent), or the "old" one
+# of a previous run in the same folder, or the "new" one.
+KILLS = {
+    "between steps": (["sbert.training.trainer:Trainer.step", "3", "kill"], 2, None),
+    "halfway through a checkpoint file": (["torch:save", "3", "half"], 2, None),
+    "checkpoint written, before its rename": (["sbert.fileio:sync_tree", "3", "kill"], 2, None),
+    "deleting the oldest checkpoint": (["shutil:rmtree", "1", "kill", "step000001"], 3, None),
+    "final save, before the swap": (["sbert.fileio:sync_tree", "1", "kill", ".final."], 4, "old"),
+    "final save, after the swap": (["shutil:rmtree", "1", "kill", ".final."], 4, "new"),
+}
+
+
+@pytest.mark.parametrize("case", list(KILLS))
+def test_a_killed_run_leaves_whole_folders_and_resumes_exactly(
+    tmp_path, case, reference, previous, capsys
+):
+    trap, newest, final = KILLS[case]
+    out = tmp_path / "out"
+    if final is not None:
+        shutil.copytree(previous, out)
+    killed = run_crashing(trap, train_args(out))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # the trap was reached
+
+    assert max(assert_whole(out)) == newest
+    if final is None:
+        assert not (out / "final").exists()
+    else:
+        expected = previous if final == "old" else reference
+        assert_equal_weights(weights(out / "final"), weights(expected / "final"))
+
+    code, stdout, stderr = run_here(train_args(out, "--resume"), capsys)
+    assert code == 0, stderr
+    assert f"resumed stage 0 at step {newest} " in stdout
+    assert_equal_weights(weights(out / "final"), weights(reference / "final"))
+    assert_whole(out)
+    assert hidden(out) == {".lock"} and hidden(out / "checkpoints") == set()  # litter cleaned
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, reference, capsys):
+    out = shutil.copytree(reference, tmp_path / "out")
+    damaged = out / "checkpoints" / "stage0-step000004" / "state.pt"
+    damage(damaged, "bit flip")
+    code, stdout, stderr = run_here(train_args(out, "--resume"), capsys)
+    assert code == 0, stderr
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "resuming from the older stage0-step000003" in warnings[0]
+    assert f"{damaged}: damaged" in warnings[0]
+    assert "resumed stage 0 at step 3 " in stdout
+    assert_equal_weights(weights(out / "final"), weights(reference / "final"))
+    assert read_checkpoint(damaged.parent)["step"] == 4  # written again, whole
+
+
+def test_resume_without_an_intact_checkpoint_is_a_clear_error(tmp_path, reference, capsys):
+    out = shutil.copytree(reference, tmp_path / "out")
+    damage(out / "checkpoints" / "stage0-step000004" / "state.pt", "truncated")
+    damage(out / "checkpoints" / "stage0-step000003" / MANIFEST, "truncated")
+    code, _, stderr = run_here(train_args(out, "--resume"), capsys)
+    assert code == 2
+    error = the_error(stderr)
+    assert "no intact checkpoint to resume from" in error
+    assert "stage0-step000004/state.pt: truncated" in error
+    assert f"stage0-step000003/{MANIFEST}: unreadable JSON" in error
+
+    shutil.rmtree(out / "checkpoints")
+    code, _, stderr = run_here(train_args(out, "--resume"), capsys)
+    assert code == 2 and "no checkpoint to resume from" in the_error(stderr)
+
+
+def test_litter_of_killed_writes_is_removed_and_a_half_swapped_folder_put_back(tmp_path):
+    # Where the system cannot swap two folders in one step, atomic_dir renames twice; a kill
+    # between the renames leaves the complete old folder under .NAME.PID.old, and no NAME.
+    (tmp_path / ".final.4242.old").mkdir()
+    (tmp_path / ".final.4242.old" / "model.safetensors").write_text("old")
+    (tmp_path / ".best.4242.old").mkdir()  # best/ itself was replaced: this one goes
+    (tmp_path / "best").mkdir()
+    (tmp_path / ".stage0-step000003.k2j4x_9a.tmp").mkdir()  # a half-written checkpoint
+    (tmp_path / ".curves.png.a8d7f0q1.tmp").write_text("half a png")
+    (tmp_path / ".lock").write_text("")
+    remove_litter(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "best", "final"]
+    assert (tmp_path / "final" / "model.safetensors").read_text() == "old"
+
+
+# --- damaged model files --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit flip"])
+@pytest.mark.parametrize(
+    "name",
+    ["model.safetensors", "classifier.safetensors", "tokenizer.json", "1_Pooling/config.json"],
+)
+def test_a_damaged_model_file_is_named_on_load(tmp_path, reference, name, how):
+    folder = shutil.copytree(reference / "final", tmp_path / "model")
+    damage(folder / name, how)
+    with pytest.raises(CheckpointError) as error:
+        MultiTaskModel.from_pretrained(folder)
+    assert error.value.path == str(folder / name)
+    with pytest.raises(CheckpointError) as error:
+        SentenceBert.from_pretrained(folder)
+    assert error.value.path == str(folder / name)
+
+
+def test_a_damaged_model_through_the_command_line(tmp_path, reference, capsys):
+    folder = shutil.copytree(reference / "final", tmp_path / "model")
+    damage(folder / "model.safetensors", "bit flip")
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("A man is playing a guitar.\n")
+    args = ["encode", "--model", str(folder), "--input", str(sentences)]
+    code, _, stderr = run_here([*args, "--output", str(tmp_path / "v.npy")], capsys)
+    assert code == 2 and f"{folder / 'model.safetensors'}: damaged" in the_error(stderr)
+    assert not (tmp_path / "v.npy").exists()
+
+
+def test_a_folder_without_a_manifest_loads_as_before(tmp_path, reference):
+    folder = shutil.copytree(reference / "final", tmp_path / "model")
+    (folder / MANIFEST).unlink()  # as a Hugging Face download, or a folder saved by others
+    assert_equal_weights(weights(folder), weights(reference / "final"))
+
+
+# --- numerical faults -----------------------------------------------------------------------
+
+
+def fault_at(call: int, kind: str, monkeypatch) -> None:
+    """At the call-th forward pass, a NaN loss, or a finite loss whose gradient is NaN."""
+    original, calls = MultiTaskModel.forward, []
+
+    def forward(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) != call:
+            return output
+        losses = dict(output.losses)
+        if kind == "loss":
+            losses["regression"] = losses["regression"] * float("nan")
+        else:
+            # sqrt(0) adds nothing, but its derivative is Inf, and Inf * 0 is NaN in the chain
+            # rule.
+            losses["regression"] = losses["regression"] + torch.sqrt(
+                0 * self.classifier.weight.sum()
+            )
+        return dataclasses.replace(output, losses=losses)
+
+    monkeypatch.setattr(MultiTaskModel, "forward", forward)
+
+
+@pytest.mark.parametrize("kind, named", [("loss", "loss"), ("gradient", "gradient norm")])
+def test_a_nonfinite_loss_or_gradient_stops_the_run_naming_the_step(
+    tmp_path, kind, named, monkeypatch, capsys
+):
+    fault_at(3, kind, monkeypatch)
+    out = tmp_path / "out"
+    code, _, stderr = run_here(train_args(out), capsys)
+    assert code == 2
+    error = the_error(stderr)
+    last_good = out / "checkpoints" / "stage0-step000002"
+    assert f"non-finite {named} (nan) at step 3; the last good checkpoint is kept" in error
+    assert str(last_good) in error
+    assert assert_whole(out) == [2, 1] and not (out / "final").exists()
+
+
+def test_a_nan_loss_through_the_command_line(tmp_path):
+    out = tmp_path / "out"
+    result = run_crashing(
+        ["sbert.models.multitask:MultiTaskModel.forward", "3", "nan"], train_args(out)
+    )
+    assert result.returncode == 2
+    error = the_error(result.stderr)
+    assert "non-finite loss (nan) at step 3" in error and "stage0-step000002" in error
+    assert assert_whole(out) == [2, 1] and not (out / "final").exists()
+
+
+def test_skip_nonfinite_skips_the_batch_and_counts_it(tmp_path, monkeypatch, capsys):
+    fault_at(2, "loss", monkeypatch)
+    fault_at(3, "gradient", monkeypatch)
+    out = tmp_path / "out"
+    code, _, stderr = run_here(train_args(out, "--skip-nonfinite"), capsys)
+    assert code == 0, stderr
+    assert "warning: skipped step 2: non-finite loss (nan); 1 skipped so far" in stderr
+    assert "warning: skipped step 3: non-finite gradient norm (nan); 2 skipped so far" in stderr
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    skipped = [(r["step"], r["nonfinite"], r["skipped"]) for r in log if "skipped" in r]
+    assert skipped == [(2, "loss", 1), (3, "gradient norm", 2)]
+    assert read_checkpoint(list_checkpoints(out)[0])["skipped"] == 2
+    assert all(torch.isfinite(t).all() for t in weights(out / "final").values())
+
+
+# --- resource faults ------------------------------------------------------------------------
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_litter(
+    tmp_path, monkeypatch, capsys
+):
+    save, calls = torch.save, []
+
+    def fill_the_disk(obj, file):
+        calls.append(1)
+        if len(calls) == 3:  # the third checkpoint runs out of space halfway
+            file.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        save(obj, file)
+
+    monkeypatch.setattr(torch, "save", fill_the_disk)
+    out = tmp_path / "out"
+    code, _, stderr = run_here(train_args(out), capsys)
+    assert code == 2
+    error = the_error(stderr)
+    assert "stage0-step000003: cannot write the checkpoint (No space left on device)" in error
+    assert f"the last good checkpoint is kept: {out / 'checkpoints' / 'stage0-step000002'}" in error
+    assert assert_whole(out) == [2, 1]
+    assert hidden(out) == {".lock"} and hidden(out / "checkpoints") == set()
+
+
+def test_a_second_run_on_the_same_folder_refuses(tmp_path):
+    out = tmp_path / "out"
+    with output_lock(out, Processes()):  # this process is the first run
+        before = sorted(out.iterdir())
+        second = subprocess.run(
+            [sys.executable, "-m", "sbert", *train_args(out)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
+        )
+        assert sorted(out.iterdir()) == before
+    assert second.returncode == 2
+    error = the_error(second.stderr)
+    assert f"{out}: another run (process {os.getpid()}) is using this output folder" in error
+
+
+def test_out_of_memory_names_the_batch_size_and_length_to_lower(tmp_path, monkeypatch, capsys):
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(MultiTaskModel, "forward", out_of_memory)
+    args = train_args(tmp_path / "out", "--max-seq-length", "12")
+    code, _, stderr = run_here(args, capsys)
+    assert code == 2
+    found = re.search(
+        r"out of memory at step 1 on micro-batches of 8 pairs x (\d+) tokens: lower --batch-size "
+        r"\(now 8\) or raise --grad-accum \(now 1\), or lower --max-seq-length \(now 12\)$",
+        the_error(stderr),
+    )
+    assert found and int(found[1]) <= 12, stderr
