@@ -1,8 +1,8 @@
 """BERT, the encoder of Sentence-BERT, written from scratch (Devlin et al., 2019, §3).
 
 token + position + segment embeddings -> LayerNorm -> dropout -> N post-LN transformer layers.
-This file knows nothing of tokenizers, files or tasks; checkpoint key names live in
-`checkpoint.py`.
+This file knows nothing of tokenizers, files or tasks; checkpoint key names live in the folder
+module (sbert/models/folder.py).
 """
 
 from __future__ import annotations
