@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from sbert import cli
-from sbert.data.specs import parse_spec, read_spec
 from sbert.errors import ConfigError
 from sbert.training.distributed import Processes
 from sbert.training.trainer import Trainer
@@ -40,16 +39,6 @@ def train(out: Path, *args: str) -> list[dict]:
 
 def steps(log: list[dict]) -> list[dict]:
     return [r for r in log if "loss" in r]
-
-
-def test_rows_of_a_file_make_an_honest_dev_set():
-    spec = parse_spec(f"{SICK}@TRAIN[1000:]:regression")
-    assert (spec.split, spec.rows, spec.objective) == ("TRAIN", slice(1000, None), "regression")
-    assert spec.name == "SICK_train_trial-TRAIN[1000:]"
-    whole = read_spec(f"{SICK}@TRAIN").pairs
-    rest = read_spec(spec).pairs
-    assert len(whole) == 4439 and len(rest) == 3439 and rest == whole[1000:]
-    assert read_spec(f"{SICK}@TRAIN[10:20]", limit=3).pairs == whole[10:13]
 
 
 def test_contrastive_is_a_third_loss_from_the_same_pass(tmp_path, one_thread):
