@@ -1,4 +1,4 @@
-"""`python train.py` = `sbert train`: with no arguments, the demo (see README)."""
+"""`python train.py` = `sbert train`: with no arguments, the demo (README; docs/index.md)."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""Dev scores of each training choice, over seeds: the table behind the README's defaults.
+"""Dev scores of each training choice, over seeds: the tables behind the defaults
+(docs/experiments.md).
 
 Two protocols (the held-out test sets are never used):
 

@@ -1,4 +1,4 @@
-"""Data specs: PATH[@SPLIT][[FROM:TO]][:OBJECTIVE], which pairs of which file train (or are
+"""Data specs: `PATH[@SPLIT][[FROM:TO]][:OBJECTIVE]`, which pairs of which file train (or are
 evaluated) how, e.g. `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`.
 
 SPLIT picks a SICK split, [FROM:TO] a Python-style range of its pairs, OBJECTIVE what the file
@@ -22,7 +22,7 @@ SPEC_OBJECTIVES = ("classification", "regression", "both", *REGRESSION_LOSSES)
 
 @dataclass(frozen=True)
 class DataSpec:
-    """PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] taken apart, e.g.
+    """`PATH[@SPLIT][[FROM:TO]][:OBJECTIVE]` taken apart, e.g.
     `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`."""
 
     path: str
@@ -41,7 +41,7 @@ _ROWS = re.compile(r"^(.*)\[(\d*):(\d*)\]$")
 
 
 def parse_spec(spec: str) -> DataSpec:
-    """PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] -> DataSpec. OBJECTIVE `cosent` or `angle` trains
+    """`PATH[@SPLIT][[FROM:TO]][:OBJECTIVE]` -> DataSpec. OBJECTIVE `cosent` or `angle` trains
     the file's scores with that regression loss instead of the stage's."""
     path, objective = spec, "both"
     head, sep_objective, tail = spec.rpartition(":")

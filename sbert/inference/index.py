@@ -11,7 +11,7 @@ below the fp32 cost:
   rescored with the fp32 vectors, read from a memory-mapped file (Yamada et al., 2021, "Efficient
   Passage Retrieval with Hashing", rerank binary candidates with full vectors);
 - `approximate=True`: a FAISS HNSW graph (Malkov & Yashunin, 2018), chosen over usearch by
-  measuring (README, bench/search.py); an optional dependency, `pip install faiss-cpu`.
+  measuring (docs/performance.md, bench/search.py); an optional dependency, `pip install faiss-cpu`.
 
 An index folder: index.json (model identity, settings, corpus), vectors.npy (fp32, N x H),
 texts.jsonl (one JSON string a line: hit ids are their 0-based positions), the quantised codes
@@ -50,12 +50,13 @@ INDEX, VECTORS, TEXTS, CODES, SCALES, GRAPH = (
 )
 FORMAT = 1
 # Candidates rescored with fp32 vectors per wanted hit, for int8/binary (sentence-transformers'
-# quantization example rescores 4x too). Recall@10 against fp32 measured: README, "Search speed".
+# quantization example rescores 4x too). Recall@10 against fp32 measured: docs/performance.md.
 RESCORE = 4
 # HNSW: 32 neighbours a node, a build beam of 128 and a search beam of 128 (bench/search.py).
 # FAISS's default build beam, 40, makes a graph that caps recall@10 at 0.94 on 1M vectors even
-# with a search beam of 1,024; 128 reaches 0.997 at 128 for twice the build time (README,
-# "Search speed"). A wider search beam, `ef_search`, trades query speed for recall.
+# with a search beam of 1,024; 128 reaches 0.997 at 128 for twice the build time
+# (docs/performance.md, search speed). A wider search beam, `ef_search`, trades query speed for
+# recall.
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 128, 128
 
 
@@ -101,7 +102,7 @@ def _hnsw(vectors: np.ndarray, show_progress_bar: bool = False):
     if show_progress_bar:
         # One add() of all vectors: FAISS then inserts the upper levels of the whole corpus
         # first. Adding in blocks to drive a progress bar lowered recall@10 on 1M vectors
-        # from 0.997 to 0.994 (README, "Search speed"), so say what is coming instead.
+        # from 0.997 to 0.994 (docs/performance.md), so say what is coming instead.
         print(
             f"building the HNSW graph over {len(vectors):,} vectors (minutes a million; "
             f"no progress is shown until it is done)",

@@ -53,7 +53,8 @@ class TrainConfig:
     batch_size: int = option("global batch: pairs per optimizer step, over all processes", 16)
     grad_accum: int = option("split each process's batch into this many micro-batches", 1)
     lr: float = option("peak learning rate of the encoder (SBERT: 2e-5)", 2e-5)
-    # The three defaults below were chosen by measuring dev scores on the demo (README).
+    # The three defaults below were chosen by measuring dev scores on the demo
+    # (docs/training.md, the demo's defaults and how they were chosen).
     head_lr: float = option("learning rate of the classifier head (fresh weights need more)", 0.1)
     weight_decay: float = option("AdamW weight decay on 2+-dimensional tensors", 0.01)
     warmup: float = option("fraction of the steps for linear warm-up (SBERT: 10%)", 0.1)

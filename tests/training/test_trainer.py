@@ -179,7 +179,7 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
 
 
 def test_sick_stsb_recipe_runs_as_written_from_the_repo_root(tmp_path):
-    """configs/sick-stsb.toml as the README gives it (cut to 2 steps): its relative data paths
+    """configs/sick-stsb.toml as the docs give it (cut to 2 steps): its relative data paths
     resolve from the repo root, and its settings (both files, uncertainty weighting from 1:1,
     strategy full) are the ones the run uses."""
     command = [sys.executable, "train.py", "--config", "configs/sick-stsb.toml"]
