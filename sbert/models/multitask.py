@@ -110,9 +110,18 @@ class MultiTaskModel(nn.Module):
         """The encoder's: the heads do not change a vector."""
         return self.encoder.fingerprint()
 
-    def encode(self, sentences: str | Sequence[str], *args, **kwargs) -> np.ndarray:
-        """`SentenceBert.encode` of the shared encoder."""
-        return self.encoder.encode(sentences, *args, **kwargs)
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        device: str | torch.device | None = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """`SentenceBert.encode` of the shared encoder: (N, H) float32, (H,) for one string."""
+        return self.encoder.encode(
+            sentences, batch_size, normalize, device=device, show_progress_bar=show_progress_bar
+        )
 
     @property
     def heads(self) -> Heads:

@@ -44,6 +44,7 @@ class StagePlan:
     index: int
     config: TrainConfig
     sets: list[TrainSet]
+    dev: dict[str, PairSet]  # dev data by name (none with no_eval)
     objectives: tuple[str, ...]  # the objectives it trains, in the table's order
     weights: dict[str, float]  # each objective's loss weight (a balancer's starting weight)
     strategy: Trainable  # which parameters train, at which rates
@@ -69,6 +70,7 @@ def plan_stage(index: int, config: TrainConfig, world: int) -> StagePlan:
         index,
         config,
         read_train_sets(config),
+        {} if config.no_eval else {parse_spec(s).name: read_spec(s) for s in config.dev},
         objectives,
         loss_weights(config, objectives),
         trainable(config.strategy, config.freeze_layers, config.layer_decay),

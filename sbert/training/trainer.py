@@ -23,7 +23,6 @@ import torch
 
 from sbert.data import batching
 from sbert.data.batching import IGNORE_LABEL, TokenizedPairs
-from sbert.data.specs import parse_spec, read_spec
 from sbert.errors import CheckpointError, ConfigError, TrainingError
 from sbert.models.device import native_bf16
 from sbert.models.multitask import MultiTaskModel
@@ -64,17 +63,6 @@ class Progress:
 
 # ---------------------------------------------------------------------------------------------
 # Setup: each function builds one thing
-
-
-def read_dev_sets(config: TrainConfig, model: MultiTaskModel) -> dict[str, TokenizedPairs]:
-    index = {name: i for i, name in enumerate(model.labels)} or None
-    sets = {}
-    for spec in [] if config.no_eval else config.dev:
-        parsed = parse_spec(spec)
-        sets[parsed.name] = batching.tokenize_pairs(
-            read_spec(parsed), model.encoder.tokenizer, index
-        )
-    return sets
 
 
 def default_best_metric(dev_sets: dict[str, TokenizedPairs]) -> str | None:
@@ -219,7 +207,10 @@ class Trainer:
         self.train_sets = [
             batching.tokenize_pairs(s.data, tokenizer, index, s.objective) for s in sets
         ]
-        self.dev_sets = read_dev_sets(self.config, self.model)
+        self.dev_sets = {
+            name: batching.tokenize_pairs(data, tokenizer, index or None)
+            for name, data in self.plan.dev.items()
+        }
         if self.progress.best_metric is None:
             self.progress.best_metric = default_best_metric(self.dev_sets)
         elif self.progress.stage == 0 and self.dev_sets:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbert.errors import ConfigError
+from sbert.errors import ConfigError, DataError
 from sbert.models.objectives import OBJECTIVES
 from sbert.training.config import make_config
 from sbert.training.plan import check_trainable, plan_stage, plan_stages, stage_model
@@ -49,9 +49,10 @@ def test_weights_and_batches_that_cannot_work(values, error):
 def test_every_stages_data_is_read_before_any_stage_trains(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence1,sentence2,score\na,b,7x\n", encoding="utf-8")
-    stages = [{"train": [f"{SICK}@TRAIN"]}, {"train": [str(bad)]}]
-    with pytest.raises(Exception, match="bad.csv"):
-        plan_stages(config(stages=stages), 1)
+    for later in ({"train": [str(bad)]}, {"train": [f"{SICK}@TRAIN"], "dev": [str(bad)]}):
+        stages = [{"train": [f"{SICK}@TRAIN"]}, later]
+        with pytest.raises(DataError, match="bad.csv:2"):
+            plan_stages(config(stages=stages), 1)
 
 
 @pytest.mark.parametrize(
