@@ -18,3 +18,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def minilm_export(tmp_path_factory):
+    """all-MiniLM-L6-v2 exported with --quantize int8 (its folder has the fp32 graph too), once
+    a session: the export tests and the server's int8 test share it (~30 s to make)."""
+    pytest.importorskip("onnxscript")
+    from sbert.inference.export import export
+
+    out = tmp_path_factory.mktemp("minilm") / "onnx"
+    export("all-MiniLM-L6-v2", out, quantize="int8")
+    return out

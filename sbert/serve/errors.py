@@ -74,10 +74,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def describe(errors: list[dict]) -> str:
     """Pydantic's errors as one sentence naming the field, e.g. `inputs[2]: ...`. Of a union
-    (a string or a list of strings), the branch that fits the input says more than "not a
-    string"."""
+    (a string or a list of strings) the branch that went deepest into the input says most; where
+    no branch got past the input's type, the sentence names the types that would do."""
     specific = [e for e in errors if not e["type"].endswith("_type")]
-    err = (specific or errors)[0]
+    deepest = max(len(e["loc"]) for e in errors)
+    candidates = specific or [e for e in errors if len(e["loc"]) == deepest]
+    err = candidates[0]
     where = ""
     for part in err["loc"]:
         if isinstance(part, int):
@@ -85,7 +87,7 @@ def describe(errors: list[dict]) -> str:
         elif part not in ("body", "str") and "[" not in part:  # not the union's branch names
             where += f".{part}" if where else part
     message = err["msg"].removeprefix("Value error, ")
-    if not specific and len(errors) > 1:  # no branch fits: name what would
+    if not specific and len(candidates) > 1:
         kinds = {"string_type": "a string", "list_type": "a list", "tuple_type": "a pair"}
-        message = "expected " + " or ".join(kinds.get(e["type"], e["type"]) for e in errors)
+        message = "expected " + " or ".join(kinds.get(e["type"], e["type"]) for e in candidates)
     return f"{where or 'body'}: {message}"

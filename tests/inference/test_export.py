@@ -74,13 +74,6 @@ def minilm() -> SentenceBert:
 
 
 @pytest.fixture(scope="module")
-def minilm_export(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("minilm") / "onnx"
-    export("all-MiniLM-L6-v2", out, quantize="int8")
-    return out
-
-
-@pytest.fixture(scope="module")
 def reference(minilm) -> dict[int, np.ndarray]:
     return {bs: minilm.encode(SENTENCES, batch_size=bs) for bs in (1, 32)}
 
