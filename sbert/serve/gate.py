@@ -20,7 +20,7 @@ INFERENCE = frozenset(
     {"/v1/embeddings", "/embeddings", "/embed", "/similarity", "/rerank", "/predict", "/search"}
 )
 OPEN = frozenset({"/health"})  # answered without an API key (a load balancer's probe)
-ROUTES = INFERENCE | OPEN | {"/info", "/metrics", "/openapi.json", "/docs"}
+ROUTES = INFERENCE | OPEN | {"/info", "/metrics", "/openapi.json"}
 
 
 class Gate:
@@ -35,8 +35,6 @@ class Gate:
         start, state = time.perf_counter(), self.state
         headers = MutableHeaders(scope=scope)
         rid = headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        if "json" not in headers.get("content-type", ""):  # curl -d says form data: every
-            headers["content-type"] = "application/json"  # body here is JSON, and is read so
         path = scope["path"]
         status = 500
 

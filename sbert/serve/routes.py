@@ -18,17 +18,17 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 import numpy as np
-from fastapi import APIRouter, Request
-from starlette.responses import Response as PlainResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from sbert.inference.onnx_runner import OnnxEncoder
 from sbert.inference.predict import predictions
 from sbert.serve import schemas
 from sbert.serve.batcher import Job, ShuttingDown
-from sbert.serve.errors import JSON, ApiError
+from sbert.serve.errors import JSON, ApiError, parse
+from sbert.serve.openapi import document
 from sbert.serve.state import ServerState
-
-router = APIRouter()
 
 
 def version() -> str:
@@ -112,11 +112,9 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-@router.post("/v1/embeddings")
-@router.post("/embeddings", include_in_schema=False)
-async def openai_embeddings(body: schemas.OpenAIEmbeddings, request: Request):
+async def openai_embeddings(request: Request) -> JSON:
     """OpenAI's embeddings API: `embeddings.create` of the official client works unchanged."""
-    state = state_of(request)
+    body, state = await parse(request, schemas.OpenAIEmbeddings), state_of(request)
     if body.dimensions is not None and body.dimensions != state.encoder.dim:
         raise ApiError(422, "validation", f"dimensions: this model gives {state.encoder.dim}")
     embedded = await embed(request, as_list(body.input), truncate=True)
@@ -134,27 +132,27 @@ async def openai_embeddings(body: schemas.OpenAIEmbeddings, request: Request):
     })  # fmt: skip
 
 
-@router.post("/embed")
-async def tei_embed(body: schemas.Embed, request: Request):
+async def tei_embed(request: Request) -> JSON:
     """Text-embeddings-inference's /embed: one vector per input."""
+    body = await parse(request, schemas.Embed)
     embedded = await embed(request, as_list(body.inputs), body.truncate)
     vectors = embedded.vectors
     return embedded.answer(normalized(vectors) if body.normalize else vectors)
 
 
-@router.post("/similarity")
-async def tei_similarity(body: schemas.Similarity, request: Request):
+async def tei_similarity(request: Request) -> JSON:
     """Text-embeddings-inference's /similarity: cosine of the source with each sentence."""
+    body = await parse(request, schemas.Similarity)
     texts = [body.inputs.source_sentence, *body.inputs.sentences]
     embedded = await embed(request, texts, body.truncate)
     vectors = normalized(embedded.vectors)
     return embedded.answer(vectors[1:] @ vectors[0])
 
 
-@router.post("/rerank")
-async def tei_rerank(body: schemas.Rerank, request: Request):
+async def tei_rerank(request: Request) -> JSON:
     """Text-embeddings-inference's /rerank shape, best first; the score is the cosine of the
     query and the text's sentence vectors (a bi-encoder, not a cross-encoder)."""
+    body = await parse(request, schemas.Rerank)
     embedded = await embed(request, [body.query, *body.texts], body.truncate)
     vectors = normalized(embedded.vectors)
     scores = (vectors[1:] @ vectors[0]).tolist()
@@ -163,10 +161,9 @@ async def tei_rerank(body: schemas.Rerank, request: Request):
     return embedded.answer([{"index": i, "score": scores[i], **text(i)} for i in ranked])
 
 
-@router.post("/predict")
-async def predict(body: schemas.Predict, request: Request):
+async def predict(request: Request) -> JSON:
     """Both heads on sentence pairs: the answers of `sbert predict`, one per pair."""
-    state = state_of(request)
+    body, state = await parse(request, schemas.Predict), state_of(request)
     if state.encoder.heads.classifier is None:
         raise ApiError(422, "no_classifier", "this model has no classifier: use /similarity")
     pairs = [body.inputs] if isinstance(body.inputs, tuple) else body.inputs
@@ -175,10 +172,9 @@ async def predict(body: schemas.Predict, request: Request):
     return embedded.answer([p.to_json() for p in predictions(u, v, state.encoder.heads)])
 
 
-@router.post("/search")
-async def search(body: schemas.Search, request: Request):
+async def search(request: Request) -> JSON:
     """The served index's top-k texts for each query: the answers of `sbert search`."""
-    state = state_of(request)
+    body, state = await parse(request, schemas.Search), state_of(request)
     if state.index is None:
         raise ApiError(404, "no_index", "no index is served: start with --index DIR")
     queries = as_list(body.queries)
@@ -195,20 +191,19 @@ async def search(body: schemas.Search, request: Request):
     return embedded.answer(results)
 
 
-@router.get("/health")
-async def health(request: Request):
+async def health(request: Request) -> JSON:
     """200 while the model is loaded and its worker runs; 503 otherwise."""
     if not state_of(request).batcher.alive:
         raise ApiError(503, "unhealthy", "the inference worker is not running")
-    return {"status": "ok"}
+    return JSON({"status": "ok"})
 
 
-@router.get("/info")
-async def info(request: Request):
+async def info(request: Request) -> JSON:
+    """The model, its runtime and the limits in force."""
     state = state_of(request)
     encoder, config, index = state.encoder, state.config, state.index
     head = encoder.heads.classifier
-    return {
+    return JSON({
         "model": state.name,
         "fingerprint": state.fingerprint,
         "dim": encoder.dim,
@@ -228,14 +223,42 @@ async def info(request: Request):
             )  # fmt: skip
         },
         "version": version(),
-    }
+    })  # fmt: skip
 
 
-@router.get("/metrics")
-async def metrics(request: Request):
+async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     body = state_of(request).metrics.text()
-    return PlainResponse(body, media_type="text/plain; version=0.0.4")
+    return Response(body, media_type="text/plain; version=0.0.4")
+
+
+POSTS = {  # path -> (handler, request model)
+    "/v1/embeddings": (openai_embeddings, schemas.OpenAIEmbeddings),
+    "/embed": (tei_embed, schemas.Embed),
+    "/similarity": (tei_similarity, schemas.Similarity),
+    "/rerank": (tei_rerank, schemas.Rerank),
+    "/predict": (predict, schemas.Predict),
+    "/search": (search, schemas.Search),
+}
+GETS = {"/health": health, "/info": info, "/metrics": metrics}
+
+
+async def openapi(request: Request) -> JSON:
+    """The OpenAPI document of these routes."""
+    return JSON(OPENAPI)
+
+
+OPENAPI = document(
+    {path: (model, handler.__doc__.splitlines()[0]) for path, (handler, model) in POSTS.items()},
+    {path: handler.__doc__.splitlines()[0] for path, handler in GETS.items()},
+    version(),
+)
+ROUTES = [
+    *(Route(path, handler, methods=["POST"]) for path, (handler, _) in POSTS.items()),
+    Route("/embeddings", openai_embeddings, methods=["POST"]),  # OpenAI clients without /v1
+    *(Route(path, handler, methods=["GET"]) for path, handler in GETS.items()),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
 
 
 def runtime(encoder) -> str:

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from sbert import MultiTaskModel, SentenceBert
 
-pytest.importorskip("fastapi")
+pytest.importorskip("starlette")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
 
 from sbert.serve.app import create_app  # noqa: E402
 from sbert.serve.config import ServeConfig  # noqa: E402

@@ -27,7 +27,7 @@ import torch
 import sbert
 from sbert import MultiTaskModel, SentenceBert
 
-pytest.importorskip("fastapi")
+pytest.importorskip("starlette")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
