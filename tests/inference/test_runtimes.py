@@ -176,7 +176,6 @@ def test_threads_follow_the_cpus_this_process_may_use(onnx_export):
 @pytest.mark.parametrize(
     "args, error",
     [
-        (["--format", "tensorflow"], "invalid choice: 'tensorflow'"),
         (["--calibration", "x.txt"], "--calibration calibrates --quantize int8 only"),
         (
             ["--format", "openvino", "--quantize", "int8", "--calibration", "missing.txt"],
