@@ -146,7 +146,7 @@ def independence(encode, sentences: list[str]) -> float:
     """Min cosine of each sentence encoded alone against the same inside mixed batches of 32
     (96 sentences drawn at random: every batch mixes lengths)."""
     rng = np.random.default_rng(0)
-    few = [sentences[i] for i in rng.choice(len(sentences), 96, replace=False)]
+    few = [sentences[i] for i in rng.choice(len(sentences), min(96, len(sentences)), replace=False)]
     alone = np.stack([np.asarray(encode([s], batch_size=1))[0] for s in few])
     mixed = np.asarray(encode(few, batch_size=32))
     return float(min_cosine(alone, mixed))
