@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sbert.folders import DEFAULT_MODEL, is_exported, resolve
+from sbert.fileio import read_json
+from sbert.folders import DEFAULT_MODEL, EXPORT_RECORD, is_exported, resolve
 from sbert.inference.encoder import Encoder
 from sbert.inference.onnx_runner import OnnxEncoder
 
@@ -18,12 +19,21 @@ from sbert.inference.onnx_runner import OnnxEncoder
 def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
     """The model a folder (or packaged name) holds, ready to encode, predict and search.
 
-    Returns an `OnnxEncoder` for a folder written by `sbert export`, else a `MultiTaskModel`
-    (with its classifier when the folder has one).
+    Returns an `OnnxEncoder` for a folder written by `sbert export` (an `OpenVinoEncoder` for
+    `--format openvino`), else a `MultiTaskModel` (with its classifier when the folder has one).
     """
     folder = resolve(name_or_path)
     if is_exported(folder):
+        if runtime(folder) == "openvino":
+            from sbert.inference.openvino_runner import OpenVinoEncoder
+
+            return OpenVinoEncoder.load(folder)
         return OnnxEncoder.load(folder)
     from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
 
     return MultiTaskModel.from_pretrained(name_or_path)
+
+
+def runtime(folder: Path) -> str:
+    """Which runtime an export folder is for: "onnxruntime" or "openvino"."""
+    return str(read_json(folder / EXPORT_RECORD).get("runtime", "onnxruntime"))
