@@ -9,8 +9,8 @@ bit-exact). Servers:
 - `sbert-int8`: `sbert serve` on an `sbert export --quantize int8` folder (ONNX Runtime);
 - `sbert-torch`: `sbert serve` on the PyTorch folder;
 - `infinity`: infinity-emb (`--infinity PYTHON`: the python of a venv where infinity-emb is
-  installed, e.g. `pip install "infinity-emb[server,torch,optimum]==0.0.78" torch==2.13.0`),
-  with `--infinity-engine` (torch or optimum, its ONNX engine);
+  installed; bench/README.md says how), with `--infinity-engine` (torch, or optimum: its ONNX
+  engine, which needs `--infinity-model` and `--infinity-flags "--pooling-method mean"`);
 - `plain`: FastAPI + `SentenceTransformer.encode` (bench/plain_server.py).
 
 Points: closed-loop concurrency 1, 8 and 64 with one sentence per request, and 4 with 32 per
@@ -93,9 +93,11 @@ def servers(args, port: int, export: Path) -> dict[str, Server]:
         ),  # fmt: skip
     }
     if args.infinity:
-        command = [args.infinity, "-m", "infinity_emb.cli", "v2", "--model-id", model,
-                   "--engine", args.infinity_engine, "--device", "cpu", "--port", str(port),
-                   "--url-prefix", "", "--no-bettertransformer"]  # fmt: skip
+        folder = args.infinity_model or model
+        command = [args.infinity, "-m", "infinity_emb.cli", "v2", "--model-id", folder,
+                   "--engine", args.infinity_engine, "--device", "cpu", "--host", "127.0.0.1",
+                   "--port", str(port), "--url-prefix", "", "--log-level", "warning",
+                   *args.infinity_flags.split()]  # fmt: skip
         out["infinity"] = Server("infinity", command, **openai)
     return out
 
@@ -248,6 +250,12 @@ def main() -> None:
     parser.add_argument("--overload-seconds", type=float, default=30.0)
     parser.add_argument("--infinity", help="python of a venv with infinity-emb installed")
     parser.add_argument("--infinity-engine", default="optimum", choices=["torch", "optimum"])
+    parser.add_argument("--infinity-flags", default="", help="more flags for infinity_emb v2")
+    parser.add_argument(
+        "--infinity-model",
+        help="the model folder infinity loads (its optimum engine wants model.onnx beside the "
+        "configs: bench/README.md); default: the packaged checkpoint",
+    )
     parser.add_argument("--export", help="an int8 export of all-MiniLM-L6-v2 (default: made here)")
     args = parser.parse_args()
     print(machine())

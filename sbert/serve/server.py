@@ -33,12 +33,15 @@ def serve(config: ServeConfig, encoder: Encoder, device=None) -> None:
     if not config.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
+    # Whatever is still queued when the grace time is up hears 503, not silence.
+    deadline = threading.Timer(config.grace_seconds, state.batcher.stop)
+    deadline.daemon = True  # a server that drained sooner exits at once
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
             if not state.draining:
                 state.draining = True
-                # Whatever is still queued when the grace time is up hears 503, not silence.
-                threading.Timer(config.grace_seconds, state.batcher.stop).start()
+                deadline.start()
             super().handle_exit(sig, frame)
             # uvicorn re-raises a caught signal once it has shut down, so the process would die
             # of it; drained as promised, it exits 0 instead.
@@ -56,6 +59,7 @@ def serve(config: ServeConfig, encoder: Encoder, device=None) -> None:
     )
     print(startup_line(state), file=sys.stderr, flush=True)
     server.run()
+    deadline.cancel()
 
 
 def build_state(config: ServeConfig, encoder: Encoder, device=None) -> ServerState:

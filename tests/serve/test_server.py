@@ -248,7 +248,6 @@ def test_the_api_key_is_required_and_never_printed(folders, tmp_path):
     assert key not in process.stderr.read()
 
 
-@pytest.mark.xfail(strict=True, reason="ORT dynamic int8 scales activations per batch (issue 22)")
 def test_an_int8_vector_does_not_depend_on_what_shared_its_batch(minilm_export):
     """Requests batched together on the int8 export of all-MiniLM-L6-v2 (a tiny random model's
     activations are too tame to show it): each vector equals the export's vector of the
