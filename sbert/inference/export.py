@@ -97,10 +97,9 @@ def export(
         raise ConfigError(f"unknown --quantize {quantize!r}; choose {', '.join(QUANTIZE_MODES)}")
     if format not in FORMATS:
         raise ConfigError(f"unknown --format {format!r}; choose {', '.join(FORMATS)}")
-    openvino = format == "openvino"
     if calibration is not None and not quantize:
         raise ConfigError("--calibration calibrates --quantize int8 only")
-    out = Path(out)
+    out, openvino = Path(out), format == "openvino"
     check_output_dir(out, is_exported, "an ONNX export")
     versions = _onnx_versions(quantize and not openvino)
     if openvino:
@@ -110,40 +109,8 @@ def export(
     sb = SentenceBert.from_files(files).eval()
     source = files.layout.transformer
     heads = [name for name in HEAD_FILES if (source / name).is_file()]
-    graphs = {"fp32": GRAPH}
-    if openvino:
-        graphs.update(
-            {"openvino": GRAPH_OV, **({"openvino_int8": GRAPH_OV_INT8} if quantize else {})}
-        )
-    elif quantize:
-        graphs["int8"] = GRAPH_INT8
-    record = {
-        "graph": graphs["openvino_int8" if quantize else "openvino"]
-        if openvino
-        else (GRAPH_INT8 if quantize else GRAPH),  # fmt: skip
-        "runtime": "openvino" if openvino else "onnxruntime",
-        "quantize": quantize,
-        "graphs": graphs,
-        "inputs": list(INPUTS),
-        "outputs": {
-            TOKEN_OUTPUT: "(batch, sequence, dim) token vectors",
-            SENTENCE_OUTPUT: f"(batch, dim) {sb.pooling}-pooled"
-            + (", L2-normalised" if sb.normalize else ""),
-        },
-        "dim": sb.dim,
-        "pooling": sb.pooling,
-        "normalize": sb.normalize,
-        "max_seq_length": sb.tokenizer.max_length,
-        "lowercase": sb.tokenizer.lowercase,
-        "source": str(model),
-        # The source model's fingerprint names the fp32 graph's vectors too (equal to <= 1e-5):
-        # an index built with either takes queries from the other (fingerprint.py).
-        "fingerprint": sb.fingerprint(),
-        "heads": heads,
-        "exporter": "torch.onnx.export(dynamo=True)",
-        "opset": OPSET,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
-    }
+    record = export_record(sb, str(model), graph_files(openvino, quantize), heads, versions)
+    record["quantize"] = quantize
     with atomic_dir(out) as tmp:
         sb.write(tmp, weights=False)
         (tmp / "onnx").mkdir()
@@ -159,6 +126,48 @@ def export(
             shutil.copyfile(source / name, tmp / name)
         (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))
     return record
+
+
+def graph_files(openvino: bool, quantize: str | None) -> dict[str, str]:
+    """The export's graphs by name; the last one is the one it runs by default."""
+    graphs = {"fp32": GRAPH}
+    if openvino:
+        graphs["openvino"] = GRAPH_OV
+        if quantize:
+            graphs["openvino_int8"] = GRAPH_OV_INT8
+    elif quantize:
+        graphs["int8"] = GRAPH_INT8
+    return graphs
+
+
+def export_record(
+    sb: SentenceBert, source: str, graphs: dict[str, str], heads: list[str], versions: dict
+) -> dict:
+    """How the export folder is made: what `onnx_export.json` records (see the module)."""
+    return {
+        "graph": list(graphs.values())[-1],
+        "runtime": "openvino" if "openvino" in graphs else "onnxruntime",
+        "graphs": graphs,
+        "inputs": list(INPUTS),
+        "outputs": {
+            TOKEN_OUTPUT: "(batch, sequence, dim) token vectors",
+            SENTENCE_OUTPUT: f"(batch, dim) {sb.pooling}-pooled"
+            + (", L2-normalised" if sb.normalize else ""),
+        },
+        "dim": sb.dim,
+        "pooling": sb.pooling,
+        "normalize": sb.normalize,
+        "max_seq_length": sb.tokenizer.max_length,
+        "lowercase": sb.tokenizer.lowercase,
+        "source": source,
+        # The source model's fingerprint names the fp32 graph's vectors too (equal to <= 1e-5):
+        # an index built with either takes queries from the other (fingerprint.py).
+        "fingerprint": sb.fingerprint(),
+        "heads": heads,
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "opset": OPSET,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
+    }
 
 
 def export_graph(model: SentenceBert, path: Path) -> None:
