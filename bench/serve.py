@@ -88,14 +88,13 @@ def servers(args, port: int, export: Path) -> dict[str, Server]:
         "body": lambda t: {"input": t, "model": "m"},
         "vectors": lambda j: [d["embedding"] for d in j["data"]],
     }
+    plain = [sys.executable, str(ROOT / "bench" / "plain_server.py"), model, str(port)]
     out = {
-        "sbert-int8": Server("sbert-int8", [*sbert, "--model", str(export)], **tei),
-        "sbert-torch": Server("sbert-torch", [*sbert, "--model", model], **tei),
-        "plain": Server(
-            "plain",
-            [sys.executable, str(ROOT / "bench" / "plain_server.py"), model, str(port)],
-            **tei,
-        ),  # fmt: skip
+        "sbert-int8": Server(
+            "sbert-int8", [*sbert, "--model", str(export)], **tei, reference="int8"
+        ),
+        "sbert-torch": Server("sbert-torch", [*sbert, "--model", model], **tei, reference="st"),
+        "plain": Server("plain", plain, **tei, reference="st"),
     }
     if args.infinity:
         folder = args.infinity_model or model
@@ -284,6 +283,7 @@ def main() -> None:
     }
     references = {k: dict(zip(texts, v, strict=True)) for k, v in references.items()}
     del st
+    print(f"references encoded; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     port = 18765
     url = f"http://127.0.0.1:{port}"
     chosen = servers(args, port, export)

@@ -262,8 +262,9 @@ ROUTES = [
 
 
 def runtime(encoder) -> str:
-    """How the model runs: "onnxruntime fp32", "onnxruntime int8", or "pytorch cpu"."""
-    if isinstance(encoder, OnnxEncoder):
+    """How the model runs: "onnxruntime int8", "openvino openvino_int8", "pytorch cpu"..."""
+    if isinstance(encoder, OnnxEncoder):  # an export, on ONNX Runtime or OpenVINO
         graphs = {path: name for name, path in encoder.record.get("graphs", {}).items()}
-        return f"onnxruntime {graphs.get(encoder.graph, encoder.graph)}"
+        engine = encoder.record.get("runtime", "onnxruntime")
+        return f"{engine} {graphs.get(encoder.graph, encoder.graph)}"
     return f"pytorch {next(encoder.parameters()).device}"
