@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sbert.errors import CheckpointError, ConfigError
-from sbert.fileio import json_field, read_json, verify_manifest
+from sbert.fileio import inside, json_field, read_json, verify_manifest
 from sbert.fingerprint import digest
 from sbert.folders import EXPORT_RECORD
 from sbert.heads import Heads
@@ -114,7 +114,7 @@ class OnnxEncoder:
         length = max_seq_length(record_path, record, "max_seq_length", positions, config_path)
         lowercase = json_field(record_path, record, "lowercase", bool)
         graph = graph or json_field(record_path, record, "graph", str)
-        path = folder / graph
+        path = inside(folder, graph, record_path)  # never a graph outside the export
         if not path.is_file():
             raise CheckpointError(path, "ONNX graph not found")
         tokenizer = WordPiece.from_folder(folder, length, lowercase)
