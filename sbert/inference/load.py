@@ -19,11 +19,16 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
     """The model a folder (or packaged name) holds, ready to encode, predict and search.
 
     Returns an `OnnxEncoder` for a folder written by `sbert export`, else a `MultiTaskModel`
-    (with its classifier when the folder has one).
+    (with its classifier when the folder has one); either with `source`, the name or path it
+    was loaded from.
     """
     folder = resolve(name_or_path)
     if is_exported(folder):
-        return OnnxEncoder.load(folder)
-    from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
+        encoder = OnnxEncoder.load(folder)
+    else:
+        from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
 
-    return MultiTaskModel.from_pretrained(name_or_path)
+        encoder = MultiTaskModel.from_pretrained(name_or_path)
+    # Where it came from: what an index built with it records (Index.build's name=).
+    encoder.source = str(name_or_path)
+    return encoder
