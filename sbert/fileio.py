@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import glob
 import hashlib
 import json
@@ -218,9 +219,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk: say which file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
     fsync_dir(path.parent)
 
@@ -274,8 +277,13 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename and Path(e.filename).is_relative_to(tmp):
+            # A full disk names the file it was writing: where it was going, not the
+            # temporary folder that is gone now.
+            where = path / Path(e.filename).relative_to(tmp)
+            raise OSError(e.errno, e.strerror or str(e), str(where)) from None
         raise
 
 
@@ -440,3 +448,23 @@ def verify_manifest(folder: Path) -> None:
                 f"damaged: its sha256 differs from the one in {MANIFEST} (if you edited the "
                 f"file on purpose, delete {MANIFEST})",
             )
+
+
+def write_error(error: Exception, path: Path) -> OSError:
+    """An OSError naming `path` for a writer that raises its own type on a failed write
+    (safetensors' SafetensorError says "... No space left on device (os error 28)")."""
+    found = re.search(r"os error (\d+)", str(error))
+    code = int(found[1]) if found else errno.EIO
+    return OSError(code, f"cannot write ({error})", str(path))
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised without a file name (a full disk, in a writer that does not say
+    where) the name `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sbert.errors import CheckpointError
-from sbert.fileio import read_json, regular_file
+from sbert.fileio import read_json, regular_file, write_error
 
 # The classification head of a multi-task model lives beside the encoder in the same folder.
 # sentence-transformers ignores files that modules.json does not name, so it still loads it.
@@ -99,10 +99,15 @@ class Classifier:
 
     def write(self, folder: Path) -> None:
         """Write classifier.safetensors and classifier.json into `folder`."""
+        from safetensors import SafetensorError
         from safetensors.numpy import save_file
 
         tensors = {"weight": self.weight, "bias": self.bias}
-        save_file(tensors, str(Path(folder) / CLASSIFIER_WEIGHTS), metadata={"format": "pt"})
+        path = Path(folder) / CLASSIFIER_WEIGHTS
+        try:
+            save_file(tensors, str(path), metadata={"format": "pt"})
+        except SafetensorError as e:  # a full disk: an OSError naming the file
+            raise write_error(e, path) from None
         config = {"labels": self.labels, "features": "[u; v; |u - v|]  (SBERT eq. 1)"}
         (Path(folder) / CLASSIFIER_CONFIG).write_text(json.dumps(config, indent=2))
 

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from sbert.errors import CheckpointError
-from sbert.fileio import json_field, read_bounded, read_json
+from sbert.fileio import json_field, read_bounded, read_json, write_error
 
 if TYPE_CHECKING:
     import torch
@@ -117,7 +117,10 @@ class WordPiece:
 
     def save(self, folder: Path) -> None:
         """Write tokenizer.json, vocab.txt and the configs transformers' AutoTokenizer reads."""
-        self.tokenizer.save(str(folder / "tokenizer.json"))
+        try:
+            self.tokenizer.save(str(folder / "tokenizer.json"))
+        except Exception as e:  # `tokenizers` raises a bare Exception on a full disk
+            raise write_error(e, folder / "tokenizer.json") from None
         vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
         (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab))
         normalizer = json.loads(self.tokenizer.to_str()).get("normalizer") or {}

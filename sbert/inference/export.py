@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from sbert.errors import ConfigError
-from sbert.fileio import atomic_dir, check_output_dir
+from sbert.fileio import atomic_dir, check_output_dir, naming
 from sbert.folders import EXPORT_RECORD, is_exported
 from sbert.heads import HEAD_FILES
 from sbert.inference.onnx_runner import INPUTS, SENTENCE_OUTPUT, TOKEN_OUTPUT
@@ -107,9 +107,11 @@ def export(model: str | Path, out: str | Path, quantize: str | None = None) -> d
     with atomic_dir(out) as tmp:
         sb.write(tmp, weights=False)
         (tmp / "onnx").mkdir()
-        export_graph(sb, tmp / GRAPH)
+        with naming(tmp / GRAPH):  # a full disk: the exporter's OSError names no file
+            export_graph(sb, tmp / GRAPH)
         if quantize:
-            quantize_int8(tmp / GRAPH, tmp / GRAPH_INT8)
+            with naming(tmp / GRAPH_INT8):
+                quantize_int8(tmp / GRAPH, tmp / GRAPH_INT8)
         for name in heads:
             shutil.copyfile(source / name, tmp / name)
         (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))

@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 
 from sbert.errors import CheckpointError, ConfigError
-from sbert.fileio import inside, json_field, read_json, regular_file, verify_manifest
+from sbert.fileio import (
+    inside,
+    json_field,
+    read_json,
+    regular_file,
+    verify_manifest,
+    write_error,
+)
 from sbert.folders import is_exported, resolve
 from sbert.heads import Heads
 from sbert.models.bert import Bert, BertConfig
@@ -422,11 +429,16 @@ def write_folder(
 
     weights=False writes everything but the weights (an ONNX export keeps them in its graph).
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     (folder / "config.json").write_text(json.dumps(config_to_hf(encoder.config), indent=2))
     if weights:
-        save_file(ours_to_hf(encoder), str(folder / "model.safetensors"), metadata={"format": "pt"})
+        path = folder / "model.safetensors"
+        try:
+            save_file(ours_to_hf(encoder), str(path), metadata={"format": "pt"})
+        except SafetensorError as e:  # a full disk: an OSError naming the file, as others
+            raise write_error(e, path) from None
     tokenizer.save(folder)
     parts = [("", "Transformer"), ("1_Pooling", "Pooling")]
     parts += [("2_Normalize", "Normalize")] if layout.normalize else []
