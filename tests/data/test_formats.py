@@ -249,3 +249,16 @@ def test_sbert_index_on_a_csv_without_column(model, tmp_path, capsys):
     texts = (tmp_path / "ix" / "texts.jsonl").read_text().splitlines()
     assert [json.loads(t) for t in texts] == ["a cat sits", "a dog runs"]
     assert json.loads((tmp_path / "ix" / "index.json").read_text())["corpus"]["column"] == "text"
+
+
+def test_parquet_without_pyarrow_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "pairs.parquet"
+    fake.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")  # what detection looks at
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", "x", "--data", str(fake)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"{fake}: a Parquet file" in err and "pip install pyarrow" in err
+    )
