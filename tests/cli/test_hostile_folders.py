@@ -250,8 +250,9 @@ def to_fifo(path: Path) -> None:
 
 
 def oversized(path: Path) -> None:
+    """The same file, still valid, made 65 MB by trailing spaces: past any real metadata file."""
     with open(path, "ab") as f:
-        f.truncate(65 << 20)  # sparse: 65 MB of which nothing is on disk
+        f.write(b" " * (65 << 20))
 
 
 @pytest.mark.parametrize("how", [to_dev_zero, to_fifo, oversized], ids=["dev-zero", "fifo", "65MB"])
