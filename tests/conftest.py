@@ -18,3 +18,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The files that take the suite's minutes: training runs, exports, parity on the real
+# checkpoint, real subprocesses. `python -m pytest -m "not slow"` leaves them out (README).
+SLOW = {
+    "test_trainer.py", "test_reliability.py", "test_distributed.py", "test_workflows.py",
+    "test_damaged_folders.py", "test_messages.py", "test_encode.py", "test_pretrained.py",
+    "test_export.py", "test_export_use.py", "test_index.py", "test_index_safety.py",
+    "test_predict.py", "test_retrieval.py", "test_load.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW:
+            item.add_marker(pytest.mark.slow)

@@ -221,3 +221,24 @@ def test_version_and_a_hub_id(capsys):
     line = error_of(capsys, "similarity", "--model", "sentence-transformers/all-mpnet-base-v2",
                     "a", "b")  # fmt: skip
     assert "nothing is downloaded: pass a local folder" in line
+
+
+def test_every_flag_and_positional_has_help_and_defaults_are_shown(capsys, monkeypatch):
+    """The papercuts of the issue: similarity's positionals and the --device flags had no help,
+    and the default model was not shown (fixed when the options became typed; kept here)."""
+    from sbert.cli import COMMANDS
+
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps at hyphens: all-\nMiniLM-L6-v2
+    for command in COMMANDS:
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        if command in ("encode", "similarity", "index", "export", "evaluate-retrieval"):
+            assert "(default: all-MiniLM-L6-v2)" in text, command
+        if "--device" in text:
+            assert "--device DEVICE cpu, cuda" in text, command
+    with pytest.raises(SystemExit):
+        cli.main(["similarity", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "first the first sentence (required)" in text
+    assert "second the second sentence (required)" in text
