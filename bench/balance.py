@@ -62,7 +62,7 @@ def main() -> None:
             if index:  # the first batch warms up
                 seconds[method].append(time.perf_counter() - started)
             if method == "fixed":
-                reports.append(logs)
+                reports.append({k: float(v) for k, v in logs.items()})  # read back here
     keys = sorted({k for r in reports for k in r if k.startswith(("grad_share", "grad_cos"))})
     for key in keys:
         values = [r[key] for r in reports if key in r]

@@ -7,9 +7,17 @@ alike; each figure is the median over the rounds. Beside ours and theirs run the
 the same checkpoint on ONNX Runtime (`sbert export`: "onnx" fp32 and "int8"), when onnx,
 onnxscript and onnxruntime are installed.
 
+With --openvino (its own environment, bench/README.md): our `sbert export --format openvino
+--quantize int8` ("ov-bf16": the fp32 graph in bf16 where the CPU has it, "ov-int8": static
+int8), and the anchors: sentence-transformers' OpenVINO backend at its default precision
+("st-ov") and its IR statically quantised by NNCF as optimum-intel's OVQuantizationConfig does
+by default, calibrated on the same 300 STS-B train sentences ("st-ov-int8").
+
 Then, one sentence at a time (batch 1, as a server often runs): latency p50/p95 per sentence
-of each, in turn per sentence. Then the int8 graph's quality beside fp32 (STS-B dev and SICK
-TRIAL Spearman x 100 of cosine vs gold) and the file sizes.
+of each, in turn per sentence. Then every row's quality (STS-B dev and SICK TRIAL Spearman x 100
+of cosine vs gold), its parity (min cosine to our PyTorch fp32 over the 3,000 sentences) and its
+batch independence (min cosine of 96 sentences encoded alone against the same inside mixed
+batches of 32), and the file sizes.
 
 Printed per batch size: sentences/s, real (non-padding) tokens/s, the achieved model GFLOP/s
 (forward: 2 N_nonembedding + attention per token, `Bert.flops_per_token`, counted on real
@@ -18,7 +26,7 @@ The max abs difference of the embeddings is printed as a sanity check (ours vs t
 ONNX rows vs ours); nothing is asserted.
 
     python bench/encode.py [--rounds 3] [--batch-sizes 32 128] [--limit N] [--device cpu]
-                           [--onnx EXPORT_DIR] [--latency N]
+                           [--onnx EXPORT_DIR] [--latency N] [--openvino]
 """
 
 from __future__ import annotations
@@ -70,6 +78,86 @@ def onnx_runners(args, source: Path, workdir: Path) -> tuple[dict, Path | None]:
     }, folder
 
 
+def openvino_runners(source: Path, workdir: Path) -> dict:
+    """Ours on OpenVINO (bf16 and int8) and the anchors: sentence-transformers' OpenVINO backend
+    (default precision) and its IR quantised as optimum-intel's defaults do (NNCF, 300 STS-B
+    train sentences, the calibration set of ours)."""
+    import shutil
+
+    import nncf
+    import openvino
+    from sentence_transformers import SentenceTransformer
+
+    from sbert.inference.export import calibration_sentences, export
+    from sbert.inference.openvino_runner import OpenVinoEncoder
+
+    start = time.perf_counter()
+    export(source, workdir / "ov", quantize="int8", format="openvino")
+    print(f"sbert export --format openvino --quantize int8: {time.perf_counter() - start:.1f} s")
+    ours = {
+        "ov-bf16": OpenVinoEncoder.load(
+            workdir / "ov", precision="auto", graph="openvino/model.xml"
+        ),
+        "ov-int8": OpenVinoEncoder.load(workdir / "ov", precision="int8"),
+    }
+    st_dir = workdir / "st-ov"
+    shutil.copytree(source, st_dir)
+    st = SentenceTransformer(str(st_dir), backend="openvino", device="cpu")
+    st.save_pretrained(str(st_dir))  # openvino/openvino_model.xml
+    tokenizer = st.tokenizer
+    calibration = [dict(tokenizer(s, return_tensors="np")) for s in calibration_sentences(None)]
+    start = time.perf_counter()
+    quantized = nncf.quantize(  # optimum-intel's OVQuantizationConfig() defaults
+        openvino.Core().read_model(str(st_dir / "openvino" / "openvino_model.xml")),
+        nncf.Dataset(calibration),
+        model_type=nncf.ModelType.TRANSFORMER,
+        preset=nncf.QuantizationPreset.MIXED,
+        fast_bias_correction=True,
+        subset_size=len(calibration),
+        advanced_parameters=nncf.AdvancedQuantizationParameters(
+            overflow_fix=nncf.OverflowFix.DISABLE
+        ),
+    )
+    name = "openvino_model_qint8_quantized.xml"
+    openvino.save_model(quantized, str(st_dir / "openvino" / name), compress_to_fp16=False)
+    print(
+        f"anchor: NNCF static int8 of sentence-transformers' IR: "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    st_int8 = SentenceTransformer(
+        str(st_dir),
+        backend="openvino",
+        device="cpu",
+        model_kwargs={"file_name": f"openvino/{name}"},
+    )
+
+    def st_encode(model):
+        return lambda s, batch_size=32, normalize=False: model.encode(
+            s, batch_size=batch_size, normalize_embeddings=normalize, show_progress_bar=False
+        )
+
+    return {
+        "ours": ours,
+        "anchors": {"st-ov": st_encode(st), "st-ov-int8": st_encode(st_int8)},
+    }
+
+
+def independence(encode, sentences: list[str]) -> float:
+    """Min cosine of each sentence encoded alone against the same inside mixed batches of 32
+    (96 sentences drawn at random: every batch mixes lengths)."""
+    rng = np.random.default_rng(0)
+    few = [sentences[i] for i in rng.choice(len(sentences), min(96, len(sentences)), replace=False)]
+    alone = np.stack([np.asarray(encode([s], batch_size=1))[0] for s in few])
+    mixed = np.asarray(encode(few, batch_size=32))
+    return float(min_cosine(alone, mixed))
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(1).min())
+
+
 def spearman(encode, pairs) -> float:
     """Spearman x 100 of the cosine of each pair's vectors against the gold scores."""
     from scipy.stats import spearmanr
@@ -103,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--onnx", default=None, help="an `sbert export --quantize int8` folder to use")
     p.add_argument("--latency", type=int, default=1000, help="sentences timed at batch 1 (0: no)")
+    p.add_argument("--openvino", action="store_true", help="add the OpenVINO rows (ours, anchors)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,6 +246,20 @@ def main(argv: list[str] | None = None) -> None:
         onnx_runners(args, path, Path(workdir.name)) if device.type == "cpu" else ({}, None)
     )
     runners.update({n: (lambda bs, s, r=r: r.encode(s, batch_size=bs)) for n, r in onnx.items()})
+    encoders = {"ours": ours.encode, **{n: r.encode for n, r in onnx.items()}}
+    if args.openvino and device.type == "cpu":
+        ov = openvino_runners(path, Path(workdir.name))
+        for name, encoder in ov["ours"].items():
+            onnx[name] = encoder
+            encoders[name] = encoder.encode
+        encoders.update(ov["anchors"])
+        runners.update(
+            {
+                n: (lambda bs, s, e=e: e(s, batch_size=bs))
+                for n, e in encoders.items()
+                if n.startswith(("ov", "st-ov"))
+            }
+        )
     with torch.inference_mode():
         for bs in args.batch_sizes:  # warm-up: allocator, kernels, tokenizer caches
             for run in runners.values():
@@ -213,6 +316,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"of best rounds {min(theirs_t) / min(ours_t):.2f}x)"
             )
 
+    if "onnx" in runners:
+        print()
+        for bs in args.batch_sizes:
+            base = times[bs, "onnx"]
+            print(
+                f"batch {bs}, sentences/s against our fp32 export (onnx), median of per-round "
+                "ratios: "
+                + ", ".join(
+                    f"{n} {statistics.median(b / t for b, t in zip(base, times[bs, n])):.2f}x"  # noqa: B905
+                    for n in runners
+                )
+            )
+
     if args.latency:
         few = sentences[: args.latency]
         with torch.inference_mode():
@@ -229,27 +345,41 @@ def main(argv: list[str] | None = None) -> None:
             diff = float(np.abs(vectors[name] - vectors["ours"]).max())
             print(f"batch 1 max|{name} - ours| = {diff:.2e}")
 
-    if onnx:
+    if len(encoders) > 1:
         print()
-        print("quality: Spearman x 100 of cosine vs gold")
+        print(
+            "quality: Spearman x 100 of cosine vs gold; parity: min cosine to ours (PyTorch fp32)"
+        )
+        print("over the 3,000 sentences; batch independence: min cosine alone vs in mixed batches")
         data = {
             "STS-B dev": read_pairs(STSB_DEV).pairs,
             "SICK TRIAL": read_pairs(SICK, split="TRIAL").pairs,
         }
-        for set_name, pairs in data.items():
-            encoders = {"ours": ours.encode, **{n: r.encode for n, r in onnx.items()}}
-            scores = {name: spearman(encode, pairs) for name, encode in encoders.items()}
+        reference = last[args.batch_sizes[0], "ours"]
+        with torch.inference_mode():
+            for name, encode in {"theirs": runners["theirs"], **encoders}.items():
+                if name == "theirs":
+                    encode = lambda s, batch_size=32, normalize=False: theirs.encode(  # noqa: E731
+                        s,
+                        batch_size=batch_size,
+                        normalize_embeddings=normalize,
+                        show_progress_bar=False,
+                    )
+                scores = {n: spearman(encode, pairs) for n, pairs in data.items()}
+                parity = min_cosine(np.asarray(encode(sentences, batch_size=32)), reference)
+                alone = independence(encode, sentences)
+                print(
+                    f"{name:<11} "
+                    + ", ".join(f"{n} {v:.2f}" for n, v in scores.items())
+                    + f"; parity {parity:.5f}; batch independence {alone:.6f}"
+                )
+        if onnx_dir is not None:
+            sizes = {"model.safetensors": path / "model.safetensors"}
+            sizes.update({g: onnx_dir / g for g in onnx["int8"].record["graphs"].values()})
             print(
-                f"{set_name:<10} ({len(pairs)} pairs): "
-                + ", ".join(f"{n} {v:.2f}" for n, v in scores.items())
-                + f"; int8 - fp32 = {scores['int8'] - scores['onnx']:+.2f}"
+                "file sizes: "
+                + ", ".join(f"{n} {p.stat().st_size / 2**20:.1f} MiB" for n, p in sizes.items())
             )
-        sizes = {"model.safetensors": path / "model.safetensors"}
-        sizes.update({g: onnx_dir / g for g in onnx["int8"].record["graphs"].values()})
-        print(
-            "file sizes: "
-            + ", ".join(f"{n} {p.stat().st_size / 2**20:.1f} MiB" for n, p in sizes.items())
-        )
     workdir.cleanup()
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

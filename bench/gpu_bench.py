@@ -272,6 +272,7 @@ def training(
             for _ in range(warmup):
                 trainer.step(0, batch)
             sync(device)
+            syncs = count_host_syncs(trainer, batch, device)
             start = time.perf_counter()
             for _ in range(steps):
                 trainer.step(0, batch)
@@ -284,9 +285,29 @@ def training(
             print(
                 f"{label:<10} {pairs:5d} {tokens:11d} {1e3 * seconds:8.1f} "
                 f"{tokens / seconds:10.0f} {achieved / 1e12:8.2f} {100 * achieved / peak:5.1f}% "
-                f"{memory:7.1f}GB",
+                f"{memory:7.1f}GB" + (f", host syncs in one step: {syncs}" if syncs >= 0 else ""),
                 flush=True,
             )
+
+
+def count_host_syncs(trainer, batch: list[int], device: torch.device) -> int:
+    """How many times one `Trainer.step` makes the host wait for the GPU (CUDA's sync debug
+    mode warns at each); -1 on the CPU, where nothing waits. Steps read nothing back: losses
+    are read every --log-every steps (sbert/training/trainer.py), outside `step`."""
+    import warnings
+
+    if device.type != "cuda":
+        return -1
+    sync(device)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.step(0, batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    sync(device)
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,12 +102,21 @@ class WordPiece:
 
     def ids(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of each sentence, [CLS] and [SEP] included, no padding."""
+        return [e.ids for e in self._encode(sentences)]
+
+    def lengths(self, sentences: Sequence[str]) -> tuple[list[int], list[bool]]:
+        """Tokens of each sentence as the model sees it ([CLS] and [SEP] included, at most
+        `max_length`), and whether truncation cut the sentence."""
+        encodings = self._encode(sentences)
+        return [len(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings]
+
+    def _encode(self, sentences: Sequence[str]) -> list:
         # sentence-transformers strips surrounding whitespace before tokenizing; so do we.
         texts = [s.strip().lower() if self.lowercase else s.strip() for s in sentences]
         # A lone surrogate (e.g. from os.fsdecode) cannot cross into `tokenizers`, which raises
         # an obscure TypeError: replace it with U+FFFD, as a UTF-8 decoder replaces a bad byte.
         texts = [_SURROGATE.sub("\ufffd", t) for t in texts]
-        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+        return self.tokenizer.encode_batch(texts)
 
     def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         return pad_ids(ids, self.pad_id)

@@ -20,13 +20,25 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def minilm_export(tmp_path_factory):
+    """all-MiniLM-L6-v2 exported with --quantize int8 (its folder has the fp32 graph too), once
+    a session: the export tests and the server's int8 test share it (~30 s to make)."""
+    pytest.importorskip("onnxscript")
+    from sbert.inference.export import export
+
+    out = tmp_path_factory.mktemp("minilm") / "onnx"
+    export("all-MiniLM-L6-v2", out, quantize="int8")
+    return out
+
+
 # The files that take the suite's minutes: training runs, exports, parity on the real
 # checkpoint, real subprocesses. `python -m pytest -m "not slow"` leaves them out (README).
 SLOW = {
     "test_trainer.py", "test_reliability.py", "test_distributed.py", "test_workflows.py",
     "test_damaged_folders.py", "test_messages.py", "test_encode.py", "test_pretrained.py",
     "test_export.py", "test_export_use.py", "test_index.py", "test_index_safety.py",
-    "test_predict.py", "test_retrieval.py", "test_load.py",
+    "test_predict.py", "test_retrieval.py", "test_load.py", "test_runtimes.py", "test_server.py",
 }  # fmt: skip
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from pathlib import Path
 
 import pytest
 
-from sbert.hardware import cpu_has_native_bf16, has_bf16_flag
+from sbert.hardware import cpu_has_native_bf16, has_bf16_flag, usable_cpus
 
 X86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n"
 ARM = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd sve {extra}\n"
@@ -46,3 +47,34 @@ def test_this_machine():
         line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
     ).split()
     assert cpu_has_native_bf16() is ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+@pytest.mark.parametrize(
+    ("files", "affinity", "expected"),
+    [
+        ({}, {0, 1, 2, 3}, 4),  # no cgroup limit: the affinity mask
+        ({"cpu.max": "max 100000\n"}, {0, 1, 2, 3}, 4),
+        ({"cpu.max": "150000 100000\n"}, {0, 1, 2, 3}, 2),  # 1.5 CPUs of quota: 2 threads
+        ({"cpu.max": "50000 100000\n"}, {0, 1, 2, 3}, 1),
+        ({"cpu.max": "800000 100000\n"}, {0, 1}, 2),  # quota above the mask: the mask
+        (
+            {"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+            set(range(8)),
+            3,
+        ),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, {0, 1, 2}, 3),
+    ],
+)
+def test_usable_cpus_follows_affinity_and_cgroup_quota(
+    tmp_path, monkeypatch, files, affinity, expected
+):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: affinity, raising=False)
+    assert usable_cpus(tmp_path) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
+def test_usable_cpus_on_this_machine_is_at_most_the_affinity_mask():
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))

@@ -24,6 +24,8 @@ TORCH_FREE = [
     "sbert.inference.predict",
     "sbert.inference.index",
     "sbert.inference.retrieval",
+    "sbert.serve.app",
+    "sbert.serve.server",
     "sbert.cli",
     *(f"sbert.cli.{p.stem}" for p in (PACKAGE / "cli").glob("*.py") if p.stem != "__init__"),
 ]

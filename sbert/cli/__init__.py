@@ -33,6 +33,7 @@ COMMANDS = {
     "index": "index",
     "search": "search",
     "evaluate-retrieval": "retrieval",
+    "serve": "serve",
 }
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from sbert.errors import SbertError
 from sbert.heads import Heads
+from sbert.tokenizer import WordPiece
 
 
 class Encoder(Protocol):
@@ -24,6 +25,10 @@ class Encoder(Protocol):
     @property
     def max_seq_length(self) -> int:
         """Tokens per sentence, special tokens included; longer sentences are truncated."""
+
+    @property
+    def tokenizer(self) -> WordPiece:
+        """How the model reads text: `lengths` counts a sentence's tokens as the model sees it."""
 
     @property
     def heads(self) -> Heads:

@@ -10,17 +10,23 @@ quality without any error. No token_type_ids input: single sentences are all seg
 
 The folder (sentence-transformers' layout, without model.safetensors):
     onnx/model.onnx          the fp32 graph
-    onnx/model_qint8.onnx    with --quantize int8: the linear layers' MatMuls in int8
+    onnx/model_qint8.onnx    with --quantize int8: static int8 MatMuls (QDQ), calibrated on
+                             real sentences (--calibration)
+    openvino/model.xml, .bin with --format openvino: the fp32 graph in OpenVINO's IR, run in
+                             bf16 where the CPU has native bf16 (openvino_runner.py)
+    openvino/model_int8.xml, .bin   with --format openvino --quantize int8: static int8 (NNCF),
+                             calibrated on real sentences (--calibration)
     config.json, tokenizer files, modules.json, ...   as `SentenceBert.save` writes them
     classifier.safetensors, classifier.json, score_scale.json   the source's heads, if it has
                              them (heads.py): `sbert predict` on the export applies them in numpy
     onnx_export.json         how it was made, and which graph the runner uses
     manifest.json            size and sha256 of every file (fileio.atomic_dir)
 
-int8 is ONNX Runtime's dynamic quantisation (weights int8 ahead of time, per output channel;
-activations per batch; on CPUs with AVX-512 VNNI the int8 products run in one instruction).
-Only MatMuls with a constant weight are quantised, i.e. the linear layers: attention's two
-activation products stay fp32 (ONNX Runtime's MatMulConstBOnly, on by default when dynamic).
+int8 is static quantisation in both formats: weights int8 per output channel, activation ranges
+fixed by calibration on a few hundred real sentences, so that a sentence's vector never depends
+on the other sentences of its batch (dynamic quantisation's per-batch scales did: cosine down to
+0.965), and no range is computed at run time. On CPUs with AVX-512 VNNI the int8 products run in
+one instruction.
 """
 
 from __future__ import annotations
@@ -47,7 +53,12 @@ from sbert.models.folder import read_model
 from sbert.models.sentence import SentenceBert
 
 QUANTIZE_MODES: tuple[str, ...] = ("int8",)
+FORMATS: tuple[str, ...] = ("onnx", "openvino")
 GRAPH, GRAPH_INT8 = "onnx/model.onnx", "onnx/model_qint8.onnx"
+GRAPH_OV, GRAPH_OV_INT8 = "openvino/model.xml", "openvino/model_int8.xml"
+# Sentences that calibrate static int8's activation ranges: a few hundred real ones suffice
+# (NNCF's default subset is 300); without --calibration, the first of STS-B train's.
+CALIBRATION_SIZE = 300
 # Opset 18: what torch.onnx's dynamo exporter emits natively (torch 2.11 and 2.13 alike).
 OPSET = 18
 
@@ -66,24 +77,81 @@ class _Graph(nn.Module):
         return hidden, self.model.sentence_vectors(hidden, attention_mask)  # (B, H)
 
 
-def export(model: str | Path, out: str | Path, quantize: str | None = None) -> dict:
+def export(
+    model: str | Path,
+    out: str | Path,
+    quantize: str | None = None,
+    format: str = "onnx",
+    calibration: str | Path | None = None,
+) -> dict:
     """Export the model folder (or packaged name) `model` to the folder `out`, atomically.
 
+    Args:
+        quantize: "int8": also an int8 graph, the one the folder runs by default.
+        format: "onnx" (ONNX Runtime) or "openvino" (OpenVINO's IR beside the ONNX graph).
+        calibration: a text file of sentences, one a line, whose first CALIBRATION_SIZE
+            calibrate static int8 (default: STS-B train's, from the repository).
     Returns the export record (also written to `out/onnx_export.json`).
     """
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ConfigError(f"unknown --quantize {quantize!r}; choose {', '.join(QUANTIZE_MODES)}")
-    out = Path(out)
+    if format not in FORMATS:
+        raise ConfigError(f"unknown --format {format!r}; choose {', '.join(FORMATS)}")
+    if calibration is not None and not quantize:
+        raise ConfigError("--calibration calibrates --quantize int8 only")
+    out, openvino = Path(out), format == "openvino"
     check_output_dir(out, is_exported, "an ONNX export")
-    versions = _onnx_versions(quantize)
+    versions = _onnx_versions(quantize and not openvino)
+    if openvino:
+        versions.update(_openvino_versions(quantize))
+    sentences = calibration_sentences(calibration) if quantize else []
     files = read_model(model)  # the heads too, checked before they are copied
     sb = SentenceBert.from_files(files).eval()
     source = files.layout.transformer
     heads = [name for name in HEAD_FILES if (source / name).is_file()]
-    record = {
-        "graph": GRAPH_INT8 if quantize else GRAPH,
-        "quantize": quantize,
-        "graphs": {"fp32": GRAPH, **({"int8": GRAPH_INT8} if quantize else {})},
+    record = export_record(sb, str(model), graph_files(openvino, quantize), heads, versions)
+    record["quantize"] = quantize
+    with atomic_dir(out) as tmp:
+        sb.write(tmp, weights=False)
+        (tmp / "onnx").mkdir()
+        with naming(tmp / GRAPH):  # a full disk: the exporters' OSError names no file
+            export_graph(sb, tmp / GRAPH)
+        if openvino:
+            (tmp / "openvino").mkdir()
+            with naming(tmp / GRAPH_OV):
+                convert_openvino(tmp / GRAPH, tmp / GRAPH_OV)
+            if quantize:
+                with naming(tmp / GRAPH_OV_INT8):
+                    quantize_openvino(tmp / GRAPH_OV, tmp / GRAPH_OV_INT8, sb, sentences)
+        elif quantize:
+            with naming(tmp / GRAPH_INT8):
+                quantize_int8(tmp / GRAPH, tmp / GRAPH_INT8, sb, sentences)
+        for name in heads:
+            shutil.copyfile(source / name, tmp / name)
+        (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def graph_files(openvino: bool, quantize: str | None) -> dict[str, str]:
+    """The export's graphs by name; the last one is the one it runs by default."""
+    graphs = {"fp32": GRAPH}
+    if openvino:
+        graphs["openvino"] = GRAPH_OV
+        if quantize:
+            graphs["openvino_int8"] = GRAPH_OV_INT8
+    elif quantize:
+        graphs["int8"] = GRAPH_INT8
+    return graphs
+
+
+def export_record(
+    sb: SentenceBert, source: str, graphs: dict[str, str], heads: list[str], versions: dict
+) -> dict:
+    """How the export folder is made: what `onnx_export.json` records (see the module)."""
+    return {
+        "graph": list(graphs.values())[-1],
+        "runtime": "openvino" if "openvino" in graphs else "onnxruntime",
+        "graphs": graphs,
         "inputs": list(INPUTS),
         "outputs": {
             TOKEN_OUTPUT: "(batch, sequence, dim) token vectors",
@@ -95,7 +163,7 @@ def export(model: str | Path, out: str | Path, quantize: str | None = None) -> d
         "normalize": sb.normalize,
         "max_seq_length": sb.tokenizer.max_length,
         "lowercase": sb.tokenizer.lowercase,
-        "source": str(model),
+        "source": source,
         # The source model's fingerprint names the fp32 graph's vectors too (equal to <= 1e-5):
         # an index built with either takes queries from the other (fingerprint.py).
         "fingerprint": sb.fingerprint(),
@@ -104,18 +172,6 @@ def export(model: str | Path, out: str | Path, quantize: str | None = None) -> d
         "opset": OPSET,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
     }
-    with atomic_dir(out) as tmp:
-        sb.write(tmp, weights=False)
-        (tmp / "onnx").mkdir()
-        with naming(tmp / GRAPH):  # a full disk: the exporter's OSError names no file
-            export_graph(sb, tmp / GRAPH)
-        if quantize:
-            with naming(tmp / GRAPH_INT8):
-                quantize_int8(tmp / GRAPH, tmp / GRAPH_INT8)
-        for name in heads:
-            shutil.copyfile(source / name, tmp / name)
-        (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))
-    return record
 
 
 def export_graph(model: SentenceBert, path: Path) -> None:
@@ -147,23 +203,111 @@ def export_graph(model: SentenceBert, path: Path) -> None:
         )
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation of the MatMuls with constant weights (the linear layers)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_int8(source: Path, target: Path, model: SentenceBert, sentences: list[str]) -> None:
+    """Static int8 of the ONNX graph's MatMuls (ONNX Runtime's QDQ format): weights int8 per
+    output channel, activations uint8 with ranges fixed from `sentences` (min/max), the attention
+    products included. Fixed scales make a sentence's vector independent of its batch, which
+    dynamic quantisation (a scale per batch: a vector alone and inside a batch of 32 differed
+    down to cosine 0.965) does not; and no scale is computed at run time."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
-    with _quiet():  # it logs advice to pre-process, meant for static quantisation of CNNs
-        quantize_dynamic(
+    tokenizer = model.tokenizer
+    inputs = [tokenizer.pad_arrays([ids]) for ids in tokenizer.ids(sentences)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(inputs)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with _quiet():  # it logs advice to pre-process, meant for CNNs
+        quantize_static(
             source,
             target,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"],
-            weight_type=QuantType.QInt8,
-            # One scale per output channel: per-tensor scales cost all-MiniLM-L6-v2 0.4 STS-B
-            # Spearman points (86.7 -> 86.3, mean cosine to fp32 0.964); per channel, 0.992.
             per_channel=True,
-            # 7-bit weights: u8 x s8 products cannot saturate the 16-bit sums of AVX2 CPUs
-            # without VNNI (ONNX Runtime's quantisation guide); no measurable loss here.
-            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"MatMulConstBOnly": False},  # the attention products too
         )
+
+
+def convert_openvino(source: Path, target: Path) -> None:
+    """The ONNX graph in OpenVINO's IR (target .xml and its .bin), weights kept in fp32."""
+    import openvino
+
+    with _quiet():
+        model = openvino.convert_model(str(source))
+        openvino.save_model(model, str(target), compress_to_fp16=False)
+
+
+def quantize_openvino(
+    source: Path, target: Path, model: SentenceBert, sentences: list[str]
+) -> None:
+    """Static int8 of OpenVINO's IR with NNCF: int8 weights (per output channel) and int8
+    activations whose ranges are fixed from `sentences`, so that no scale depends on the batch
+    (a vector equals itself alone and in any batch, unlike dynamic quantisation's per-batch
+    scales). NNCF's transformer recipe (the attention products too, bias correction) without
+    SmoothQuant: on all-MiniLM-L6-v2 SmoothQuant kept STS-B (87.0) but moved single vectors far
+    (cosine to fp32 min 0.69, 1st percentile 0.87, on the 3,000 STS-B dev sentences); without
+    it min 0.974, 1st percentile 0.985, STS-B 86.4 (fp32 86.7). Each sentence calibrates alone
+    (its own length, no padding)."""
+    import nncf
+    import openvino
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+    )
+
+    tokenizer = model.tokenizer
+    inputs = [tokenizer.pad_arrays([ids]) for ids in tokenizer.ids(sentences)]
+    with _quiet():
+        quantized = nncf.quantize(
+            openvino.Core().read_model(str(source)),
+            nncf.Dataset(inputs),
+            model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(inputs),
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)  # -1: off
+            ),
+        )
+        openvino.save_model(quantized, str(target), compress_to_fp16=False)
+
+
+def calibration_sentences(path: str | Path | None) -> list[str]:
+    """The first CALIBRATION_SIZE sentences of `path` (one a line, blank lines skipped), or of
+    the repository's STS-B train set."""
+    if path is None:
+        from sbert.data.readers import read_pairs
+        from sbert.folders import REPO_DATA
+
+        default = REPO_DATA / "stsbenchmark" / "sts-train.csv"
+        if not default.is_file():
+            raise ConfigError(
+                "static int8 needs calibration sentences: --calibration FILE (one a line)"
+            )
+        pairs = read_pairs(default, limit=CALIBRATION_SIZE // 2).pairs
+        return [s for p in pairs for s in (p.a, p.b)][:CALIBRATION_SIZE]
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the calibration sentences ({e})") from None
+    sentences = [line for line in lines if line.strip()][:CALIBRATION_SIZE]
+    if not sentences:
+        raise ConfigError(f"{path}: no sentences to calibrate on")
+    return sentences
 
 
 @contextlib.contextmanager
@@ -177,6 +321,20 @@ def _quiet() -> Iterator[None]:
             yield
         finally:
             logging.disable(logging.NOTSET)
+
+
+def _openvino_versions(quantize: str | None) -> dict[str, str]:
+    names = ["openvino"] + (["nncf"] if quantize else [])
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            raise ConfigError(
+                f"sbert export --format openvino{' --quantize int8' if quantize else ''} needs "
+                f"{' and '.join(names)}: pip install {' '.join(names)}"
+            ) from None
+    return versions
 
 
 def _onnx_versions(quantize: str | None) -> dict[str, str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sbert.folders import DEFAULT_MODEL, is_exported, resolve
+from sbert.fileio import read_json
+from sbert.folders import DEFAULT_MODEL, EXPORT_RECORD, is_exported, resolve
 from sbert.inference.encoder import Encoder
 from sbert.inference.onnx_runner import OnnxEncoder
 
@@ -18,13 +19,18 @@ from sbert.inference.onnx_runner import OnnxEncoder
 def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
     """The model a folder (or packaged name) holds, ready to encode, predict and search.
 
-    Returns an `OnnxEncoder` for a folder written by `sbert export`, else a `MultiTaskModel`
-    (with its classifier when the folder has one); either with `source`, the name or path it
-    was loaded from.
+    Returns an `OnnxEncoder` for a folder written by `sbert export` (an `OpenVinoEncoder` for
+    `--format openvino`), else a `MultiTaskModel` (with its classifier when the folder has one);
+    each with `source`, the name or path it was loaded from.
     """
     folder = resolve(name_or_path)
     if is_exported(folder):
-        encoder = OnnxEncoder.load(folder)
+        if runtime(folder) == "openvino":
+            from sbert.inference.openvino_runner import OpenVinoEncoder
+
+            encoder = OpenVinoEncoder.load(folder)
+        else:
+            encoder = OnnxEncoder.load(folder)
     else:
         from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
 
@@ -32,3 +38,8 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
     # Where it came from: what an index built with it records (Index.build's name=).
     encoder.source = str(name_or_path)
     return encoder
+
+
+def runtime(folder: Path) -> str:
+    """Which runtime an export folder is for: "onnxruntime" or "openvino"."""
+    return str(read_json(folder / EXPORT_RECORD).get("runtime", "onnxruntime"))

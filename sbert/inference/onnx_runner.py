@@ -4,7 +4,13 @@
 encoder: token ids and mask in, the pooled (and, if the model normalises, L2-normalised) vector
 out, so that a deployment cannot pool wrongly. This module runs it with `tokenizers`, `numpy`
 and `onnxruntime`: nothing in its import chain imports torch (a serving machine:
-requirements-serve.txt).
+requirements-serve.txt). `OpenVinoEncoder` (openvino_runner.py) runs the same folder's OpenVINO
+graphs with this class's tokenising, batching and heads.
+
+Set for the machine: intra-op threads = the CPUs this process may use (sbert/hardware.py:
+affinity and cgroup quota, not the host's core count), one session reused for every call,
+length-sorted batches (little padding), and the padded inputs written into buffers allocated
+once and grown only when a longer batch comes.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from sbert.errors import CheckpointError, ConfigError
 from sbert.fileio import inside, json_field, read_json, verify_manifest
 from sbert.fingerprint import digest
 from sbert.folders import EXPORT_RECORD
+from sbert.hardware import usable_cpus
 from sbert.heads import Heads
 from sbert.tokenizer import WordPiece, length_batches, max_seq_length
 
@@ -52,6 +59,7 @@ class OnnxEncoder:
     ):
         self.session, self.tokenizer, self.record = session, tokenizer, record
         self.folder, self.graph, self.heads = Path(folder), graph, heads or Heads()
+        self._inputs = np.zeros(0, dtype=np.int64)  # input_ids and mask, reused (see _pad)
 
     @property
     def dim(self) -> int:
@@ -61,16 +69,25 @@ class OnnxEncoder:
     def max_seq_length(self) -> int:
         return self.tokenizer.max_length
 
+    @property
+    def exact(self) -> bool:
+        """Whether this runs the fp32 graph in fp32: vectors equal to the source model's."""
+        return self.graph == self.record.get("graphs", {}).get("fp32")
+
     def fingerprint(self) -> str:
-        """The source model's for the fp32 graph (equal vectors); else the graph's own
-        (sbert/fingerprint.py)."""
+        """The source model's for the fp32 graph run in fp32 (equal vectors); else the graph's
+        own, and its precision's (sbert/fingerprint.py)."""
         record, tok = self.record, self.tokenizer
-        if self.graph == record.get("graphs", {}).get("fp32") and record.get("fingerprint"):
+        if self.exact and record.get("fingerprint"):
             return str(record["fingerprint"])
         settings = [record.get("pooling"), record.get("normalize")]
         settings += [tok.max_length, tok.lowercase, tok.tokenizer.to_str()]
+        settings += self._precision_settings()
         with open(self.folder / self.graph, "rb") as f:
             return digest(settings, iter(lambda: f.read(1 << 20), b""))
+
+    def _precision_settings(self) -> list:
+        return []  # ONNX Runtime runs each graph in the precision it was written in
 
     @classmethod
     def load(
@@ -86,8 +103,8 @@ class OnnxEncoder:
             graph: the graph file to run, relative to `folder` (default: the record's, the int8
                 one in a folder exported with `--quantize int8`).
             providers: ONNX Runtime execution providers, in order of preference.
-            threads: intra-op threads (default: ONNX Runtime's, one per physical core); a server
-                with one worker per core wants 1.
+            threads: intra-op threads (default: the CPUs this process may use,
+                `sbert.hardware.usable_cpus`); a server with one worker per core wants 1.
         """
         try:
             import onnxruntime
@@ -95,38 +112,24 @@ class OnnxEncoder:
             raise ConfigError(
                 "running an exported ONNX model needs onnxruntime: pip install onnxruntime"
             ) from None
-        folder = Path(folder)
-        verify_manifest(folder)
-        record_path, config_path = folder / EXPORT_RECORD, folder / "config.json"
-        record, config = read_json(record_path), read_json(config_path)
-        missing = {"graph", "dim", "max_seq_length", "lowercase"} - record.keys()
-        if missing:
-            raise CheckpointError(record_path, f"missing fields {sorted(missing)}")
-        # The graph's shapes come from config.json (export.py): a record that disagrees would
-        # fail inside ONNX Runtime at the first long sentence, or at the first batch.
-        dim = json_field(record_path, record, "dim", int, 1)
-        hidden = json_field(config_path, config, "hidden_size", int, 1)
-        if dim != hidden:
-            raise CheckpointError(
-                record_path, f"dim {dim}, but {config_path} has hidden_size {hidden}"
-            )
-        positions = json_field(config_path, config, "max_position_embeddings", int, 1)
-        length = max_seq_length(record_path, record, "max_seq_length", positions, config_path)
-        lowercase = json_field(record_path, record, "lowercase", bool)
-        graph = graph or json_field(record_path, record, "graph", str)
-        path = inside(folder, graph, record_path)  # never a graph outside the export
+        folder, tokenizer, record, heads = read_export(folder)
+        graph = graph or str(record["graph"])
+        path = inside(folder, graph, folder / EXPORT_RECORD)  # never a graph outside the export
         if not path.is_file():
             raise CheckpointError(path, "ONNX graph not found")
-        tokenizer = WordPiece.from_folder(folder, length, lowercase)
-        tokenizer.check_fits(json_field(config_path, config, "vocab_size", int, 1), config_path)
         options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or usable_cpus()
+        options.inter_op_num_threads = 1  # one graph, run op after op: threads inside the ops
+        # Idle intra-op threads sleep instead of spinning for work. Spinning burns the cores a
+        # server's event loop and other processes need: on the 2-core development machine
+        # (2026-12-02, other jobs running) turning it off took the int8 export from 298-312 to
+        # 454-492 sentences/s at batch 32 and halved the server's CPU a request (docs/serving.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         try:
             session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
             raise CheckpointError(path, f"ONNX Runtime cannot load the graph ({e})") from None
-        heads = Heads.read(folder, dim)  # the source model's, copied by `sbert export`
         return cls(session, tokenizer, record, folder, graph, heads)
 
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
@@ -154,9 +157,53 @@ class OnnxEncoder:
 
             batches = tqdm(batches, desc="encode", unit="batch")
         for index in batches:
-            batch = self.tokenizer.pad_arrays([ids[i] for i in index])
-            out[index] = self.session.run([SENTENCE_OUTPUT], batch)[0]
+            out[index] = self._run(self._pad([ids[i] for i in index]))
         if normalize:
             # As torch.nn.functional.normalize: eps keeps a zero vector finite.
             out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
         return out[0] if single else out
+
+    def _pad(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        """input_ids and attention_mask (B, T) int64, padded to the batch's longest, written
+        into one buffer kept between calls (contiguous views: no copy on the runtime's side)."""
+        batch, length = len(ids), max(map(len, ids))
+        size = batch * length
+        if self._inputs.size < 2 * size:
+            self._inputs = np.empty(2 * size, dtype=np.int64)
+        input_ids = self._inputs[:size].reshape(batch, length)
+        mask = self._inputs[size : 2 * size].reshape(batch, length)
+        input_ids.fill(self.tokenizer.pad_id)
+        mask.fill(0)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = x
+            mask[row, : len(x)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The sentence vectors (B, H) of one padded batch."""
+        return self.session.run([SENTENCE_OUTPUT], batch)[0]
+
+
+def read_export(folder: str | Path) -> tuple[Path, WordPiece, dict, Heads]:
+    """An export folder, checked against its manifest: its tokenizer, record and heads."""
+    folder = Path(folder)
+    verify_manifest(folder)
+    record_path, config_path = folder / EXPORT_RECORD, folder / "config.json"
+    record, config = read_json(record_path), read_json(config_path)
+    missing = {"graph", "dim", "max_seq_length", "lowercase"} - record.keys()
+    if missing:
+        raise CheckpointError(record_path, f"missing fields {sorted(missing)}")
+    # The graph's shapes come from config.json (export.py): a record that disagrees would
+    # fail inside ONNX Runtime at the first long sentence, or at the first batch.
+    dim = json_field(record_path, record, "dim", int, 1)
+    hidden = json_field(config_path, config, "hidden_size", int, 1)
+    if dim != hidden:
+        raise CheckpointError(record_path, f"dim {dim}, but {config_path} has hidden_size {hidden}")
+    positions = json_field(config_path, config, "max_position_embeddings", int, 1)
+    length = max_seq_length(record_path, record, "max_seq_length", positions, config_path)
+    lowercase = json_field(record_path, record, "lowercase", bool)
+    json_field(record_path, record, "graph", str)
+    tokenizer = WordPiece.from_folder(folder, length, lowercase)
+    tokenizer.check_fits(json_field(config_path, config, "vocab_size", int, 1), config_path)
+    heads = Heads.read(folder, dim)  # the source model's, copied by `sbert export`
+    return folder, tokenizer, record, heads

@@ -16,6 +16,7 @@ import numpy as np
 
 from sbert.data.readers import Pair, read_pairs, read_tsv_pairs
 from sbert.errors import ConfigError, DataError
+from sbert.heads import Heads
 from sbert.inference.encoder import Encoder, check_finite
 
 
@@ -68,12 +69,16 @@ def predict(
         list(unique), batch_size=batch_size, device=device, show_progress_bar=show_progress_bar
     )
     vectors = check_finite(np.asarray(vectors, dtype=np.float32), model)[rows]
-    u, v = vectors[: len(texts)], vectors[len(texts) :]
+    return predictions(vectors[: len(texts)], vectors[len(texts) :], model.heads)
+
+
+def predictions(u: np.ndarray, v: np.ndarray, heads: Heads) -> list[Prediction]:
+    """What the heads say of pairs whose sentence vectors are u and v, (N, H) each."""
     # cos(u, v) as torch's cosine_similarity: the product of the norms clamped at 1e-8.
     norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
     similarity = ((u * v).sum(axis=1) / np.maximum(norms, 1e-8)).tolist()
-    head, scale = model.heads.classifier, model.heads.score_scale
-    probs = [None] * len(texts) if head is None else head.probabilities(u, v).tolist()
+    head, scale = heads.classifier, heads.score_scale
+    probs = [None] * len(u) if head is None else head.probabilities(u, v).tolist()
     out = []
     for sim, p in zip(similarity, probs, strict=True):
         score = to_score(sim, scale) if scale else None

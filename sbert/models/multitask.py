@@ -29,6 +29,7 @@ from sbert.heads import Classifier, Heads
 from sbert.models.folder import read_model
 from sbert.models.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Pass
 from sbert.models.sentence import SentenceBert
+from sbert.tokenizer import WordPiece
 
 
 def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -105,6 +106,10 @@ class MultiTaskModel(nn.Module):
     @property
     def max_seq_length(self) -> int:
         return self.encoder.max_seq_length
+
+    @property
+    def tokenizer(self) -> WordPiece:
+        return self.encoder.tokenizer
 
     def fingerprint(self) -> str:
         """The encoder's: the heads do not change a vector."""

@@ -24,6 +24,10 @@ outside the model's gradient clipping. Their state belongs in checkpoints (`stat
 
 Under DistributedDataParallel the gradient-level methods call `torch.autograd.grad`, which DDP
 does not all-reduce: run them under `no_sync()` and all-reduce `.grad` afterwards.
+
+Nothing here reads a value back to the host: the logs are 0-d tensors on the model's device
+(a GPU would otherwise wait for every step to finish before the next is queued), read by the
+trainer every `--log-every` steps.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from sbert.errors import ConfigError
 
 def grad_report(
     contributions: Mapping[str, torch.Tensor], raw: Mapping[str, torch.Tensor] | None = None
-) -> dict[str, float]:
+) -> dict[str, torch.Tensor]:
     """Each objective's share of the shared gradient, and how much the objectives conflict.
 
     Args:
@@ -49,18 +53,20 @@ def grad_report(
         raw: name -> flat gradient of the unweighted loss (default: the contributions).
     Returns:
         "grad_share/NAME": ||c_i|| / sum_j ||c_j|| (shares sum to 1), "grad_norm/NAME": ||c_i||,
-        and "grad_cos/A|B": cosine of the raw gradients of A and B (below 0: they conflict).
+        and "grad_cos/A|B": cosine of the raw gradients of A and B (below 0: they conflict);
+        0-d tensors, read nothing back to the host.
     """
     raw = contributions if raw is None else raw
-    norms = {name: g.norm().item() for name, g in contributions.items()}
-    total = sum(norms.values()) or 1.0
+    norms = {name: g.norm() for name, g in contributions.items()}
+    total = sum(norms.values())
+    total = torch.where(total > 0, total, torch.ones_like(total))  # all zero: shares 0
     out = {f"grad_share/{name}": norm / total for name, norm in norms.items()}
     out.update({f"grad_norm/{name}": norm for name, norm in norms.items()})
     names = list(raw)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             cos = torch.nn.functional.cosine_similarity(raw[a], raw[b], dim=0, eps=1e-12)
-            out[f"grad_cos/{a}|{b}"] = cos.item()
+            out[f"grad_cos/{a}|{b}"] = cos
     return out
 
 
@@ -102,14 +108,14 @@ def pcgrad_project(
     For each task i, in the order `order[i]` over the other tasks j: if g_i^PC . g_j < 0,
     g_i^PC <- g_i^PC - (g_i^PC . g_j) / ||g_j||^2 g_j (§3: project onto the normal
     plane of the ORIGINAL g_j). Returns the projected g_i^PC; their sum is the update.
+    The test dot < 0 is a clamp, not a branch: no value is read back to the host.
     """
     out = []
     for i, g in enumerate(grads):
         g = g.clone()
         for j in order[i]:
-            dot = torch.dot(g, grads[j])
-            if dot < 0:
-                g -= dot / grads[j].pow(2).sum().clamp_min(1e-20) * grads[j]
+            dot = torch.dot(g, grads[j]).clamp(max=0)  # 0 where they agree: g unchanged
+            g -= dot / grads[j].pow(2).sum().clamp_min(1e-20) * grads[j]
         out.append(g)
     return out
 
@@ -125,7 +131,8 @@ class Balancer(nn.Module):
         report: also return `grad_report` over `shared` (extra cost for fixed/uncertainty).
         scale: this micro-batch's share of the batch: its gradients are added times `scale`.
     Returns:
-        {"loss": the balanced total (float)}, plus the report's entries and any weights.
+        {"loss": the balanced total}, plus the report's entries and any weights: 0-d tensors
+        (or floats), nothing read back to the host.
     """
 
     def weights(self, losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
@@ -143,21 +150,18 @@ class Balancer(nn.Module):
         heads: Sequence[torch.Tensor] = (),
         report: bool = False,
         scale: float = 1.0,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         logs = {}
         if report:  # before the backward below frees the graph
             raw = task_gradients(losses, shared)
             weights = self.weights(losses)
-            logs.update(
-                grad_report(
-                    {n: torch.as_tensor(weights[n]).item() * g for n, g in raw.items()}, raw
-                )
-            )
+            logs.update(grad_report({n: _detached(weights[n]) * g for n, g in raw.items()}, raw))
         total = self.total(losses)
         (total * scale).backward()
-        return {"loss": total.item(), **logs, **self.log_weights()}
+        return {"loss": total.detach(), **logs, **self.log_weights()}
 
-    def log_weights(self) -> dict[str, float]:
+    def log_weights(self) -> dict[str, torch.Tensor]:
+        """The learned weights as they are now (copies: the optimizer moves them in place)."""
         return {}
 
 
@@ -205,7 +209,7 @@ class UncertaintyWeighting(Balancer):
         return sum(weights[n] * loss + self.log_vars[n] for n, loss in losses.items())
 
     def log_weights(self):
-        return {f"weight/{n}": torch.exp(-s).item() for n, s in self.log_vars.items()}
+        return {f"weight/{n}": torch.exp(-s.detach()) for n, s in self.log_vars.items()}
 
 
 class PCGrad(FixedWeights):
@@ -234,7 +238,7 @@ class PCGrad(FixedWeights):
         add_flat_grad(shared, sum(projected))
         if heads:
             add_flat_grad(heads, sum(flat[n][size:] for n in names))
-        logs = {"loss": float(sum(weights[n] * loss.item() for n, loss in losses.items()))}
+        logs = {"loss": sum(weights[n] * loss.detach() for n, loss in losses.items())}
         if report:
             logs.update(
                 grad_report(
@@ -275,6 +279,7 @@ class GradNorm(Balancer):
         start = [(weights or {}).get(n, 1.0) for n in self.names]  # renormalised when used
         self.task_weights = nn.Parameter(torch.tensor(start))
         self.register_buffer("initial", torch.full((len(self.names),), float("nan")))
+        self._index: dict[tuple[str, ...], torch.Tensor] = {}  # on the device, made once
 
     def weights(self, losses):
         _check_names(losses, self.names)
@@ -286,7 +291,10 @@ class GradNorm(Balancer):
     def backward(self, losses, shared, heads=(), report=False, scale=1.0):
         weights = self.weights(losses)
         device = self.initial.device  # the balancer lives on the model's device
-        index = torch.tensor([self.names.index(n) for n in losses], device=device)
+        key = tuple(losses)
+        if key not in self._index or self._index[key].device != device:
+            self._index[key] = torch.tensor([self.names.index(n) for n in key], device=device)
+        index = self._index[key]
         values = torch.stack([loss.detach().float() for loss in losses.values()]).to(device)
         with torch.no_grad():
             seen = self.initial[index]
@@ -311,10 +319,11 @@ class GradNorm(Balancer):
             logs = grad_report({n: weights[n] * raw[n] for n in losses}, raw)
         total = sum(weights[n] * loss for n, loss in losses.items())
         (total * scale).backward()
-        return {"loss": total.item(), **logs, **self.log_weights()}
+        return {"loss": total.detach(), **logs, **self.log_weights()}
 
     def log_weights(self):
-        return {f"weight/{n}": w.item() for n, w in zip(self.names, self.task_weights, strict=True)}
+        weights = self.task_weights.detach().clone()
+        return {f"weight/{n}": w for n, w in zip(self.names, weights, strict=True)}
 
 
 def make_balancer(
@@ -331,6 +340,10 @@ def make_balancer(
         return GradNorm(names, weights, **options)
     choices = ", ".join(BALANCE_METHODS)
     raise ConfigError(f"unknown balance method {method!r}: choose one of {choices}")
+
+
+def _detached(weight: torch.Tensor | float) -> torch.Tensor | float:
+    return weight.detach() if isinstance(weight, torch.Tensor) else weight
 
 
 def _check_names(losses: Mapping[str, torch.Tensor], known) -> None:

@@ -107,6 +107,10 @@ class TrainConfig:
         "dev metric that picks best/ across all stages (default: the "
         "first dev set's spearman, else accuracy)"
     )
+    log_every: int | None = option(
+        "read the steps' losses back from the device, log and check them every N steps "
+        "(default: about once a second; every 20 steps under torchrun)"
+    )
     eval_batch_size: int = option("batch size for evaluation", 128)
     device: str | None = option("cpu, cuda, cuda:1 ... (default: cuda when available)")
     no_eval: bool = option("skip all evaluation", False)
@@ -186,7 +190,7 @@ def check(config: TrainConfig) -> None:
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("max_steps", "limit", "eval_every", "save_every", "max_seq_length",
-                 "grad_share_every"):  # fmt: skip
+                 "grad_share_every", "log_every"):  # fmt: skip
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(
@@ -195,6 +199,8 @@ def check(config: TrainConfig) -> None:
     # A NaN or negative rate trains a model of NaNs without one failing step: refuse it here.
     for name in ("lr", "head_lr", "max_grad_norm"):
         finite(name, getattr(config, name), above=True)
+    for name in ("lr", "head_lr"):
+        check_rate(name, getattr(config, name))
     finite("weight_decay", config.weight_decay)
     if not 0 <= config.warmup <= 1:
         raise ConfigError(f"--warmup is a fraction of the steps, in [0, 1], not {config.warmup}")
@@ -205,6 +211,27 @@ def check(config: TrainConfig) -> None:
         raise ConfigError(f"--dropout must be in [0, 1), not {config.dropout}")
     if not config.train:
         raise ConfigError("a stage without training data: give it `train`")
+
+
+# A learning rate of 1 or more is refused: AdamW moves every weight by up to the rate each step,
+# so such a run only ever diverges (a mistyped 2e5 for 2e-5 reached weights of 2e7 in three
+# steps). Fine-tuning uses 1e-5 to 1e-4, training from scratch up to ~1e-3, a fresh head 0.1.
+MAX_RATE = 1.0
+
+
+def check_rate(name: str, rate: float) -> None:
+    """Refuse a learning rate of MAX_RATE or more, suggesting the rate a sign slip would give."""
+    if rate < MAX_RATE:
+        return
+    mantissa, _, exponent = f"{rate:e}".partition("e")
+    hint = ""
+    if int(exponent) > 0:
+        hint = f"; did you mean {float(f'{mantissa}e-{int(exponent)}'):g}?"
+    raise ConfigError(
+        f"--{name.replace('_', '-')} {rate:g} is not a learning rate that trains (AdamW moves "
+        f"every weight by up to the rate each step; it must be below {MAX_RATE:g}, SBERT "
+        f"fine-tunes at 2e-05){hint}"
+    )
 
 
 def stage_configs(config: TrainConfig) -> list[TrainConfig]:

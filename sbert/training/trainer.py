@@ -7,6 +7,12 @@ functions (data, optimizer and schedule, balancer, parallel wrapper); `fit()` lo
 batch 16, linear warm-up over 10% of the steps) plus weight decay 0.01 and gradient clipping at
 1.0. Under torchrun the model trains with DistributedDataParallel (distributed.py); everything
 else works unchanged. `run` (run.py) strings the stages together.
+
+A step reads nothing back to the host: its losses stay tensors on the device, and its one
+non-finite check (loss or gradient norm) is a device flag that makes fused AdamW skip the update
+(`found_inf`, as a gradient scaler uses it). `fit` reads the steps' values every `--log-every`
+steps (default: about once a second), and before every evaluation and checkpoint; only then are
+they logged, shown and checked, so a GPU never waits for the host between steps.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,18 @@ from sbert.training.plan import StagePlan, check_trainable, plan_stage, stage_mo
 from sbert.training.strategies import param_groups
 
 METRICS_LOG = "metrics.jsonl"  # one JSON record per line: settings, steps, evaluations
+# Without --log-every, the steps are read back about this often (seconds of training); under
+# torchrun every LOG_STEPS_DISTRIBUTED steps instead, so that all processes read (and stop, if
+# a run diverged) at the same steps.
+LOG_SECONDS = 1.0
+LOG_STEPS_DISTRIBUTED = 20
+# A run has diverged, and stops even with --skip-nonfinite, when this many steps in a row were
+# non-finite, or when a weight grew this many times past its largest start value (at least 1):
+# fine-tuning never does either (docs/guarantees.md).
+NONFINITE_IN_A_ROW = 10
+WEIGHT_GROWTH = 1000.0
+# Step codes of the device flag (Trainer.step's "nonfinite").
+FINITE, NONFINITE_LOSS, NONFINITE_GRADIENT = 0, 1, 2
 
 
 @dataclass
@@ -180,6 +199,10 @@ class Trainer:
         )
         self.metrics: dict[str, float] = {}
         self.evaluated_at = -1
+        self.pending: list[dict] = []  # steps taken, not yet read back to the host
+        self.read_at = time.monotonic()
+        self.nonfinite_in_a_row = 0
+        self.weight_limit = WEIGHT_GROWTH * max(1.0, self._largest_weight())
         self._announce(sum(p.numel() for g in groups for p in g["params"]))
 
     @classmethod
@@ -287,52 +310,162 @@ class Trainer:
             while p.step < self.total_steps:
                 batches = self.schedule(p.epoch)
                 for set_index, batch in batches[p.position :]:
-                    losses = self.step(set_index, batch)
+                    values = self.step(set_index, batch)
+                    self.pending.append({"step": p.step, "epoch": p.epoch, **values})
                     p.position += 1
-                    self._after_step(losses, bar)
+                    self._after_step(bar)
                     if p.step >= self.total_steps:
                         break
                 if p.position == len(batches):
-                    self._end_epoch()
+                    self._end_epoch(bar)
+            self.read_steps(bar)
         if self.evaluated_at != p.step:  # stopped by max_steps inside an epoch
             self.evaluate_all()
+        self.check_model()  # what run() saves as final/ is finite
         if self.procs.is_main:
             from sbert.training.plot import plot_curves
 
             plot_curves(self.out / METRICS_LOG, self.out / "curves.png")
         return self.metrics
 
-    def _after_step(self, losses: dict[str, float], bar) -> None:
-        """Show and log the step; evaluate or checkpoint where their schedule says."""
+    def _after_step(self, bar) -> None:
+        """Count the step; read, show and log the steps taken where --log-every says; evaluate
+        or checkpoint where their schedule says (after reading: never from a bad state)."""
         config, p = self.config, self.progress
         bar.update(1)
-        steps_per_s = bar.format_dict["rate"] or 0.0
-        bar.set_postfix(
-            loss=f"{losses['loss']:.4f}", pairs_s=f"{steps_per_s * config.batch_size:.0f}"
-        )
-        self.log({"step": p.step, "epoch": p.epoch, **losses})
-        if config.eval_every and p.step % config.eval_every == 0:
+        evaluate = bool(config.eval_every) and p.step % config.eval_every == 0
+        save = bool(config.save_every) and p.step % config.save_every == 0
+        every = config.log_every or (LOG_STEPS_DISTRIBUTED if self.procs.world > 1 else None)
+        due = p.step % every == 0 if every else time.monotonic() - self.read_at >= LOG_SECONDS
+        if due or evaluate or save:
+            self.read_steps(bar)
+        if evaluate:
             self.evaluate_all()
-        if config.save_every and p.step % config.save_every == 0:
+        if save:
             self.save_checkpoint()
+        if evaluate or save:  # "once a second" counts seconds of training
+            self.read_at = time.monotonic()
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, bar) -> None:
         """Every epoch ends evaluated and checkpointed (unless that step just was)."""
         p, save_every = self.progress, self.config.save_every
+        self.read_steps(bar)
         p.epoch, p.position = p.epoch + 1, 0
         if self.evaluated_at != p.step:
             self.evaluate_all()
         if not save_every or p.step % save_every:
             self.save_checkpoint()
 
-    def step(self, set_index: int, batch: list[int]) -> dict[str, float]:
-        """One optimizer step on one global batch: this process's share, in micro-batches."""
+    def read_steps(self, bar=None) -> None:
+        """Read the pending steps' values back to the host in one transfer, then log each step
+        as it would have been logged at once, warn about skipped ones, and stop the run on a
+        non-finite step (without --skip-nonfinite) or on divergence."""
+        steps, self.pending = self.pending, []
+        self.read_at = time.monotonic()
+        if not steps:
+            return
+        keys = [[k for k, v in s.items() if isinstance(v, torch.Tensor)] for s in steps]
+        tensors = [s[k].reshape(()).float() for s, ks in zip(steps, keys, strict=True) for k in ks]
+        tensors.append(self._weights_max())  # divergence: one more value in the same transfer
+        values = iter(torch.stack(tensors).cpu().tolist())  # the one host sync
+        for s, ks in zip(steps, keys, strict=True):
+            s.update({k: next(values) for k in ks})
+        largest = next(values)
+        p = self.progress
+        for s in steps:
+            code, norm = int(s.pop("nonfinite")), s.pop("grad_norm")
+            if code == FINITE:
+                self.nonfinite_in_a_row = 0
+                self.log(s)
+                continue
+            what, value = ("loss", s["loss"]) if code == NONFINITE_LOSS else ("gradient norm", norm)
+            where = f"step {s['step']}" + (f" of stage {p.stage}" if p.stage else "")
+            if not self.config.skip_nonfinite:
+                raise TrainingError(
+                    f"non-finite {what} ({value}) at {where}; {self._kept()} "
+                    f"(--skip-nonfinite skips such batches)"
+                )
+            p.skipped += 1
+            self.nonfinite_in_a_row += 1
+            if self.procs.is_main:
+                from tqdm.auto import tqdm
+
+                tqdm.write(
+                    f"warning: skipped {where}: non-finite {what} ({value}); "
+                    f"{p.skipped} skipped so far",
+                    file=sys.stderr,
+                )
+            step = {"step": s["step"], "epoch": s["epoch"]}
+            self.log({**step, "loss": float("nan"), "skipped": p.skipped, "nonfinite": what})
+            if self.nonfinite_in_a_row >= NONFINITE_IN_A_ROW:
+                raise self._diverged(
+                    s["step"], f"{self.nonfinite_in_a_row} non-finite steps in a row"
+                )
+        if not math.isfinite(largest):
+            raise self._diverged(steps[-1]["step"], "non-finite weights")
+        if largest > self.weight_limit:
+            raise self._diverged(
+                steps[-1]["step"],
+                f"a weight reached {largest:.3g} (at most {self.weight_limit / WEIGHT_GROWTH:.3g}"
+                f" at the start)",
+            )
+        finite = [s for s in steps if "loss" in s and math.isfinite(s["loss"])]
+        if bar is not None and finite:
+            steps_per_s = bar.format_dict["rate"] or 0.0
+            bar.set_postfix(
+                loss=f"{finite[-1]['loss']:.4f}",
+                pairs_s=f"{steps_per_s * self.config.batch_size:.0f}",
+            )
+
+    def check_model(self) -> None:
+        """Refuse to go on from a model whose weights, or whose vectors, are not finite: such a
+        model is never saved (checkpoints, best/, final/). A fixed probe batch of training
+        sentences, in eval mode and fp32, catches weights large enough to overflow in a
+        forward pass."""
+        if not math.isfinite(self._weights_max().item()):
+            raise self._diverged(self.progress.step, "non-finite weights")
+        data = self.train_sets[0]
+        probe = list(range(min(8, len(data.a))))
+        tensors = batching.collate(data, probe, self.model.encoder.tokenizer.pad_id)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            vectors = self.model.encoder(
+                tensors["input_ids"].to(self.device), tensors["attention_mask"].to(self.device)
+            )
+        self.model.train(was_training)
+        if not bool(torch.isfinite(vectors).all()):
+            raise self._diverged(self.progress.step, "the model's vectors are no longer finite")
+
+    def _weights_max(self) -> torch.Tensor:
+        """The largest |weight| of the model, a 0-d tensor on its device (NaN/Inf if any is)."""
+        params = [p.detach() for p in self.model.parameters()]
+        return torch.stack(torch._foreach_norm(params, math.inf)).max().float()
+
+    def _largest_weight(self) -> float:
+        return self._weights_max().item()
+
+    def _diverged(self, step: int, what: str) -> TrainingError:
+        where = f"step {step}" + (f" of stage {self.progress.stage}" if self.progress.stage else "")
+        c = self.config
+        return TrainingError(
+            f"training diverged at {where}: {what}; lower --lr (now {c.lr:g}) or --head-lr "
+            f"(now {c.head_lr:g}), or raise --warmup (now {c.warmup:g}); {self._kept()}"
+        )
+
+    def step(self, set_index: int, batch: list[int]) -> dict[str, torch.Tensor]:
+        """One optimizer step on one global batch: this process's share, in micro-batches.
+
+        Returns the step's values as 0-d tensors on the device, read by nothing here: the
+        weighted total "loss", each objective's loss, the balancer's logs, "grad_norm", and
+        "nonfinite" (FINITE, NONFINITE_LOSS or NONFINITE_GRADIENT: the update was skipped).
+        """
         try:
             return self._step(set_index, batch)
         except torch.OutOfMemoryError:
             raise self._out_of_memory(set_index, batch) from None
 
-    def _step(self, set_index: int, batch: list[int]) -> dict[str, float]:
+    def _step(self, set_index: int, batch: list[int]) -> dict[str, torch.Tensor]:
         config, data = self.config, self.train_sets[set_index]
         share = batching.shard(batch, self.procs.rank, self.procs.world)
         micro = math.ceil(len(share) / config.grad_accum)
@@ -353,12 +486,6 @@ class Trainer:
                     objectives=self.plan.objectives,
                 )
             losses = output.losses
-            total = self.balancer.total(losses)
-            # Under DDP one process must not stop alone (the others would wait for it forever):
-            # its NaN reaches every process through the gradient all-reduce, and all of them
-            # then stop together on the gradient-norm check below.
-            if self.procs.world == 1 and not torch.isfinite(total):
-                return self._nonfinite("loss", total)
             share_of_batch = len(part) / len(share)
             logs = self.balancer.backward(
                 losses,
@@ -367,7 +494,7 @@ class Trainer:
                 scale=share_of_batch,
                 report=sync and self._report_shares(),
             )
-            for name, value in {"loss": total, **losses}.items():
+            for name, value in {"loss": logs["loss"], **losses}.items():
                 totals[name] = totals.get(name, 0.0) + value.detach() * share_of_batch
         if self.procs.world > 1:  # the same all-reduces on every process, even for an
             for p in self.balancer.parameters():  # objective absent from this one's share
@@ -375,45 +502,27 @@ class Trainer:
                     p.grad = torch.zeros_like(p)
             self.procs.average(p.grad for p in self.balancer.parameters())
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-        if not torch.isfinite(norm):  # a finite loss can still back-propagate an Inf or a NaN
-            return self._nonfinite("gradient norm", norm)
+        # The step's one non-finite check, on the device: a NaN/Inf loss, or a NaN/Inf gradient
+        # norm (a finite loss can still back-propagate one). Fused AdamW skips its update where
+        # found_inf is set (weights, moments and step count unchanged), without a host sync;
+        # read_steps stops the run, or with --skip-nonfinite counts the skipped step. Under DDP
+        # a NaN reaches every process through the gradient all-reduce: all skip together.
+        bad_loss = ~torch.isfinite(totals["loss"])
+        bad_norm = ~torch.isfinite(norm)
+        self.optimizer.found_inf = (bad_loss | bad_norm).float()
         self.optimizer.step()
-        self.scheduler.step()
+        self.scheduler.step()  # a skipped step still counts: the schedule stays a clean run's
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step += 1
+        code = torch.where(
+            bad_loss, NONFINITE_LOSS, torch.where(bad_norm, NONFINITE_GRADIENT, FINITE)
+        )
         extra = {k: v for k, v in logs.items() if k != "loss"}  # learned weights, grad shares
-        return {**{name: float(value) for name, value in totals.items()}, **extra}
+        return {**totals, **extra, "grad_norm": norm.detach(), "nonfinite": code}
 
     def _report_shares(self) -> bool:
         every = self.config.grad_share_every
         return bool(every) and (self.progress.step + 1) % every == 0
-
-    def _nonfinite(self, what: str, value: torch.Tensor) -> dict[str, float]:
-        """Stop at a NaN/Inf loss or gradient; with --skip-nonfinite, skip the batch and count it.
-
-        The step still counts, so that the schedule and the batches stay those of a clean run.
-        """
-        p = self.progress
-        self.optimizer.zero_grad(set_to_none=True)
-        where = f"step {p.step + 1}" + (f" of stage {p.stage}" if p.stage else "")
-        value = float(value.detach())
-        if not self.config.skip_nonfinite:
-            raise TrainingError(
-                f"non-finite {what} ({value}) at {where}; {self._kept()} "
-                f"(--skip-nonfinite skips such batches)"
-            )
-        p.skipped += 1
-        p.step += 1
-        self.scheduler.step()
-        if self.procs.is_main:
-            from tqdm.auto import tqdm
-
-            tqdm.write(
-                f"warning: skipped {where}: non-finite {what} ({value}); "
-                f"{p.skipped} skipped so far",
-                file=sys.stderr,
-            )
-        return {"loss": float("nan"), "skipped": p.skipped, "nonfinite": what}
 
     def _out_of_memory(self, set_index: int, batch: list[int]) -> TrainingError:
         """Name the two knobs of a step's memory: pairs per micro-batch, and their length."""
@@ -488,6 +597,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """A new checkpoint folder under <out>/checkpoints, written atomically; then only the
         newest `keep_checkpoints` are kept."""
+        self.check_model()
         if self.procs.is_main:
             path = checkpoint_path(self.out, self.progress.stage, self.progress.step)
             try:

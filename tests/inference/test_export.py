@@ -74,13 +74,6 @@ def minilm() -> SentenceBert:
 
 
 @pytest.fixture(scope="module")
-def minilm_export(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("minilm") / "onnx"
-    export("all-MiniLM-L6-v2", out, quantize="int8")
-    return out
-
-
-@pytest.fixture(scope="module")
 def reference(minilm) -> dict[int, np.ndarray]:
     return {bs: minilm.encode(SENTENCES, batch_size=bs) for bs in (1, 32)}
 
@@ -145,9 +138,11 @@ def test_int8_is_the_default_and_stays_close(minilm_export, reference):
     got = int8.encode(SENTENCES, batch_size=32)
     fp32 = reference[32]
     cosine = (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
-    # Measured on all 3,000 STS-B dev sentences: min 0.972, mean 0.992 (per-channel weights;
-    # per-tensor gave min 0.878, mean 0.964). Bounds with margin:
-    assert cosine.min() >= 0.94 and cosine.mean() >= 0.98, (cosine.min(), cosine.mean())
+    # Static int8 (fixed activation ranges: batch independent, tests/inference/test_runtimes.py)
+    # is further from fp32 per vector than the dynamic int8 it replaced (min 0.972, mean 0.992
+    # on the 3,000 STS-B dev sentences): min 0.875 there; here, with the hostile inputs, min
+    # 0.770 and mean 0.939 (2026-12-02). STS-B dev Spearman 86.44 against fp32 86.72.
+    assert cosine.min() >= 0.74 and cosine.mean() >= 0.92, (cosine.min(), cosine.mean())
     assert np.abs(got - fp32).max() > 1e-4  # it is really the int8 graph that ran
     sizes = {g: (minilm_export / g).stat().st_size for g in (GRAPH, GRAPH_INT8)}
     assert sizes[GRAPH_INT8] < 0.7 * sizes[GRAPH]

@@ -123,61 +123,19 @@ def test_predict_command_line_on_the_export(folders, pairs, tmp_path, capsys):
     assert f"label:       {rows['model'][0]['label']}" in capsys.readouterr().out
 
 
-# Prepended to the scripts below: any import outside the serving install (requirements-serve.txt
-# and what its packages require; torch is not among them) fails, as on a serving machine.
-SERVING_ONLY = """
-import os, re, sys
-from importlib.metadata import PackageNotFoundError, distribution
-from packaging.requirements import Requirement
-
-def normal(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-def closure(requirements):
-    seen, todo = set(), list(requirements)
-    while todo:
-        req = Requirement(todo.pop())
-        if normal(req.name) in seen or (req.marker and not req.marker.evaluate({"extra": ""})):
-            continue
-        seen.add(normal(req.name))
-        try:
-            todo += distribution(req.name).requires or []
-        except PackageNotFoundError:  # not installed here: nothing of it can be imported anyway
-            seen.discard(normal(req.name))
-    return seen
-
-def top_level(name):  # from the files a distribution installed (3.10 lacks a full mapping)
-    files = distribution(name).files or []
-    return {f.parts[0].split(".")[0] for f in files
-            if not f.parts[0].endswith((".dist-info", ".data")) and f.parts[0] != ".."}
-
-lines = [x.split("#")[0].strip() for x in open(os.environ["SERVING"], encoding="utf-8")]
-allowed = set().union(*(top_level(name) for name in closure([x for x in lines if x])))
-for name in [m for m in sys.modules if m.split(".")[0] == "packaging"]:
-    del sys.modules[name]  # imported above, for this check only
-
-class ServingOnly:
-    def find_spec(self, name, path=None, target=None):
-        top = name.split(".")[0]
-        if top not in allowed and top not in sys.stdlib_module_names and top != "sbert":
-            raise ModuleNotFoundError(f"{name} is not in requirements-serve.txt", name=name)
-
-sys.meta_path.insert(0, ServingOnly())
-"""
+# A serving machine: any import outside requirements-serve.txt (and what its packages require;
+# torch is not among them) fails (tests/serving_only.py).
+SERVING_ONLY = ROOT / "tests" / "serving_only.py"
 SERVING = ROOT / "requirements-serve.txt"
 
-NO_TORCH = (
-    SERVING_ONLY
-    + """
-import json
+NO_TORCH = """
+import json, sys
 from sbert.inference.load import load
 from sbert.inference.predict import predict
 
 out = predict(load(sys.argv[1]), [tuple(p) for p in json.loads(sys.argv[2])])
-assert "torch" not in sys.modules, "torch was imported"
 print(json.dumps([p.to_json() for p in out]))
 """
-)
 
 
 def test_predict_on_the_export_needs_no_torch(folders, pairs):
@@ -185,6 +143,7 @@ def test_predict_on_the_export_needs_no_torch(folders, pairs):
     result = subprocess.run(
         [
             sys.executable,
+            str(SERVING_ONLY),
             "-c",
             NO_TORCH,
             str(folders["fp32"]),
@@ -205,21 +164,9 @@ def test_predict_on_the_export_needs_no_torch(folders, pairs):
             assert g["probabilities"][label] == pytest.approx(w.probabilities[label], abs=1e-5)
 
 
-NO_TORCH_CLI = (
-    SERVING_ONLY
-    + """
-from sbert import cli
-
-code = cli.main(sys.argv[1:])
-assert "torch" not in sys.modules, "torch was imported"
-sys.exit(code)
-"""
-)
-
-
 def sbert_without_torch(*args: str, serving: Path = SERVING) -> subprocess.CompletedProcess:
     """`sbert ARGS` where only `serving`'s packages (and what they require) can be imported."""
-    command = [sys.executable, "-c", NO_TORCH_CLI, *args]
+    command = [sys.executable, str(SERVING_ONLY), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVING": str(serving)}
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 

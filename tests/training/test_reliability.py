@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -321,6 +322,98 @@ def test_skip_nonfinite_skips_the_batch_and_counts_it(tmp_path, monkeypatch, cap
     assert skipped == [(2, "loss", 1), (3, "gradient norm", 2)]
     assert read_checkpoint(list_checkpoints(out)[0])["skipped"] == 2
     assert all(torch.isfinite(t).all() for t in weights(out / "final").values())
+
+
+# --- a run that diverges --------------------------------------------------------------------
+
+# `sbert train` with the learning-rate bound lifted: what a mistyped rate did before the bound,
+# to show the run-time guard behind it.
+UNBOUNDED = (
+    "import sys; import sbert.training.config as c; c.MAX_RATE = float('inf'); "
+    "from sbert import cli; sys.exit(cli.main(sys.argv[1:]))"
+)
+
+
+def test_a_mistyped_learning_rate_is_refused_naming_the_likely_one(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "sbert", *train_args(out, "--lr", "2e5")],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    error = the_error(result.stderr)
+    assert "--lr 200000 is not a learning rate that trains" in error
+    assert error.endswith("did you mean 2e-05?")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_diverging_learning_rate_stops_with_one_line_and_no_final_model(tmp_path, skip):
+    """The issue's run (--lr 2e5, which reached weights of 2e7 and wrote a model of NaN
+    vectors, exit 0), through the real command line in a subprocess, the rate bound lifted:
+    the first step runs at rate 0 (warm-up) and is checkpointed; the second diverges."""
+    out = tmp_path / "out"
+    args = train_args(out, "--lr", "2e5", "--log-every", "1", *(["--skip-nonfinite"] * skip))
+    result = subprocess.run(
+        [sys.executable, "-c", UNBOUNDED, *args],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    error = the_error(result.stderr)
+    assert re.search(r"training diverged at step 2: a weight reached [\d.e+]+ \(at most ", error)
+    assert "lower --lr (now 200000) or --head-lr (now 0.01)" in error
+    assert f"the last good checkpoint is kept: {out / 'checkpoints' / 'stage0-step000001'}" in error
+    assert assert_whole(out) == [1] and not (out / "final").exists()
+    state = read_checkpoint(list_checkpoints(out)[0])["model"]
+    assert all(torch.isfinite(t).all() and t.abs().max() < 100 for t in state.values())
+
+
+def test_losses_that_stay_nonfinite_stop_a_run_that_skips_them(tmp_path, monkeypatch, capsys):
+    original = MultiTaskModel.forward
+    calls = []
+
+    def forward(self, *args, **kwargs):  # every step from the third on is NaN
+        output = original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) < 3:
+            return output
+        nan = {name: loss * float("nan") for name, loss in output.losses.items()}
+        return dataclasses.replace(output, losses=nan)
+
+    monkeypatch.setattr(MultiTaskModel, "forward", forward)
+    out = tmp_path / "out"
+    args = train_args(out, "--skip-nonfinite", "--batch-size", "2", "--save-every", "5")
+    code, _, stderr = run_here(args, capsys)
+    assert code == 2
+    error = the_error(stderr)
+    assert "training diverged at step 12: 10 non-finite steps in a row; lower --lr" in error
+    assert "the last good checkpoint is kept" in error and "stage0-step000010" in error
+    assert stderr.count("warning: skipped step") == 10
+    assert not (out / "final").exists()
+
+
+def test_a_model_with_nonfinite_vectors_is_never_saved(tmp_path, monkeypatch, capsys):
+    """Finite weights can still overflow in a forward pass (the issue's 2e7 weights gave NaN
+    vectors): the model is probed before every save."""
+    from sbert.training.trainer import Trainer
+
+    original = Trainer.step
+
+    def step(self, *args):
+        values = original(self, *args)
+        if self.progress.step == 3:
+            with torch.no_grad():  # a weight large enough to overflow, below the growth bound
+                self.model.encoder.bert.layers[0].attn.qkv.weight.mul_(1e30)
+        return values
+
+    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr("sbert.training.trainer.WEIGHT_GROWTH", math.inf)
+    out = tmp_path / "out"
+    code, _, stderr = run_here(train_args(out), capsys)
+    assert code == 2
+    error = the_error(stderr)
+    assert "training diverged at step 3: the model's vectors are no longer finite" in error
+    assert assert_whole(out) == [2, 1] and not (out / "final").exists()
 
 
 # --- resource faults ------------------------------------------------------------------------

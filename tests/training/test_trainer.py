@@ -4,6 +4,7 @@ turns bad input into one line and exit code 2."""
 from __future__ import annotations
 
 import json
+import linecache
 import os
 import subprocess
 import sys
@@ -155,9 +156,12 @@ def loss_records(out: Path) -> list[dict]:
     return [r for r in log if "loss" in r]
 
 
-def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every, logged", [(1, [1, 2, 3, 4]), (100, [1, 2, 3])])
+def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch, log_every, logged):
     """Killed two steps after its checkpoint and resumed, the log holds the same step records as
-    an uninterrupted run's: the two steps trained again are not logged twice."""
+    an uninterrupted run's: the two steps trained again are not logged twice. Steps are logged
+    when read back (--log-every, and before every checkpoint): read less often, the kill loses
+    the unread step 4, which the resumed run trains again."""
     straight = tmp_path / "straight"
     run(tiny_config(straight, save_every=3))
     resumed = tmp_path / "resumed"
@@ -171,11 +175,54 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "step", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_config(resumed, save_every=3))
+        run(tiny_config(resumed, save_every=3, log_every=log_every))
     monkeypatch.setattr(Trainer, "step", original)
-    assert [r["step"] for r in loss_records(resumed)] == [1, 2, 3, 4]
-    run(tiny_config(resumed, save_every=3, resume=True))
+    assert [r["step"] for r in loss_records(resumed)] == logged
+    run(tiny_config(resumed, save_every=3, resume=True, log_every=log_every))
     assert loss_records(resumed) == loss_records(straight)
+
+
+# What reads a tensor's value back to the host: on a GPU each waits for the device to finish.
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__")
+
+
+@pytest.mark.parametrize("balance", ["fixed", "uncertainty", "pcgrad", "gradnorm"])
+def test_a_training_step_reads_nothing_back_to_the_host(tmp_path, monkeypatch, balance):
+    """No `float(...)`, `.item()` or `if tensor` in the training code during a step, with the
+    gradient-share report on: every value stays a tensor until `--log-every` reads it."""
+    config = tiny_config(tmp_path, balance=balance, grad_share_every=1, grad_accum=2)
+    trainer = Trainer.from_config(config, tmp_path, torch.device("cpu"), Processes())
+    training = str(ROOT / "sbert" / "training")
+    reads = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1)
+            where = caller.f_code.co_filename, caller.f_lineno
+            # PCGrad's random task order is drawn on the host's generator: no device to wait for.
+            if where[0].startswith(training) and "torch.randperm" not in linecache.getline(*where):
+                reads.append(f"{_name} at {where[0]}:{where[1]}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, read)
+    for set_index, batch in trainer.schedule(0)[:3]:
+        values = trainer.step(set_index, batch)
+    monkeypatch.undo()
+    assert reads == []
+    assert all(isinstance(v, torch.Tensor) for v in values.values()), values
+    assert {"loss", "regression", "classification", "nonfinite"} <= values.keys()
+    assert int(values["nonfinite"]) == 0 and torch.isfinite(values["loss"])
+
+
+def test_log_every_reads_and_logs_every_step_as_before(tmp_path):
+    """Steps are read back in groups, yet metrics.jsonl has one record per step, in order, with
+    the same values as a run that reads every step."""
+    run(tiny_config(tmp_path / "every", log_every=1))
+    run(tiny_config(tmp_path / "grouped", log_every=5))
+    every, grouped = loss_records(tmp_path / "every"), loss_records(tmp_path / "grouped")
+    assert [r["step"] for r in grouped] == list(range(1, 17))
+    assert grouped == every
 
 
 def test_sick_stsb_recipe_runs_as_written_from_the_repo_root(tmp_path):

@@ -1,0 +1,119 @@
+"""Sentence vectors from an export's OpenVINO graphs (`sbert export --format openvino`): no torch.
+
+The folder holds the same sentence encoder as the ONNX graph (token ids and mask in, the pooled
+vector out), converted to OpenVINO's IR, and with `--quantize int8` a statically quantised copy
+(NNCF, calibrated on real sentences: every activation scale is fixed, so a sentence's vector does
+not depend on the batch it is encoded in). OpenVINO's CPU plugin is the faster engine on CPUs
+with AVX-512 VNNI and BF16 (docs/performance.md):
+
+    precision   graph                      runs as
+    fp32        openvino/model.xml         fp32: vectors equal to the source model's (<= 1e-5)
+    bf16        openvino/model.xml         bf16 matmuls (AVX-512-BF16, AMX): cos to fp32 >= 0.9999
+    int8        openvino/model_int8.xml    int8 matmuls (VNNI), the rest in bf16 where native
+
+`precision="auto"` (the default) picks bf16 for the fp32 graph where the CPU has native bf16
+(sbert/hardware.py, as `sbert train --precision auto` decides), else fp32. Tokenising, batching,
+the heads and the `Encoder` protocol are `OnnxEncoder`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sbert.errors import CheckpointError, ConfigError
+from sbert.fileio import inside
+from sbert.folders import EXPORT_RECORD
+from sbert.hardware import cpu_has_native_bf16, usable_cpus
+from sbert.inference.onnx_runner import SENTENCE_OUTPUT, OnnxEncoder, read_export
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
+# OpenVINO's names for the precision of the ops a graph leaves in floating point.
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+class OpenVinoEncoder(OnnxEncoder):
+    """An export on OpenVINO's CPU plugin: an `Encoder`, `encode` as `OnnxEncoder`'s.
+
+    Args:
+        request: the compiled graph's one infer request, reused for every batch.
+        precision: what the graph runs in: fp32, bf16 or int8 (see the module docstring).
+        float_precision: the precision of the ops an int8 graph leaves in floating point.
+    """
+
+    def __init__(
+        self, request, tokenizer, record, folder, graph, heads, precision, float_precision
+    ):
+        super().__init__(None, tokenizer, record, folder, graph, heads)
+        self.request, self.precision, self.float_precision = request, precision, float_precision
+
+    @property
+    def exact(self) -> bool:
+        return self.precision == "fp32" and self.graph == self.record["graphs"].get("openvino")
+
+    def _precision_settings(self) -> list:
+        return [self.precision, self.float_precision]
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        graph: str | None = None,
+        precision: str = "auto",
+        threads: int | None = None,
+    ) -> OpenVinoEncoder:
+        """Load an OpenVINO export, checked against its manifest.
+
+        Args:
+            graph: the IR file to run, relative to `folder` (default: the record's: the int8 one
+                in a folder exported with `--quantize int8`).
+            precision: auto, fp32, bf16 or int8 (int8 = the int8 graph); auto runs the record's
+                graph, the fp32 one in bf16 where the CPU has native bf16.
+            threads: inference threads (default: the CPUs this process may use,
+                `sbert.hardware.usable_cpus`).
+        """
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+        try:
+            import openvino
+        except ImportError:
+            raise ConfigError(
+                "this export runs on OpenVINO: pip install openvino (or: pip install -e "
+                "'.[openvino]')"
+            ) from None
+        folder, tokenizer, record, heads = read_export(folder)
+        graphs = record.get("graphs", {})
+        if "openvino" not in graphs:
+            raise CheckpointError(folder, "not an OpenVINO export (sbert export --format openvino)")
+        if precision == "int8":
+            if "openvino_int8" not in graphs:
+                raise ConfigError(f"{folder} has no int8 graph: export it with --quantize int8")
+            graph = graph or graphs["openvino_int8"]
+        elif precision in ("fp32", "bf16"):
+            graph = graph or graphs["openvino"]
+        graph = graph or str(record["graph"])
+        native = cpu_has_native_bf16()
+        float_precision = (
+            "bf16" if precision == "bf16" or (precision != "fp32" and native) else "fp32"
+        )
+        precision = "int8" if graph == graphs.get("openvino_int8") else float_precision
+        path = inside(folder, graph, folder / EXPORT_RECORD)  # never a graph outside the export
+        if not path.is_file():
+            raise CheckpointError(path, "OpenVINO graph not found")
+        config = {
+            "INFERENCE_NUM_THREADS": threads or usable_cpus(),
+            "NUM_STREAMS": 1,  # one request at a time, all threads on it
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": _HINTS[float_precision],
+        }
+        try:
+            compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        except Exception as e:  # OpenVINO raises its own untyped errors for bad graphs
+            raise CheckpointError(path, f"OpenVINO cannot load the graph ({e})") from None
+        request = compiled.create_infer_request()
+        return cls(request, tokenizer, record, folder, graph, heads, precision, float_precision)
+
+    def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        result = self.request.infer(batch, share_inputs=True, share_outputs=True)
+        return result[SENTENCE_OUTPUT].copy()  # the request reuses its output buffer

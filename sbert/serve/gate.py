@@ -1,0 +1,101 @@
+"""The gate every request passes (pure ASGI middleware, cheaper than Starlette's
+BaseHTTPMiddleware): a request id, the refusals made before any work (draining, API key, body
+size, too many requests waiting), timing, metrics and the access log."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+
+from sbert.serve.errors import ApiError, error_response
+from sbert.serve.state import ServerState
+
+log = logging.getLogger("sbert.serve")
+# Routes that run the model: the concurrency limit counts these.
+INFERENCE = frozenset(
+    {"/v1/embeddings", "/embeddings", "/embed", "/similarity", "/rerank", "/predict", "/search"}
+)
+OPEN = frozenset({"/health"})  # answered without an API key (a load balancer's probe)
+ROUTES = INFERENCE | OPEN | {"/info", "/metrics", "/openapi.json"}
+
+
+class Gate:
+    """Wraps the app: see the module's docstring."""
+
+    def __init__(self, app, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, state = time.perf_counter(), self.state
+        headers = MutableHeaders(scope=scope)
+        rid = headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        path = scope["path"]
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = rid
+            await send(message)
+
+        try:
+            self.refuse(path, headers)
+            if path in INFERENCE:
+                state.in_flight += 1
+                try:
+                    await self.app(scope, self.limited(receive), send_with_id)
+                finally:
+                    state.in_flight -= 1
+            else:
+                await self.app(scope, receive, send_with_id)
+        except ApiError as e:
+            await error_response(e)(scope, receive, send_with_id)
+        seconds = time.perf_counter() - start
+        state.metrics.request(path if path in ROUTES else "other", status, seconds)
+        if not state.config.quiet:
+            client = (scope.get("client") or ("-",))[0]
+            log.info('%s "%s %s" %d %.1fms id=%s', client, scope["method"], path, status,
+                     seconds * 1000, rid)  # fmt: skip
+
+    def refuse(self, path: str, headers: MutableHeaders) -> None:
+        """Raise the ApiError a request gets before any work, if any."""
+        state = self.state
+        if state.draining:
+            raise ApiError(503, "unavailable", "the server is shutting down")
+        if state.api_key is not None and path not in OPEN:
+            scheme, _, key = headers.get("authorization", "").partition(" ")
+            given = key.strip().encode() if scheme.lower() == "bearer" else b""
+            if not hmac.compare_digest(given, state.api_key.encode()):  # constant time
+                raise ApiError(401, "unauthorized", "send the API key: Authorization: Bearer KEY",
+                               {"www-authenticate": "Bearer"})  # fmt: skip
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > state.config.max_body_bytes:
+            raise self.too_large()
+        if path in INFERENCE and state.in_flight >= state.config.max_concurrent_requests:
+            raise ApiError(429, "overloaded", f"more than {state.config.max_concurrent_requests} "
+                           "requests waiting: try again shortly", {"retry-after": "1"})  # fmt: skip
+
+    def too_large(self) -> ApiError:
+        limit = self.state.config.max_body_bytes
+        return ApiError(413, "payload_too_large", f"the request body is over {limit:,} bytes")
+
+    def limited(self, receive):
+        """`receive`, refusing a body (sent without a length) once it outgrows the limit."""
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.state.config.max_body_bytes:
+                raise self.too_large()
+            return message
+
+        return counted

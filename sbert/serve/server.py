@@ -1,0 +1,107 @@
+"""`sbert serve`: load the model (and index), then serve the app on uvicorn until SIGTERM/SIGINT.
+
+On a signal the server stops accepting (a request that still arrives is answered 503), lets
+what is queued finish for up to `grace_seconds`, answers whatever is left 503 rather than
+dropping it, and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from sbert.errors import ConfigError
+from sbert.inference.encoder import Encoder
+from sbert.serve.app import create_app
+from sbert.serve.batcher import Batcher
+from sbert.serve.config import ServeConfig
+from sbert.serve.metrics import Metrics
+from sbert.serve.state import ServerState
+
+API_KEY_VARIABLE = "SBERT_API_KEY"
+
+
+def serve(config: ServeConfig, encoder: Encoder, device=None) -> None:
+    """Serve `encoder` (loaded from `config.model`) until a signal ends the server."""
+    import uvicorn
+
+    state = build_state(config, encoder, device)
+    app = create_app(state)
+    if not config.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    # Whatever is still queued when the grace time is up hears 503, not silence.
+    deadline = threading.Timer(config.grace_seconds, state.batcher.stop)
+    deadline.daemon = True  # a server that drained sooner exits at once
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not state.draining:
+                state.draining = True
+                deadline.start()
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises a caught signal once it has shut down, so the process would die
+            # of it; drained as promised, it exits 0 instead.
+            self._captured_signals.clear()
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            access_log=False,  # ours: one line per request, with its id (sbert.serve.app.Gate)
+            log_level="warning",
+            timeout_graceful_shutdown=int(config.grace_seconds) + 5,
+        )
+    )
+    print(startup_line(state), file=sys.stderr, flush=True)
+    server.run()
+    deadline.cancel()
+
+
+def build_state(config: ServeConfig, encoder: Encoder, device=None) -> ServerState:
+    metrics = Metrics(lambda: batcher.depth)
+    batcher = Batcher(
+        encoder, config.max_batch_tokens, config.max_batch_size, metrics.batch, device
+    )
+    index = None
+    if config.index is not None:
+        from sbert.inference.index import Index
+
+        index = Index.load(config.index, encoder)  # its fingerprint must match the model's
+    name = Path(config.model).name if Path(config.model).is_dir() else config.model
+    return ServerState(
+        encoder, name, encoder.fingerprint(), config, batcher, metrics, index, api_key(config)
+    )
+
+
+def api_key(config: ServeConfig) -> str | None:
+    """The key requests must send: from --api-key-file, else $SBERT_API_KEY; None for none."""
+    if config.api_key_file is not None:
+        path = Path(config.api_key_file)
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the API key ({e})") from None
+        if not key:
+            raise ConfigError(f"{path}: the API key file is empty")
+        return key
+    return os.environ.get(API_KEY_VARIABLE) or None
+
+
+def startup_line(state: ServerState) -> str:
+    from sbert.serve.routes import runtime
+
+    c, encoder = state.config, state.encoder
+    index = f", index of {len(state.index):,} texts" if state.index is not None else ""
+    auth = "API key required" if state.api_key else "no API key"
+    return (
+        f"sbert serve: http://{c.host}:{c.port} model {state.name} ({runtime(encoder)}, "
+        f"dim {encoder.dim}, {encoder.max_seq_length} tokens{index}); limits: "
+        f"{c.max_batch_tokens} tokens / {c.max_batch_size} sentences a batch, "
+        f"{c.max_client_batch_size} inputs a request, {c.max_concurrent_requests} requests, "
+        f"{c.max_body_bytes:,} bytes a body; {auth}"
+    )

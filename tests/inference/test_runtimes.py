@@ -1,0 +1,192 @@
+"""Every runtime and precision an export ships: a sentence's vector does not depend on the batch
+it is encoded in (alone, or among other sentences of other lengths: cosine >= 0.9999), the
+exact paths equal the PyTorch model (<= 1e-5), bf16 stays within cosine 0.9999 of fp32, the
+OpenVINO export loads without torch, and the runners size their threads to the CPUs the
+process may use. Speed is measured by bench/encode.py, never asserted here.
+
+The exports run once per module, on all-MiniLM-L6-v2: ONNX with --quantize int8, and OpenVINO
+with --quantize int8 calibrated on 64 STS-B train sentences (the default 300 calibrate the
+same way, only slower).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+
+from sbert import SentenceBert, cli  # noqa: E402
+from sbert.hardware import cpu_has_native_bf16, usable_cpus  # noqa: E402
+from sbert.inference.export import GRAPH, GRAPH_INT8, GRAPH_OV_INT8, export  # noqa: E402
+from sbert.inference.load import load  # noqa: E402
+from sbert.inference.onnx_runner import OnnxEncoder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+STS_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
+STS_TRAIN = ROOT / "data" / "stsbenchmark" / "sts-train.csv"
+
+
+def sts_sentences(path: Path, n: int) -> list[str]:
+    from sbert.data.readers import read_pairs
+
+    sentences = dict.fromkeys(s for p in read_pairs(path).pairs for s in (p.a, p.b))
+    return list(sentences)[:n]
+
+
+# Short and long sentences mixed: inside a batch most are padded, alone none is.
+SENTENCES = sts_sentences(STS_DEV, 48) + ["Hi.", " ".join(sts_sentences(STS_DEV, 40))]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def batch_independence(encoder) -> float:
+    """Min cosine of each sentence's vector alone against the same sentence inside mixed
+    batches: the list in order at batch 32, and shuffled at batch 7."""
+    alone = np.stack([encoder.encode([s], batch_size=1)[0] for s in SENTENCES])
+    together = encoder.encode(SENTENCES, batch_size=32)
+    order = np.random.default_rng(0).permutation(len(SENTENCES))
+    shuffled = np.empty_like(together)
+    shuffled[order] = encoder.encode([SENTENCES[i] for i in order], batch_size=7)
+    return float(min(cosines(alone, together).min(), cosines(alone, shuffled).min()))
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceBert:
+    return SentenceBert.from_pretrained("all-MiniLM-L6-v2").eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "export"
+    export("all-MiniLM-L6-v2", out, quantize="int8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def openvino_export(tmp_path_factory) -> Path:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    root = tmp_path_factory.mktemp("openvino")
+    calibration = root / "calibration.txt"
+    calibration.write_text("\n".join(sts_sentences(STS_TRAIN, 64)) + "\n")
+    export("all-MiniLM-L6-v2", root / "export", "int8", "openvino", calibration)
+    return root / "export"
+
+
+def runners(onnx_export: Path, openvino_export: Path | None) -> dict:
+    out = {
+        "onnxruntime fp32": OnnxEncoder.load(onnx_export, graph=GRAPH),
+        "onnxruntime int8": OnnxEncoder.load(onnx_export, graph=GRAPH_INT8),
+    }
+    if openvino_export is not None:
+        from sbert.inference.openvino_runner import OpenVinoEncoder
+
+        out["openvino fp32"] = OpenVinoEncoder.load(openvino_export, precision="fp32")
+        out["openvino int8"] = OpenVinoEncoder.load(openvino_export, precision="int8")
+        if cpu_has_native_bf16():
+            out["openvino bf16"] = OpenVinoEncoder.load(openvino_export, precision="bf16")
+    return out
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino bf16", "openvino int8"],
+)
+def test_a_vector_does_not_depend_on_its_batch(name, onnx_export, request):
+    openvino = None
+    if name.startswith("openvino"):
+        openvino = request.getfixturevalue("openvino_export")
+    encoders = runners(onnx_export, openvino)
+    if name not in encoders:
+        pytest.skip(f"{name}: this CPU has no native bf16")
+    assert batch_independence(encoders[name]) >= 0.9999
+
+
+def test_openvino_exact_and_bf16_paths(openvino_export, minilm):
+    from sbert.inference.openvino_runner import OpenVinoEncoder
+
+    reference = minilm.encode(SENTENCES, batch_size=32)
+    fp32 = OpenVinoEncoder.load(openvino_export, precision="fp32")
+    assert np.abs(fp32.encode(SENTENCES) - reference).max() <= 1e-5
+    assert fp32.exact and fp32.fingerprint() == minilm.fingerprint()
+    int8 = load(openvino_export)  # the record's graph: int8
+    assert int8.graph == GRAPH_OV_INT8 and int8.precision == "int8"
+    assert int8.fingerprint() != minilm.fingerprint()
+    assert cosines(int8.encode(SENTENCES), reference).mean() >= 0.98
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    bf16 = OpenVinoEncoder.load(openvino_export, precision="bf16")
+    assert bf16.precision == "bf16" and not bf16.exact
+    assert cosines(bf16.encode(SENTENCES), reference).min() >= 0.9999
+    assert OpenVinoEncoder.load(openvino_export, precision="auto", graph="openvino/model.xml")
+
+
+NO_TORCH = """
+import json, sys
+
+class NoTorch:  # any import of torch fails: the runner must not need it
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+
+sys.meta_path.insert(0, NoTorch())
+import sbert
+
+vectors = sbert.load(sys.argv[1]).encode(json.loads(sys.argv[2]), batch_size=4)
+assert "torch" not in sys.modules, "torch was imported"
+print(json.dumps(vectors.tolist()))
+"""
+
+
+def test_the_openvino_export_runs_without_torch(openvino_export):
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(openvino_export), json.dumps(SENTENCES[:6])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    got = np.array(json.loads(result.stdout), dtype=np.float32)
+    np.testing.assert_allclose(got, load(openvino_export).encode(SENTENCES[:6]), atol=1e-6)
+
+
+def test_threads_follow_the_cpus_this_process_may_use(onnx_export):
+    encoder = OnnxEncoder.load(onnx_export)
+    assert encoder.session.get_session_options().intra_op_num_threads == usable_cpus()
+    assert (
+        OnnxEncoder.load(onnx_export, threads=1).session.get_session_options().intra_op_num_threads
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--calibration", "x.txt"], "--calibration calibrates --quantize int8 only"),
+        (
+            ["--format", "openvino", "--quantize", "int8", "--calibration", "missing.txt"],
+            "missing.txt: cannot read the calibration sentences",
+        ),
+    ],
+)
+def test_cli_export_format_bad_input(args, error, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["export", "--out", str(out), *args])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and error in err[0], err
+    assert not out.exists()

@@ -1,0 +1,120 @@
+"""The HTTP application in this process (Starlette's test client runs its lifespan, so the
+batcher runs as in `sbert serve`): every limit and malformed request gets its status and a JSON
+body naming the problem, and a property-based fuzz of every route finds no 5xx."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sbert import MultiTaskModel, SentenceBert
+
+pytest.importorskip("starlette")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from sbert.serve.app import create_app  # noqa: E402
+from sbert.serve.config import ServeConfig  # noqa: E402
+from sbert.serve.server import build_state  # noqa: E402
+
+POST_ROUTES = ["/v1/embeddings", "/embed", "/similarity", "/rerank", "/predict", "/search"]
+
+
+def app_for(model, **limits) -> TestClient:
+    config = ServeConfig(model="tiny", quiet=True, **limits)
+    return TestClient(create_app(build_state(config, model)), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return MultiTaskModel(SentenceBert.from_config("tiny"), ["no", "yes"], (0.0, 5.0)).eval()
+
+
+@pytest.fixture(scope="module")
+def client(tiny):
+    with app_for(tiny, max_client_batch_size=4, max_body_bytes=2000) as c:
+        yield c
+
+
+def refused(answer, status: int, error_type: str, words: str) -> None:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert body["error_type"] == error_type and words in body["error"], body
+
+
+@pytest.mark.parametrize(
+    "body, status, error_type, words",
+    [
+        ({"inputs": []}, 422, "validation", "inputs: List should have at least 1 item"),
+        ({"inputs": ["a cat", "  "]}, 422, "validation", "inputs[1]: an empty text"),
+        ({"inputs": 3}, 422, "validation", "inputs: expected a string or a list"),
+        ({"inputs": ["a", 3]}, 422, "validation", "inputs[1]: Input should be a valid string"),
+        ({"text": "a cat"}, 422, "validation", "inputs: Field required"),
+        ({"inputs": ["a"] * 5}, 413, "payload_too_large", "5 inputs; at most 4 a request"),
+        ({"inputs": "word " * 300, "truncate": False}, 413, "payload_too_large", "longer than"),
+        ({"inputs": "x" * 3000}, 413, "payload_too_large", "over 2,000 bytes"),
+    ],
+)
+def test_bad_embed_requests(client, body, status, error_type, words):
+    refused(client.post("/embed", json=body), status, error_type, words)
+
+
+def test_unreadable_bodies_are_400(client):
+    refused(client.post("/embed", content=b'{"inputs": '), 400, "bad_request", "not valid JSON")
+    refused(client.post("/embed", content=b'{"inputs": "\xff"}'), 400, "bad_request", "UTF-8")
+
+
+def test_a_body_without_a_length_is_counted_as_it_arrives(client):
+    def chunks():
+        yield b'{"inputs": "'
+        for _ in range(30):
+            yield b"y" * 100
+        yield b'"}'
+
+    refused(client.post("/embed", content=chunks()), 413, "payload_too_large", "over 2,000")
+
+
+def test_route_specific_refusals(client, tiny):
+    refused(client.post("/search", json={"queries": "a", "k": 0}), 422, "validation", "k:")
+    refused(client.post("/search", json={"queries": "a"}), 404, "no_index", "--index")
+    pair = {"inputs": ["a cat", "a dog"]}
+    assert client.post("/predict", json=pair).json()[0]["label"] in ("no", "yes")
+    refused(client.post("/predict", json={"inputs": [["a"]]}), 422, "validation", "inputs")
+    dims = {"input": "a", "dimensions": 7}
+    refused(client.post("/v1/embeddings", json=dims), 422, "validation", "gives 32")
+    with app_for(MultiTaskModel(tiny.encoder)) as plain:  # no classifier
+        refused(plain.post("/predict", json=pair), 422, "no_classifier", "no classifier")
+
+
+def test_a_form_content_type_is_read_as_json(client):
+    """`curl -d` says application/x-www-form-urlencoded; the body is JSON all the same."""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    answer = client.post("/embed", content=json.dumps({"inputs": "a cat"}), headers=form)
+    assert answer.status_code == 200 and len(answer.json()[0]) == 32
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),  # fmt: skip
+    max_leaves=12,
+)
+FIELDS = ["input", "inputs", "model", "encoding_format", "dimensions", "normalize", "truncate",
+          "query", "texts", "return_text", "queries", "k", "source_sentence",
+          "sentences"]  # fmt: skip
+BODIES = st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=4) | JSON_VALUES
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(route=st.sampled_from(POST_ROUTES), body=BODIES)
+def test_no_request_gets_a_5xx(client, route, body):
+    answer = client.post(route, content=json.dumps(body, allow_nan=True))
+    assert answer.status_code in (200, 400, 404, 413, 422), (route, body, answer.text)
+    if answer.status_code != 200:
+        assert set(answer.json()) == {"error", "error_type"}

@@ -1,0 +1,263 @@
+"""`sbert serve` as a user runs it: a real process on a free port of 127.0.0.1, talked to over
+HTTP with httpx and with the official `openai` client. Its answers equal the library's own
+(encode, predict, search); many concurrent requests each get exactly their own vectors; a flood
+gets 429s and no 5xx; SIGTERM lets what is in flight finish, and the process exits 0.
+
+One tiny multi-task model (seeded classifier, score scale) is saved, exported (fp32) and
+indexed per module. Request loops are bounded in count and time, and go to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+import sbert
+from sbert import MultiTaskModel, SentenceBert
+
+pytest.importorskip("starlette")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELS = ["contradiction", "entailment", "neutral"]
+WORDS = [
+    "cat",
+    "dog",
+    "rain",
+    "sun",
+    "tree",
+    "car",
+    "book",
+    "song",
+    "river",
+    "stone",
+    "bird",
+    "cloud",
+]
+
+
+def text(i: int) -> str:
+    """A distinct sentence of a length that depends on i (2 to 41 words)."""
+    return " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(2 + i % 40)) + f" {i}"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve")
+    torch.manual_seed(0)
+    model = MultiTaskModel(SentenceBert.from_config("tiny"), LABELS, (1.0, 5.0))
+    torch.nn.init.normal_(model.classifier.weight, std=0.5)  # decisive: not all one label
+    model.save(root / "model")
+    sbert.export(root / "model", root / "fp32")
+    index = sbert.Index.build(sbert.load(root / "model"), [text(i) for i in range(300)])
+    index.save(root / "index")
+    return {name: root / name for name in ("model", "fp32", "index")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(*args: str, serving_only: bool = False, env: dict | None = None):
+    """`sbert serve ARGS` on a free port; yields (base URL, process). Stopped with SIGTERM."""
+    port = free_port()
+    launcher = [str(ROOT / "tests" / "serving_only.py")] if serving_only else ["-m", "sbert"]
+    command = [sys.executable, *launcher, "serve", *args, "--port", str(port), "--quiet"]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    process = subprocess.Popen(command, env=environment, cwd=ROOT, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start in 60 s"
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def model_server(folders):
+    with server("--model", str(folders["model"]), "--index", str(folders["index"])) as (url, _):
+        yield url
+
+
+def test_embeddings_equal_the_librarys_through_httpx_and_the_openai_client(folders, model_server):
+    texts = [text(i) for i in range(12)]
+    want = sbert.load(folders["model"]).encode(texts, normalize=True)
+    got = httpx.post(f"{model_server}/embed", json={"inputs": texts}).json()
+    np.testing.assert_allclose(np.array(got), want, atol=1e-5, rtol=0)
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{model_server}/v1", api_key="unused", max_retries=0)
+    # Unless told otherwise the client asks for base64 and decodes it itself.
+    for extra in ({}, {"encoding_format": "float"}):
+        answer = client.embeddings.create(model="tiny", input=texts, **extra)
+        vectors = np.array([d.embedding for d in answer.data])
+        np.testing.assert_allclose(vectors, want, atol=1e-5, rtol=0)
+    lengths = sbert.load(folders["model"]).tokenizer.lengths(texts)[0]
+    assert answer.usage.prompt_tokens == answer.usage.total_tokens == sum(lengths)
+    assert answer.model == "tiny"
+
+
+def test_predict_and_search_answer_as_the_library_does(folders, model_server):
+    model = sbert.load(folders["model"])
+    pairs = [(text(i), text(i + 50)) for i in range(6)]
+    got = httpx.post(f"{model_server}/predict", json={"inputs": pairs}).json()
+    want = [p.to_json() for p in sbert.predict(model, pairs)]
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g["similarity"] == pytest.approx(w["similarity"], abs=1e-5)
+        assert g["score"] == pytest.approx(w["score"], abs=1e-4)
+    queries = [text(7), "rain on the river"]
+    got = httpx.post(f"{model_server}/search", json={"queries": queries, "k": 4}).json()
+    want = sbert.Index.load(folders["index"], model).search(queries, k=4)
+    assert [[h["id"] for h in g["hits"]] for g in got] == [[h.id for h in w] for w in want]
+    assert got[0]["hits"][0]["text"] == text(7)
+
+
+def test_similarity_and_rerank_are_cosines(folders, model_server):
+    model = sbert.load(folders["model"])
+    a, others = text(1), [text(2), text(1), text(3)]
+    u, *vs = model.encode([a, *others], normalize=True)
+    body = {"inputs": {"source_sentence": a, "sentences": others}}
+    similarity = httpx.post(f"{model_server}/similarity", json=body).json()
+    np.testing.assert_allclose(similarity, [u @ v for v in vs], atol=1e-5)
+    ranked = httpx.post(f"{model_server}/rerank", json={"query": a, "texts": others,
+                                                        "return_text": True}).json()  # fmt: skip
+    assert ranked[0] == {"index": 1, "score": pytest.approx(1.0, abs=1e-5), "text": text(1)}
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+
+
+def test_health_info_metrics_and_headers(folders, model_server):
+    info = httpx.get(f"{model_server}/info").json()
+    assert info["dim"] == 32 and info["labels"] == LABELS and info["runtime"] == "pytorch cpu"
+    assert info["fingerprint"] == sbert.load(folders["model"]).fingerprint()
+    answer = httpx.post(f"{model_server}/embed", json={"inputs": "a cat"})
+    assert {"x-request-id", "x-queue-time", "x-inference-time"} <= answer.headers.keys()
+    metrics = httpx.get(f"{model_server}/metrics").text
+    assert 'sbert_requests_total{route="/embed",status="200"}' in metrics
+    assert "sbert_batch_tokens_bucket" in metrics and "sbert_queue_depth" in metrics
+    assert "/v1/embeddings" in httpx.get(f"{model_server}/openapi.json").json()["paths"]
+
+
+async def flood(url: str, bodies: list[dict], route: str = "/embed") -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(bodies))
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        return await asyncio.gather(*(client.post(route, json=b) for b in bodies))
+
+
+def test_every_concurrent_request_gets_its_own_vectors(folders, model_server):
+    """250 requests at once, of 1 to 4 distinct texts of different lengths: a batching mix-up
+    (vectors handed to the wrong request, or in the wrong order) fails here."""
+    requests = [[text(i * 4 + j) for j in range(1 + i % 4)] for i in range(250)]
+    answers = asyncio.run(flood(model_server, [{"inputs": r} for r in requests]))
+    assert {a.status_code for a in answers} == {200}
+    model = sbert.load(folders["model"])
+    want = model.encode([t for r in requests for t in r], normalize=True)
+    got = np.concatenate([np.array(a.json()) for a in answers])
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    batches = httpx.get(f"{model_server}/metrics").text
+    assert "sbert_batch_sentences_count" in batches
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+def test_a_flood_gets_429s_no_5xx_and_bounded_memory(folders):
+    limits = ["--max-concurrent-requests", "8"]
+    with server("--model", str(folders["fp32"]), *limits) as (url, process):
+        asyncio.run(flood(url, [{"inputs": text(i)} for i in range(16)]))  # warm
+        before = rss_kib(process.pid)
+        bodies = [{"inputs": [text(i), text(i + 1)]} for i in range(300)]
+        answers = asyncio.run(flood(url, bodies))
+        codes = [a.status_code for a in answers]
+        assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) >= 8
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error_type"] == "overloaded"
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert rss_kib(process.pid) - before < 200 * 1024
+
+
+def test_sigterm_answers_what_is_in_flight_then_exits_0(folders):
+    with server("--model", str(folders["model"])) as (url, process):
+
+        async def in_flight() -> list[httpx.Response]:
+            bodies = [{"inputs": [text(i * 32 + j) for j in range(32)]} for i in range(12)]
+            sent = asyncio.ensure_future(flood(url, bodies))
+            await asyncio.sleep(0.5)  # the requests are queued or running
+            process.send_signal(signal.SIGTERM)
+            return await sent
+
+        answers = asyncio.run(in_flight())
+        assert [a.status_code for a in answers] == [200] * 12
+        assert process.wait(timeout=60) == 0
+
+
+def test_the_export_is_served_without_torch(folders):
+    """Only requirements-serve.txt's packages can be imported (tests/serving_only.py), as on a
+    serving machine installed with `pip install "sbert[serve]"`."""
+    texts = [text(i) for i in range(5)]
+    with server("--model", str(folders["fp32"]), serving_only=True) as (url, _):
+        got = httpx.post(f"{url}/v1/embeddings", json={"input": texts}).json()
+        info = httpx.get(f"{url}/info").json()
+    want = sbert.load(folders["model"]).encode(texts, normalize=True)
+    vectors = np.array([d["embedding"] for d in got["data"]])
+    np.testing.assert_allclose(vectors, want, atol=1e-5, rtol=0)
+    assert info["runtime"] == "onnxruntime fp32"
+
+
+def test_the_api_key_is_required_and_never_printed(folders, tmp_path):
+    key = "s3cret-key-" + "x" * 20
+    (tmp_path / "key").write_text(key + "\n")
+    args = ["--model", str(folders["fp32"]), "--api-key-file", str(tmp_path / "key")]
+    with server(*args) as (url, process):
+        assert httpx.post(f"{url}/embed", json={"inputs": "a"}).status_code == 401
+        wrong = {"authorization": "Bearer " + key[:-1] + "y"}
+        assert httpx.post(f"{url}/embed", json={"inputs": "a"}, headers=wrong).status_code == 401
+        right = {"authorization": f"Bearer {key}"}
+        assert httpx.post(f"{url}/embed", json={"inputs": "a"}, headers=right).status_code == 200
+        assert httpx.get(f"{url}/health").status_code == 200  # a load balancer's probe
+    assert key not in process.stderr.read()
+
+
+def test_an_int8_vector_does_not_depend_on_what_shared_its_batch(minilm_export):
+    """Requests batched together on the int8 export of all-MiniLM-L6-v2 (a tiny random model's
+    activations are too tame to show it): each vector equals the export's vector of the
+    sentence encoded alone (cos >= 0.9999)."""
+    texts = [text(i) for i in range(48)]
+    int8 = sbert.load(minilm_export)
+    alone = np.stack([int8.encode([t], normalize=True)[0] for t in texts])
+    with server("--model", str(minilm_export)) as (url, _):
+        answers = asyncio.run(flood(url, [{"inputs": t} for t in texts]))
+        batched = httpx.get(f"{url}/metrics").text
+    got = np.concatenate([np.array(a.json()) for a in answers])
+    assert (got * alone).sum(axis=1).min() >= 0.9999
+    assert 'sbert_batch_sentences_bucket{le="1.0"} 48.0' not in batched  # really batched
