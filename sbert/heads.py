@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sbert.errors import CheckpointError
-from sbert.fileio import read_json
+from sbert.fileio import read_json, regular_file, write_error
 
 # The classification head of a multi-task model lives beside the encoder in the same folder.
 # sentence-transformers ignores files that modules.json does not name, so it still loads it.
@@ -33,21 +34,29 @@ def _read_classifier(folder: Path) -> tuple[list[str], dict[str, np.ndarray]] | 
     from safetensors.numpy import load_file
 
     folder = Path(folder)
-    if not (folder / CLASSIFIER_CONFIG).is_file():
+    if not os.path.lexists(folder / CLASSIFIER_CONFIG):
         return None
     labels = read_json(folder / CLASSIFIER_CONFIG).get("labels")
     if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
         raise CheckpointError(folder / CLASSIFIER_CONFIG, "'labels' must be a list of strings")
+    path = folder / CLASSIFIER_WEIGHTS
+    regular_file(path)  # not a FIFO, not a link to /dev/zero
     try:
-        return labels, load_file(folder / CLASSIFIER_WEIGHTS)
+        state = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(folder / CLASSIFIER_WEIGHTS, f"unreadable classifier ({e})") from None
+        raise CheckpointError(path, f"unreadable classifier ({e})") from None
+    for name, array in state.items():  # an integer or NaN head would answer nonsense
+        if array.dtype.kind != "f":
+            raise CheckpointError(path, f"{name} has dtype {array.dtype}: not floating point")
+        if not np.isfinite(array).all():
+            raise CheckpointError(path, f"{name} holds NaN or infinite values")
+    return labels, state
 
 
 def read_score_scale(folder: Path) -> tuple[float, float] | None:
     """The (lo, hi) `folder` records, or None when it records none (an older save)."""
     path = Path(folder) / SCORE_SCALE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     scale = read_json(path)
     lo, hi = scale.get("lo"), scale.get("hi")
@@ -90,10 +99,15 @@ class Classifier:
 
     def write(self, folder: Path) -> None:
         """Write classifier.safetensors and classifier.json into `folder`."""
+        from safetensors import SafetensorError
         from safetensors.numpy import save_file
 
         tensors = {"weight": self.weight, "bias": self.bias}
-        save_file(tensors, str(Path(folder) / CLASSIFIER_WEIGHTS), metadata={"format": "pt"})
+        path = Path(folder) / CLASSIFIER_WEIGHTS
+        try:
+            save_file(tensors, str(path), metadata={"format": "pt"})
+        except SafetensorError as e:  # a full disk: an OSError naming the file
+            raise write_error(e, path) from None
         config = {"labels": self.labels, "features": "[u; v; |u - v|]  (SBERT eq. 1)"}
         (Path(folder) / CLASSIFIER_CONFIG).write_text(json.dumps(config, indent=2))
 

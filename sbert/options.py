@@ -2,7 +2,8 @@
 
 A field made with `option(help, default)` becomes the flag `--field-name`, its type read from the
 annotation: `int | None` takes an int, a `Literal` gives the choices, `bool` is a switch,
-`list[str]` a repeatable flag and `dict[str, float]` takes NAME=NUMBER,NAME=NUMBER. `None`
+`list[str]` a repeatable flag, `dict[str, float]` takes NAME=NUMBER,NAME=NUMBER and
+`dict[str, str]` NAME=VALUE,NAME=VALUE. `None`
 means "not set" (0 is always a value). A TOML file given with `--config` sets the same fields by
 name (underscores: `batch_size = 64`); a flag given on the command line wins over the file.
 
@@ -21,7 +22,8 @@ from dataclasses import MISSING, field, fields
 from pathlib import Path
 from typing import Literal
 
-from sbert.errors import ConfigError
+from sbert.errors import CheckpointError, ConfigError
+from sbert.fileio import read_bounded
 
 
 def option(
@@ -76,6 +78,17 @@ def weights(text: str) -> dict[str, float]:
     return out
 
 
+def names(text: str) -> dict[str, str]:
+    """An argparse type: NAME=VALUE,NAME=VALUE -> {NAME: VALUE} (e.g. a=question,b=answer)."""
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not (sep and name.strip() and value.strip()) or name.strip() in out:
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,NAME=VALUE...], not {text!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
     """One flag (or positional) per field of the dataclass `options`, and --config."""
     hints = typing.get_type_hints(options)
@@ -100,6 +113,8 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
             kwargs["action"] = "append"
         elif kind == dict[str, float]:
             kwargs["type"], kwargs["metavar"] = weights, "NAME=NUMBER,..."
+        elif kind == dict[str, str]:
+            kwargs["type"], kwargs["metavar"] = names, "NAME=VALUE,..."
         elif typing.get_origin(kind) is Literal:
             kwargs["choices"] = typing.get_args(kind)
         else:
@@ -142,11 +157,12 @@ def read_toml(path: Path) -> dict:
     else:  # Python 3.10: the same parser, as a package
         import tomli as tomllib
 
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    try:  # a regular file of bounded size: not a FIFO, not a link to /dev/zero
+        return tomllib.loads(read_bounded(path).decode("utf-8"))
+    except CheckpointError as e:
+        problem = "config file not found" if e.problem == "file not found" else e.problem
+        raise ConfigError(f"{path}: {problem}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: unreadable config file ({e})") from None
 
 

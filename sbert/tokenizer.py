@@ -7,22 +7,24 @@ pads with it where torch is not installed. Only `pad`/`pad_ids`, which return te
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from sbert.errors import CheckpointError
-from sbert.fileio import json_field, read_json
+from sbert.fileio import json_field, read_bounded, read_json, write_error
 
 if TYPE_CHECKING:
     import torch
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+T = TypeVar("T")
 
 
 class WordPiece:
@@ -46,18 +48,41 @@ class WordPiece:
 
     @classmethod
     def from_folder(cls, folder: Path, max_length: int, lowercase: bool = False) -> WordPiece:
-        """Load `tokenizer.json`, or else build WordPiece from `vocab.txt`."""
+        """Load `tokenizer.json`, or else build WordPiece from `vocab.txt`.
+
+        Either is read only if it is a regular file of bounded size (fileio.read_bounded), and
+        refused unless it tokenizes: a vocabulary without [UNK], [CLS] or [SEP] is a
+        CheckpointError naming it, not a failure at the first sentence.
+        """
         path = folder / "tokenizer.json"
-        if path.is_file():
-            return cls(_read(path, Tokenizer.from_file), max_length, lowercase)
+        if os.path.lexists(path):
+            text = _text(path)
+            tok = _read(path, lambda: Tokenizer.from_str(text))
+            return cls._checked(tok, max_length, lowercase, path)
         path = folder / "vocab.txt"
-        if path.is_file():
+        if os.path.lexists(path):
             config_path = folder / "tokenizer_config.json"
-            config = read_json(config_path) if config_path.is_file() else {}
+            config = read_json(config_path) if os.path.lexists(config_path) else {}
             lower = bool(config.get("do_lower_case", True))
-            tok = _read(path, lambda p: BertWordPieceTokenizer(p, lowercase=lower)._tokenizer)
-            return cls(tok, max_length, lowercase)
+            _text(path)  # a regular file of bounded size, UTF-8; then `tokenizers` reads it
+            name = str(path)
+            tok = _read(path, lambda: BertWordPieceTokenizer(name, lowercase=lower)._tokenizer)
+            return cls._checked(tok, max_length, lowercase, path)
         raise CheckpointError(folder, "no tokenizer.json or vocab.txt: cannot build the tokenizer")
+
+    @classmethod
+    def _checked(
+        cls, tokenizer: Tokenizer, max_length: int, lowercase: bool, path: Path
+    ) -> WordPiece:
+        """A WordPiece of `tokenizer`, refused (naming `path`) unless it tokenizes a probe with
+        an unknown word: a missing [UNK] token fails only there, inside `tokenizers`."""
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in ("[UNK]", "[CLS]", "[SEP]") if t not in vocab]
+        if missing:
+            raise CheckpointError(path, f"the vocabulary has no {', '.join(missing)} token")
+        wordpiece = cls(tokenizer, max_length, lowercase)
+        _read(path, lambda: wordpiece.ids(["a probe: qzxjv \u2603"]))
+        return wordpiece
 
     @property
     def vocab_size(self) -> int:
@@ -67,7 +92,8 @@ class WordPiece:
         """Refuse a tokenizer whose ids would index past an embedding table of `vocab_size`
         rows (from the file `config`, beside the tokenizer's own file)."""
         if self.vocab_size > vocab_size:
-            name = "tokenizer.json" if (config.parent / "tokenizer.json").is_file() else "vocab.txt"
+            json_file = os.path.lexists(config.parent / "tokenizer.json")
+            name = "tokenizer.json" if json_file else "vocab.txt"
             raise CheckpointError(
                 config.parent / name,
                 f"{self.vocab_size} tokens, but {config} has vocab_size {vocab_size}: their ids "
@@ -100,7 +126,10 @@ class WordPiece:
 
     def save(self, folder: Path) -> None:
         """Write tokenizer.json, vocab.txt and the configs transformers' AutoTokenizer reads."""
-        self.tokenizer.save(str(folder / "tokenizer.json"))
+        try:
+            self.tokenizer.save(str(folder / "tokenizer.json"))
+        except Exception as e:  # `tokenizers` raises a bare Exception on a full disk
+            raise write_error(e, folder / "tokenizer.json") from None
         vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
         (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab))
         normalizer = json.loads(self.tokenizer.to_str()).get("normalizer") or {}
@@ -120,10 +149,18 @@ class WordPiece:
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
 
 
-def _read(path: Path, load: Callable[[str], Tokenizer]) -> Tokenizer:
+def _text(path: Path) -> str:
+    """A tokenizer file's text: a regular file of bounded size, UTF-8."""
     try:
-        return load(str(path))
-    except Exception as e:  # `tokenizers` raises bare Exception for bad JSON or bad UTF-8
+        return read_bounded(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(path, f"unreadable tokenizer (not UTF-8: {e})") from None
+
+
+def _read(path: Path, load: Callable[[], T]) -> T:
+    try:
+        return load()
+    except Exception as e:  # `tokenizers` raises bare Exception (and TypeError) for bad files
         raise CheckpointError(path, f"unreadable tokenizer ({e})") from None
 
 

@@ -30,3 +30,19 @@ def minilm_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("minilm") / "onnx"
     export("all-MiniLM-L6-v2", out, quantize="int8")
     return out
+
+
+# The files that take the suite's minutes: training runs, exports, parity on the real
+# checkpoint, real subprocesses. `python -m pytest -m "not slow"` leaves them out (README).
+SLOW = {
+    "test_trainer.py", "test_reliability.py", "test_distributed.py", "test_workflows.py",
+    "test_damaged_folders.py", "test_messages.py", "test_encode.py", "test_pretrained.py",
+    "test_export.py", "test_export_use.py", "test_index.py", "test_index_safety.py",
+    "test_predict.py", "test_retrieval.py", "test_load.py", "test_runtimes.py", "test_server.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW:
+            item.add_marker(pytest.mark.slow)

@@ -39,6 +39,7 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbert", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sbert {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"sbert.cli.{module_name}")
@@ -72,6 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sbert {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def version() -> str:
+    """The installed package's version (pip install -e . installs a source tree too)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("sbert")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def one_line(error: Exception) -> str:

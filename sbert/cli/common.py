@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from sbert.errors import SbertError
@@ -32,3 +33,8 @@ def device_for(encoder, requested: str | None):
 def write_lines(path: str | Path, lines: list[str]) -> None:
     """Write text lines (each ending in a newline) atomically, as UTF-8."""
     atomic_write_bytes(Path(path), "".join(lines).encode("utf-8"))
+
+
+def on_terminal() -> bool:
+    """Whether progress bars are wanted: stderr is a terminal (a log file or a pipe gets none)."""
+    return sys.stderr.isatty()

@@ -6,7 +6,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for
+from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for, on_terminal
 from sbert.folders import DEFAULT_MODEL
 from sbert.options import option
 
@@ -26,6 +26,7 @@ def run(o: Options) -> None:
 
     from sbert.data.readers import read_sentences
     from sbert.fileio import atomic_write_bytes, check_output_file
+    from sbert.inference.encoder import check_finite
     from sbert.inference.load import load
 
     sentences = read_sentences(o.input)
@@ -36,8 +37,9 @@ def run(o: Options) -> None:
         batch_size=o.batch_size,
         normalize=o.normalize,
         device=device_for(model, o.device),
-        show_progress_bar=len(sentences) > 1000,
+        show_progress_bar=on_terminal(),
     )
+    check_finite(vectors, model, "line")  # a file of NaN vectors is worse than none
     buffer = io.BytesIO()
     np.save(buffer, vectors)
     atomic_write_bytes(Path(o.output), buffer.getvalue())

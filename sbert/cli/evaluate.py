@@ -4,31 +4,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sbert.cli.common import DEVICE_HELP
+from sbert.cli.common import DEVICE_HELP, on_terminal
 from sbert.options import option
 
 
 @dataclass
 class Options:
     model: str | None = option("model folder (with its classifier, if any)", required=True)
-    data: str | None = option("data file, PATH[@SPLIT]", required=True)
-    format: str | None = option("sts, sick, nli or csv (default: detected)")
+    data: str | None = option(
+        "data file, PATH[@SPLIT][:COLUMNS]: STS-B, SICK, NLI JSON lines, or a CSV/TSV, JSON "
+        "lines or Parquet table", required=True
+    )  # fmt: skip
+    format: str | None = option("sts, sick, nli, csv, jsonl or parquet (default: detected)")
+    columns: dict[str, str] | None = option(
+        "a table's columns by role, a=COL,b=COL,label=COL,score=COL (for names the readers do "
+        "not know)"
+    )
     batch_size: int = option("pairs per batch", 128, minimum=1)
     device: str | None = option(DEVICE_HELP)
 
 
 def run(o: Options) -> None:
     import json
+    import math
 
     from sbert.data import batching
     from sbert.data.specs import read_spec
+    from sbert.errors import SbertError
     from sbert.models.device import pick_device
     from sbert.models.multitask import MultiTaskModel
     from sbert.training.evaluate import evaluate
 
-    data = read_spec(o.data, format=o.format)
+    data = read_spec(o.data, format=o.format, columns=o.columns)
     device = pick_device(o.device)
     model = MultiTaskModel.from_pretrained(o.model).to(device)
     index = {name: i for i, name in enumerate(model.labels)} or None
     pairs = batching.tokenize_pairs(data, model.encoder.tokenizer, index)
-    print(json.dumps(evaluate(model, pairs, o.batch_size, device)))
+    metrics = evaluate(model, pairs, o.batch_size, device, show_progress_bar=on_terminal())
+    undefined = [name for name, value in metrics.items() if not math.isfinite(value)]
+    if undefined:  # NaN is no JSON, and no score: say why instead
+        raise SbertError(
+            f"{o.data}: {', '.join(undefined)} undefined: the model gives every pair the same "
+            f"cosine (or the gold scores are all equal)"
+        )
+    print(json.dumps(metrics, allow_nan=False))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sbert.choices import Precision
-from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for
+from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for, on_terminal
 from sbert.folders import DEFAULT_MODEL
 from sbert.options import option
 
@@ -34,34 +34,30 @@ class Options:
 
 
 def run(o: Options) -> None:
-    import shutil
+    import os
 
-    from sbert.data.readers import read_column, read_sentences
+    from sbert.data.readers import read_corpus
     from sbert.fileio import check_output_dir
-    from sbert.inference.index import Index, is_index
+    from sbert.inference.index import Index, is_index, work_folder
     from sbert.inference.load import load
 
     out = Path(o.out)
     check_output_dir(out, is_index, "an index")
-    corpus = Path(o.corpus)
-    texts = read_column(corpus, o.column) if o.column else read_sentences(corpus)
-    model = load(o.model)
-    name = str(Path(o.model).resolve()) if Path(o.model).is_dir() else o.model
-    work = out.parent / f".{out.name}.partial"
-    index = Index.build(
-        model,
-        texts,
-        name=name,
-        precision=o.precision,
-        approximate=o.approximate,
-        batch_size=o.batch_size,
-        chunk_size=o.chunk_size,
-        work_dir=work,
-        device=device_for(model, o.device),
-        show_progress_bar=True,
-        corpus={"path": str(corpus.resolve()), "column": o.column},
-    )
-    index.save(out)
-    shutil.rmtree(work, ignore_errors=True)
+    texts, column = read_corpus(o.corpus, o.column)
+    with work_folder(out) as work:  # locked: a second `sbert index --out OUT` is refused
+        model = load(o.model)
+        index = Index.build(
+            model,
+            texts,
+            precision=o.precision,
+            approximate=o.approximate,
+            batch_size=o.batch_size,
+            chunk_size=o.chunk_size,
+            work_dir=work,
+            device=device_for(model, o.device),
+            show_progress_bar=on_terminal(),
+            corpus={"path": os.path.realpath(o.corpus), "column": column},
+        )
+        index.save(out)
     kind = index.precision + (", approximate" if index.approximate else "")
     print(f"indexed {len(index)} texts ({kind}) into {out}")

@@ -1,7 +1,8 @@
 """label and score sentence pairs with a trained model (both heads)
 
-Two sentences: a short answer. --input FILE --output FILE.jsonl: one JSON object per pair, in
-input order: {"line", "label", "probabilities", "similarity", "score"}.
+Two sentences: a short answer. --input FILE: one JSON object per pair, in input order,
+{"line", "label", "probabilities", "similarity", "score"}, into --output FILE.jsonl or, without
+it, onto stdout.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from sbert.cli.common import DEVICE_HELP, MODEL_HELP, PAIR, device_for, write_lines
+from sbert.cli.common import DEVICE_HELP, MODEL_HELP, PAIR, device_for, on_terminal, write_lines
 from sbert.options import option
 
 
@@ -19,7 +20,11 @@ class Options:
     first: str | None = option("first sentence", positional=True)
     second: str | None = option("second sentence", positional=True)
     input: str | None = option("pairs: a two-column TSV, or any format `sbert train` reads")
-    output: str | None = option("where to write the predictions (JSON lines)")
+    output: str | None = option("where to write the predictions (JSON lines; default: stdout)")
+    columns: dict[str, str] | None = option(
+        "with --input: which of its columns hold what, a=COL,b=COL (for names the readers do "
+        "not know)"
+    )
     batch_size: int = option("pairs per batch", 32, minimum=1)
     device: str | None = option(DEVICE_HELP)
 
@@ -35,27 +40,33 @@ def run(o: Options) -> None:
 
     one = o.first is not None or o.second is not None
     if one == (o.input is not None) or (one and None in (o.first, o.second)):
-        raise ConfigError("give two sentences, or --input FILE with --output FILE")
-    if (o.input is None) != (o.output is None):
-        raise ConfigError("--input and --output go together")
+        raise ConfigError("give two sentences, or --input FILE (with --output FILE, or stdout)")
+    if o.input is None and (o.output is not None or o.columns):
+        raise ConfigError("--output and --columns go with --input")
     if one:
         pairs = [tuple(check_sentences([o.first, o.second], PAIR))]
     else:
-        pairs = read_input(o.input)
-        check_output_file(o.output, [o.input])
+        pairs = read_input(o.input, o.columns)
+        if o.output is not None:
+            check_output_file(o.output, [o.input])
     model = load(o.model)  # an ONNX export too: its classifier in numpy
     if model.heads.classifier is None:
         print(f"note: {o.model} has no classifier: similarity only", file=sys.stderr)
     device = device_for(model, o.device)
-    predictions = predict(model, pairs, o.batch_size, device, show_progress_bar=not one)
+    progress = not one and on_terminal()
+    predictions = predict(model, pairs, o.batch_size, device, show_progress_bar=progress)
     if one:
         print(describe(predictions[0], model.heads.score_scale))
         return
     # Each answer names its pair's line: readers skip blank lines (and NLI rows without a label).
-    write_lines(o.output, [
-        json.dumps({"line": pair.line, **p.to_json()}, ensure_ascii=False) + "\n"
+    lines = [
+        json.dumps({"line": pair.line, **p.to_json()}, ensure_ascii=False, allow_nan=False) + "\n"
         for pair, p in zip(pairs, predictions, strict=True)
-    ])  # fmt: skip
+    ]
+    if o.output is None:
+        sys.stdout.writelines(lines)
+        return
+    write_lines(o.output, lines)
     print(f"wrote {len(predictions)} predictions to {o.output}", file=sys.stderr)
 
 

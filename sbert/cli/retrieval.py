@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for
+from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for, on_terminal
 from sbert.folders import DEFAULT_MODEL, REPO_DATA
 from sbert.options import option
 
@@ -17,8 +17,11 @@ from sbert.options import option
 class Options:
     model: str = option(MODEL_HELP, DEFAULT_MODEL)
     data: str = option(
-        "scored pair file, PATH[@SPLIT] (default: STS-B dev)",
+        "scored pair file, PATH[@SPLIT][:COLUMNS] (default: STS-B dev)",
         str(REPO_DATA / "stsbenchmark" / "sts-dev.csv"),
+    )
+    columns: dict[str, str] | None = option(
+        "a table's columns by role, a=COL,b=COL,score=COL (for names the readers do not know)"
     )
     min_score: float = option("relevance threshold", 4.0)
     batch_size: int = option("texts per batch", 32, minimum=1)
@@ -34,8 +37,10 @@ def run(o: Options) -> None:
     from sbert.inference.retrieval import evaluate_retrieval, retrieval_set_from_pairs
 
     spec = parse_spec(o.data)
-    data = retrieval_set_from_pairs(spec.path, o.min_score, spec.split)
+    columns = spec.columns or o.columns
+    data = retrieval_set_from_pairs(spec.path, o.min_score, spec.split, columns)
     model = load(o.model)
-    metrics = evaluate_retrieval(model, data, o.batch_size, device_for(model, o.device))
-    json.dump(metrics, sys.stdout)
+    device = device_for(model, o.device)
+    metrics = evaluate_retrieval(model, data, o.batch_size, device, on_terminal())
+    json.dump(metrics, sys.stdout, allow_nan=False)
     print()

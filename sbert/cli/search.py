@@ -53,7 +53,7 @@ def run(o: Options) -> None:
         return
     write_lines(o.output, [
         json.dumps({"query": q, "hits": [dataclasses.asdict(h) for h in hits]},
-                   ensure_ascii=False) + "\n"
+                   ensure_ascii=False, allow_nan=False) + "\n"
         for q, hits in zip(queries, results, strict=True)
     ])  # fmt: skip
     print(f"wrote the top {o.k} hits of {len(queries)} queries to {o.output}", file=sys.stderr)

@@ -19,9 +19,11 @@ class Options:
 
 def run(o: Options) -> None:
     from sbert.data.readers import check_sentences
+    from sbert.inference.encoder import check_finite
     from sbert.inference.load import load
 
     first, second = check_sentences([o.first, o.second], PAIR)
     model = load(o.model)
-    u, v = model.encode([first, second], normalize=True, device=device_for(model, o.device))
+    vectors = model.encode([first, second], normalize=True, device=device_for(model, o.device))
+    u, v = check_finite(vectors, model)
     print(f"{float(u @ v):.4f}")

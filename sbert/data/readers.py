@@ -1,6 +1,6 @@
 """Readers for sentence-pair files -> validated `Pair`s.
 
-Four formats, told apart by content (`detect_format`), each read into one `PairSet`:
+Six formats, told apart by content (`detect_format`), each read into one `PairSet`:
 
 - ``sts``:  STS Benchmark, tab-separated, no header, no quoting; 7 or 9 fields
   ``genre, file, year, id, score, sentence1, sentence2[, src1, src2]``; score in [0, 5].
@@ -8,17 +8,21 @@ Four formats, told apart by content (`detect_format`), each read into one `PairS
   relatedness score in [1, 5]; optional ``SemEval_set`` column (TRAIN / TRIAL / TEST).
 - ``nli``:  SNLI / MultiNLI JSON lines with ``sentence1, sentence2, gold_label``; rows whose
   gold label is ``-`` (no annotator majority) are skipped, counted and said on stderr.
-- ``csv``:  CSV or TSV with a header naming the sentence columns and a label and/or score.
+- ``csv``, ``jsonl``, ``parquet``: a table, CSV or TSV with a header, JSON lines of objects,
+  or Parquet (with pyarrow installed), whose columns are named as sentence-transformers and
+  the Hugging Face datasets name them (`LAYOUTS`), or as a column mapping says
+  (``a=question,b=answer,score=sim``).
 
 Rules shared by every format. Files are UTF-8 (a leading BOM is dropped) with ``\\n`` or
 ``\\r\\n`` line endings. Entirely empty lines are skipped wherever they are; a line holding
 only spaces is a malformed row. The first bad row raises ``DataError(path, line, problem)``:
-nothing is dropped silently. A NUL or a carriage return inside a line is rejected (a binary
-file, or old Mac line endings that would make our line numbers wrong). Other control
-characters inside a sentence are replaced by a space and the row is counted in
-``PairSet.repaired`` and said on stderr: STS-B train line 2919 has U+0012 where an apostrophe
-belongs, and rejecting a whole benchmark for it would help nobody. Sentences are otherwise kept
-exactly as published (some have leading or trailing spaces; the tokenizer handles those).
+nothing is dropped silently (a Parquet file's "line" is its 1-based row). A NUL or a carriage
+return inside a line is rejected (a binary file, or old Mac line endings that would make our
+line numbers wrong). Other control characters inside a sentence are replaced by a space and
+the row is counted in ``PairSet.repaired`` and said on stderr: STS-B train line 2919 has U+0012
+where an apostrophe belongs, and rejecting a whole benchmark for it would help nobody.
+Sentences are otherwise kept exactly as published (some have leading or trailing spaces; the
+tokenizer handles those).
 """
 
 from __future__ import annotations
@@ -36,15 +40,35 @@ from pathlib import Path
 
 from sbert.errors import ConfigError, DataError
 
-FORMATS = ("sts", "sick", "nli", "csv")
+FORMATS = ("sts", "sick", "nli", "csv", "jsonl", "parquet")
+TABLES = ("csv", "jsonl", "parquet")  # formats whose columns are found by name
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 SICK_SPLITS = ("TRAIN", "TRIAL", "TEST")
 SICK_COLUMNS = ("pair_id", "sentence_a", "sentence_b", "entailment_label", "relatedness_score")
-# Sentence column pairs a CSV/TSV header may use, matched case-insensitively, first wins.
+# The column names of a table, matched case-insensitively, first wins: the two sentences
+# (sentence-transformers' and the Hugging Face datasets' conventions), then the targets.
 CSV_SENTENCE_COLUMNS = (
-    ("sentence1", "sentence2"),
-    ("sentence_a", "sentence_b"),
+    ("sentence1", "sentence2"),  # STS-B, SNLI/MultiNLI, GLUE on the Hugging Face hub
+    ("sentence_a", "sentence_b"),  # SICK
+    ("premise", "hypothesis"),  # snli, multi_nli, anli on the Hugging Face hub
+    ("anchor", "positive"),  # sentence-transformers' (anchor, positive[, negative]) data sets
     ("text_a", "text_b"),
+    ("text1", "text2"),
+)
+LABEL_COLUMNS = ("label", "gold_label")
+SCORE_COLUMNS = ("score", "similarity", "similarity_score", "relatedness_score")
+NEGATIVE_COLUMN = "negative"  # with anchor, positive: a hard negative
+# What a column mapping may name: the two sentences, a hard negative, the targets.
+MAPPING_KEYS = ("a", "b", "negative", "label", "score")
+# The Hugging Face NLI data sets store labels as numbers: 0, 1, 2, and -1 where the
+# annotators did not agree (dropped, as SNLI's gold_label "-" is).
+HF_NLI_LABELS = {"0": "entailment", "1": "neutral", "2": "contradiction"}
+# The accepted table layouts, as error messages and docs/training.md state them.
+LAYOUTS = (
+    "columns sentence1,sentence2 | sentence_a,sentence_b | premise,hypothesis | text_a,text_b "
+    "| text1,text2 with label and/or score (or similarity); or anchor,positive[,negative] "
+    "alone; other names: a column mapping a=COL,b=COL,label=COL,score=COL (--columns, or "
+    "PATH:a=COL,... in a data spec)"
 )
 
 _Lines = Iterator[tuple[int, str]]  # (1-based line number, text without line ending)
@@ -259,14 +283,7 @@ def _read_sick(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pa
 def _read_nli(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pair, bool]]:
     for n, text in _nonblank(lines):
         ctx.rows += 1
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ctx.error(n, f"invalid JSON: {e.msg} at column {e.colno}") from None
-        except (ValueError, RecursionError):  # "[[[[..." nested deep, an int of 5000 digits
-            raise ctx.error(n, "invalid JSON: nested too deeply or a number too long") from None
-        if not isinstance(row, dict):
-            raise ctx.error(n, "expected a JSON object")
+        row = _json_object(ctx, n, text)
         for key in ("sentence1", "sentence2", "gold_label"):
             if key not in row:
                 raise ctx.error(n, f"missing key {key!r}")
@@ -280,7 +297,112 @@ def _read_nli(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pai
         yield _pair(ctx, n, row["sentence1"], row["sentence2"], names, label)
 
 
-def _read_csv(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pair, bool]]:
+@dataclass(frozen=True)
+class _Columns:
+    """Which columns of a table hold what (names as the header spells them)."""
+
+    a: str
+    b: str
+    negative: str | None
+    label: str | None
+    score: str | None
+    hf_nli: bool  # premise, hypothesis: labels 0, 1, 2 are entailment, neutral, contradiction
+    implied: bool  # anchor, positive[, negative] alone: entailment (and contradiction) pairs
+
+
+def _columns(
+    ctx: _Ctx, line: int | None, names: Sequence[str], mapping: dict[str, str] | None
+) -> _Columns:
+    """The columns of a table with header `names`: as `mapping` names them, else by the
+    common names (CSV_SENTENCE_COLUMNS, LABEL_COLUMNS, SCORE_COLUMNS)."""
+    lower: dict[str, str] = {}
+    for name in names:
+        lower.setdefault(name.strip().lower(), name)
+    found = ", ".join(_short(n, 20) for n in names[:12])
+    if mapping:
+        unknown = sorted(set(mapping) - set(MAPPING_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"column mapping: unknown key(s) {', '.join(unknown)}; the keys are "
+                f"{', '.join(MAPPING_KEYS)} (a=COL,b=COL,label=COL,score=COL)"
+            )
+        for key, column in mapping.items():
+            if column.strip().lower() not in lower:
+                problem = f"no column {_short(column)} for {key}= (the header: {found})"
+                raise ctx.error(line, problem)
+    chosen = {k: lower[v.strip().lower()] for k, v in (mapping or {}).items()}
+    pair = next(((x, y) for x, y in CSV_SENTENCE_COLUMNS if x in lower and y in lower), None)
+    if "a" not in chosen and "b" not in chosen and pair is not None:
+        chosen["a"], chosen["b"] = lower[pair[0]], lower[pair[1]]
+    if "a" not in chosen or "b" not in chosen:
+        raise ctx.error(
+            line, f"header names no sentence columns: expected {LAYOUTS} (the header: {found})"
+        )
+    if not mapping:
+        for key, options in (("label", LABEL_COLUMNS), ("score", SCORE_COLUMNS)):
+            chosen.setdefault(key, next((lower[c] for c in options if c in lower), None))
+        if pair == ("anchor", "positive") and NEGATIVE_COLUMN in lower:
+            chosen["negative"] = lower[NEGATIVE_COLUMN]
+    label, score = chosen.get("label"), chosen.get("score")
+    triplet = (pair == ("anchor", "positive") and not mapping) or "negative" in chosen
+    if label is None and score is None and not triplet and not mapping:
+        raise ctx.error(
+            line, f"header needs a 'label' or a 'score' column: expected {LAYOUTS} (the header: "
+                  f"{found})"
+        )  # fmt: skip
+    hf_nli = not mapping and pair == ("premise", "hypothesis")
+    # A mapping of only a= and b= reads pairs without targets (to predict on, for example).
+    implied = label is None and score is None and triplet
+    return _Columns(chosen["a"], chosen["b"], chosen.get("negative"), label, score, hf_nli,
+                    implied)  # fmt: skip
+
+
+def _table_pairs(
+    ctx: _Ctx, n: int, get: Callable[[str], str | None], cols: _Columns
+) -> Iterator[tuple[Pair, bool]]:
+    """The pairs of one table row (`get(column)` -> its text, None when the row lacks it)."""
+    label = score = None
+    if cols.label is not None:
+        label = get(cols.label)
+        if label is None or not label.strip():
+            raise ctx.error(n, f"{cols.label} is empty")
+        label = label.strip()
+        if any(unicodedata.category(c) == "Cc" for c in label):
+            raise ctx.error(n, f"label {_short(label)} contains a control character")
+        if (cols.hf_nli and label == "-1") or (label == "-" and cols.label.lower() == "gold_label"):
+            ctx.skipped += 1  # no annotator majority: by convention not used
+            return
+        if cols.hf_nli and label in HF_NLI_LABELS:
+            label = HF_NLI_LABELS[label]
+        elif cols.hf_nli and label.lstrip("-").isdigit():
+            raise ctx.error(
+                n, f"label {_short(label)}: premise/hypothesis files label 0 entailment, 1 "
+                   f"neutral, 2 contradiction (-1: no gold label, skipped)"
+            )  # fmt: skip
+        if label.lower() in NLI_LABELS:
+            label = label.lower()
+    if cols.score is not None:
+        # Range is checked after reading: the scale is inferred from all scores.
+        score = _score(ctx, n, get(cols.score) or "", cols.score, -math.inf, math.inf)
+    a, b = get(cols.a), get(cols.b)
+    for column, text in ((cols.a, a), (cols.b, b)):
+        if text is None:
+            raise ctx.error(n, f"{column} is missing")
+    names = (cols.a.strip(), cols.b.strip())
+    if not cols.implied:
+        yield _pair(ctx, n, a, b, names, label, score)
+        return
+    # (anchor, positive[, negative]): the positive entails the anchor, the negative contradicts
+    # it: the contrastive objective's positives and hard negatives (--contrastive).
+    yield _pair(ctx, n, a, b, names, "entailment")
+    negative = get(cols.negative) if cols.negative is not None else None
+    if negative is not None and negative.strip():
+        yield _pair(ctx, n, a, negative, (names[0], cols.negative.strip()), "contradiction")
+
+
+def _read_csv(
+    ctx: _Ctx, lines: _Lines, split: str | None, mapping: dict[str, str] | None = None
+) -> Iterator[tuple[Pair, bool]]:
     if (first := _first(lines)) is None:
         return
     hn, header = first
@@ -304,16 +426,9 @@ def _read_csv(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pai
 
     hn, names = next_row()
     ctx.header = True
-    lower = [h.strip().lower() for h in names or []]
-    both = [(x, y) for x, y in CSV_SENTENCE_COLUMNS if x in lower and y in lower]
-    cols = (lower.index(both[0][0]), lower.index(both[0][1])) if both else None
-    if cols is None:
-        raise ctx.error(hn, "header names no sentence columns (sentence1, sentence2)")
-    il = lower.index("label") if "label" in lower else None
-    isc = lower.index("score") if "score" in lower else None
-    if il is None and isc is None:
-        raise ctx.error(hn, "header needs a 'label' or a 'score' column")
-    sentence_names = (names[cols[0]].strip(), names[cols[1]].strip())
+    names = names or []
+    cols = _columns(ctx, hn, names, mapping)
+    index = {name: i for i, name in reversed(list(enumerate(names)))}  # first of a name wins
     while True:
         n, f = next_row()
         if f is None:
@@ -323,19 +438,82 @@ def _read_csv(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pai
         ctx.rows += 1
         if len(f) != len(names):
             raise ctx.error(n, f"expected {len(names)} fields as in the header, found {len(f)}")
-        label = score = None
-        if il is not None:
-            label = f[il].strip()
-            if not label:
-                raise ctx.error(n, "label is empty")
-            if any(unicodedata.category(c) == "Cc" for c in label):
-                raise ctx.error(n, f"label {_short(label)} contains a control character")
-            if label.lower() in NLI_LABELS:
-                label = label.lower()
-        if isc is not None:
-            # Range is checked after reading: the scale is inferred from all scores.
-            score = _score(ctx, n, f[isc], "score", -math.inf, math.inf)
-        yield _pair(ctx, n, f[cols[0]], f[cols[1]], sentence_names, label, score)
+        yield from _table_pairs(ctx, n, lambda column, f=f: f[index[column]], cols)
+
+
+def _read_jsonl(
+    ctx: _Ctx, lines: _Lines, split: str | None, mapping: dict[str, str] | None = None
+) -> Iterator[tuple[Pair, bool]]:
+    """JSON lines of objects whose keys are the columns (the first object's keys)."""
+    cols = None
+    for n, text in _nonblank(lines):
+        ctx.rows += 1
+        row = _json_object(ctx, n, text)
+        if cols is None:
+            ctx.header = True
+            cols = _columns(ctx, n, list(row), mapping)
+        yield from _table_pairs(ctx, n, lambda key, row=row, n=n: _field(ctx, n, row, key), cols)
+
+
+def _field(ctx: _Ctx, n: int, row: dict, key: str) -> str | None:
+    """A JSON or Parquet field as text: a string; a label or score may be a number."""
+    value = row.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    raise ctx.error(n, f"{key} is not a string or a number")
+
+
+def _json_object(ctx: _Ctx, n: int, text: str) -> dict:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ctx.error(n, f"invalid JSON: {e.msg} at column {e.colno}") from None
+    except (ValueError, RecursionError):  # "[[[[..." nested deep, an int of 5000 digits
+        raise ctx.error(n, "invalid JSON: nested too deeply or a number too long") from None
+    if not isinstance(row, dict):
+        raise ctx.error(n, "expected a JSON object")
+    return row
+
+
+def _parquet_rows(path: str | os.PathLike[str]) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    """The column names of a Parquet file and its rows (1-based numbers, dicts), read a batch
+    at a time. Needs pyarrow, an optional dependency."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(
+            f"{path}: a Parquet file: reading it needs pyarrow: pip install pyarrow"
+        ) from None
+    try:
+        file = pq.ParquetFile(path)
+        names = list(file.schema_arrow.names)
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError...: a damaged file
+        raise DataError(path, None, f"unreadable Parquet file ({str(e)[:200]})") from None
+
+    def rows() -> Iterator[tuple[int, dict]]:
+        n = 0
+        try:
+            for batch in file.iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    n += 1
+                    yield n, row
+        except Exception as e:
+            raise DataError(path, None, f"unreadable Parquet file ({str(e)[:200]})") from None
+
+    return names, rows()
+
+
+def _read_parquet(
+    ctx: _Ctx, path: str | os.PathLike[str], split: str | None, mapping: dict[str, str] | None
+) -> Iterator[tuple[Pair, bool]]:
+    names, rows = _parquet_rows(path)
+    ctx.header = True
+    cols = _columns(ctx, None, names, mapping)
+    for n, row in rows:
+        ctx.rows += 1
+        yield from _table_pairs(ctx, n, lambda key, row=row, n=n: _field(ctx, n, row, key), cols)
 
 
 # A reader yields each pair with a flag: were control characters replaced in it?
@@ -344,18 +522,41 @@ _READERS: dict[str, _Reader] = {
     "sts": _read_sts,
     "sick": _read_sick,
     "nli": _read_nli,
-    "csv": _read_csv,
 }
+_TABLE_READERS = {"csv": _read_csv, "jsonl": _read_jsonl}
 
 
-def detect_format(path: str | os.PathLike[str]) -> str:
-    """Tell the format from the first non-empty line of the file (never from its name)."""
+def _is_parquet(path: str | os.PathLike[str]) -> bool:
+    """A Parquet file begins and ends with the magic bytes PAR1."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PAR1":
+                return False
+            f.seek(-4, os.SEEK_END)
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def detect_format(path: str | os.PathLike[str], columns: dict[str, str] | None = None) -> str:
+    """Tell the format from the content (never from the name): Parquet's magic bytes, else the
+    first non-empty line. With a column `mapping`, a text file is a table (csv or jsonl)."""
     _check_path(path)
+    if _is_parquet(path):
+        return "parquet"
     if (line := _first(_lines(path))) is None:
         raise DataError(path, None, "no sentence pairs: the file is empty")
     n, first = line
     if first.lstrip().startswith("{"):
+        try:
+            row = json.loads(first)
+        except (ValueError, RecursionError):
+            row = None  # the NLI reader names what is wrong with the line
+        if isinstance(row, dict) and (columns or "gold_label" not in row):
+            return "jsonl"
         return "nli"
+    if columns:
+        return "csv"
     fields = first.split("\t")
     if all(c in [f.strip().lower() for f in fields] for c in SICK_COLUMNS):
         return "sick"
@@ -372,8 +573,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     lower = {h.strip().lower() for h in names}
     if any(x in lower and y in lower for x, y in CSV_SENTENCE_COLUMNS):
         return "csv"
-    why = "the first line is no STS-B row, SICK header, JSON object or CSV/TSV header"
-    raise DataError(path, n, f"unknown format: {why} with sentence1,sentence2 columns")
+    raise DataError(
+        path, n, f"unknown format: the first line is no STS-B row, SICK header, NLI JSON line, "
+                 f"or header of a CSV/TSV, JSON lines or Parquet table with {LAYOUTS}"
+    )  # fmt: skip
 
 
 def _score_range(ctx: _Ctx, fmt: str, pairs: list[Pair]) -> tuple[float, float] | None:
@@ -381,7 +584,7 @@ def _score_range(ctx: _Ctx, fmt: str, pairs: list[Pair]) -> tuple[float, float] 
         return (0.0, 5.0)
     if fmt == "sick":
         return (1.0, 5.0)
-    if fmt == "nli" or pairs[0].score is None:
+    if fmt == "nli" or any(p.score is None for p in pairs):
         return None
     # CSV: the smallest usual scale that holds every score, [0, 1] or STS's [0, 5].
     scores = [p.score for p in pairs]
@@ -398,6 +601,7 @@ def read_pairs(
     format: str | None = None,
     split: str | None = None,
     limit: int | None = None,
+    columns: dict[str, str] | None = None,
 ) -> PairSet:
     """Read and validate every row of a sentence-pair file.
 
@@ -406,9 +610,12 @@ def read_pairs(
         format: one of FORMATS, or None to detect it from the content.
         split: SICK only: TRAIN, TRIAL or TEST (any case) keeps that SemEval_set.
         limit: keep the first `limit` pairs and stop reading there.
+        columns: a table's columns by role, {"a": COL, "b": COL, "label": COL, "score": COL,
+            "negative": COL}, for names `LAYOUTS` does not know.
     Raises:
         DataError: the file is missing, unreadable, malformed or holds no pairs.
-        ConfigError: an unknown format or split, a split for a non-SICK file, a bad limit.
+        ConfigError: an unknown format or split, a split for a non-SICK file, a bad limit, a
+            column mapping for a format without columns, a Parquet file without pyarrow.
     """
     if format is not None and format not in FORMATS:
         raise ConfigError(f"unknown data format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -419,11 +626,22 @@ def read_pairs(
             raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SICK_SPLITS)}")
         split = split.upper()
     _check_path(path)
-    fmt = format or detect_format(path)
+    fmt = format or detect_format(path, columns)
     if split is not None and fmt != "sick":
         raise ConfigError(f"split applies to SICK files only, not to the {fmt} format")
+    if columns and fmt not in TABLES:
+        raise ConfigError(
+            f"{path}: a column mapping applies to CSV/TSV, JSON lines and Parquet tables, not "
+            f"to the {fmt} format"
+        )
     ctx = _Ctx(str(path))
-    rows = list(islice(_READERS[fmt](ctx, _lines(path), split), limit))
+    if fmt == "parquet":
+        reader = _read_parquet(ctx, path, split, columns)
+    elif fmt in _TABLE_READERS:
+        reader = _TABLE_READERS[fmt](ctx, _lines(path), split, columns)
+    else:
+        reader = _READERS[fmt](ctx, _lines(path), split)
+    rows = list(islice(reader, limit))
     pairs = [pair for pair, _ in rows]
     if not pairs:
         if ctx.rows == 0:
@@ -431,10 +649,12 @@ def read_pairs(
         elif split is not None:
             why = f"no row has SemEval_set {split}"
         else:
-            why = f"all {ctx.skipped} rows have gold_label '-'"
+            unlabelled = "gold_label '-'" if fmt == "nli" else "no gold label ('-', or -1)"
+            why = f"all {ctx.skipped} rows have {unlabelled}"
         raise DataError(path, None, f"no sentence pairs: {why}")
     repaired = sum(fixed for _, fixed in rows)
-    said = [f"{ctx.skipped} rows with gold_label '-' skipped"] if ctx.skipped else []
+    unlabelled = "gold_label '-'" if fmt == "nli" else "no gold label ('-', or -1)"
+    said = [f"{ctx.skipped} rows with {unlabelled} skipped"] if ctx.skipped else []
     said += [f"{repaired} rows had control characters replaced by spaces"] if repaired else []
     if said:  # counted, and said: nothing is left out or changed silently
         print(f"note: {path}: {'; '.join(said)}", file=sys.stderr)
@@ -483,14 +703,80 @@ def read_tsv_pairs(path: str | os.PathLike[str]) -> list[Pair]:
     return pairs
 
 
+# The column a corpus's texts are in when --column does not say (first found wins).
+TEXT_COLUMNS = ("text", "sentence", "passage", "document", "content", "body")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def read_corpus(
+    path: str | os.PathLike[str], column: str | None = None
+) -> tuple[list[str], str | None]:
+    """The texts of a corpus to index, and the column they came from (None: one a line).
+
+    A CSV/TSV (`.csv`, `.tsv`), JSON lines (`.jsonl`, `.json`) or Parquet file is a table: its
+    texts are `column`, else its only column, else the column named as in TEXT_COLUMNS (said on
+    stderr); a table with none of them is refused with the fix (--column). Any other file is one
+    text a line: a header line would be indexed as a text, and CSV rows as texts, silently.
+    """
+    _check_path(path)
+    table = Path(path).suffix.lower() in _TABLE_SUFFIXES or _is_parquet(path)
+    if column is not None:
+        return read_column(path, column), column
+    if not table:
+        return read_sentences(path), None
+    names = _table_names(path)
+    lower = {n.strip().lower(): n for n in reversed(names)}
+    chosen = next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
+    if len(names) == 1:
+        chosen = names[0]
+    if chosen is None:
+        shown = ", ".join(_short(n, 20) for n in names[:12])
+        raise DataError(
+            path, None, f"a table with columns {shown}: say which holds the texts, --column NAME "
+                        f"(or index a plain text file, one text a line)"
+        )  # fmt: skip
+    if len(names) > 1:
+        print(f"note: {path}: indexing its column {chosen!r} (--column picks another)",
+              file=sys.stderr)  # fmt: skip
+    return read_column(path, chosen), chosen
+
+
+def _table_names(path: str | os.PathLike[str]) -> list[str]:
+    """A table's column names: a CSV/TSV header, the first JSON object's keys, Parquet's."""
+    if _is_parquet(path):
+        return _parquet_rows(path)[0]
+    ctx = _Ctx(str(path))
+    if (first := _first(_lines(path))) is None:
+        raise DataError(path, None, "empty file: no texts")
+    n, header = first
+    if Path(path).suffix.lower() in (".jsonl", ".json"):
+        return list(_json_object(ctx, n, header))
+    try:
+        return [h.strip() for h in next(csv.reader([header], delimiter=_delimiter(header)))]
+    except csv.Error as e:
+        raise ctx.error(n, f"bad CSV header ({e})") from None
+
+
+def _delimiter(header: str) -> str:
+    return "\t" if "\t" in header else ","
+
+
 def read_column(path: str | os.PathLike[str], column: str) -> list[str]:
-    """The texts of one column of a CSV/TSV file with a header (TSV when the header has a tab)
-    or of one field of a JSON-lines file (`.jsonl`, `.json`), in file order, each validated
-    like a sentence: a missing or empty text is a DataError naming its line."""
+    """The texts of one column of a CSV/TSV file with a header (TSV when the header has a tab),
+    of one field of a JSON-lines file (`.jsonl`, `.json`) or of a Parquet file, in file order,
+    each validated like a sentence: a missing or empty text is a DataError naming its line."""
     _check_path(path)
     ctx = _Ctx(str(path))
     texts = []
-    if Path(path).suffix.lower() in (".jsonl", ".json"):
+    if _is_parquet(path):
+        names, rows = _parquet_rows(path)
+        if column not in names:
+            raise DataError(path, None, f"no column {_short(column)} ({', '.join(names[:12])})")
+        for n, row in rows:
+            if not isinstance(row.get(column), str):
+                raise ctx.error(n, f"{column} is not a text")
+            texts.append(_sentence(ctx, n, row[column], column))
+    elif Path(path).suffix.lower() in (".jsonl", ".json"):
         for n, line in _nonblank(_lines(path)):
             try:
                 row = json.loads(line)
@@ -504,7 +790,7 @@ def read_column(path: str | os.PathLike[str], column: str) -> list[str]:
         if (first := _first(lines)) is None:
             raise DataError(path, None, "empty file: no texts")
         hn, header = first
-        delimiter = "\t" if "\t" in header else ","
+        delimiter = _delimiter(header)
         names = [h.strip() for h in next(csv.reader([header], delimiter=delimiter))]
         if column not in names:
             raise ctx.error(hn, f"no column {_short(column)} in the header ({', '.join(names)})")

@@ -1,9 +1,10 @@
-"""Data specs: `PATH[@SPLIT][[FROM:TO]][:OBJECTIVE]`, which pairs of which file train (or are
-evaluated) how, e.g. `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`.
+"""Data specs: `PATH[@SPLIT][[FROM:TO]][:COLUMNS][:OBJECTIVE]`, which pairs of which file train
+(or are evaluated) how, e.g. `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`.
 
-SPLIT picks a SICK split, [FROM:TO] a Python-style range of its pairs, OBJECTIVE what the file
-trains: classification, regression, both (default: every target the file has), or the name of a
-regression loss (cosent, angle) to fit the file's scores with that loss.
+SPLIT picks a SICK split, [FROM:TO] a Python-style range of its pairs, COLUMNS a table's
+columns by role (`qa.csv:a=question,b=answer,score=sim`: names the readers do not know),
+OBJECTIVE what the file trains: classification, regression, both (default: every target the
+file has), or the name of a regression loss (cosent, angle) to fit the file's scores with it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class DataSpec:
     split: str | None = None
     rows: slice | None = None  # pairs FROM:TO of the file (after the split), Python-style
     objective: str = "both"  # classification, regression, both, or a regression loss's name
+    columns: dict[str, str] | None = None  # a table's columns by role: {"a": "question", ...}
 
     @property
     def name(self) -> str:
@@ -40,13 +42,31 @@ class DataSpec:
 _ROWS = re.compile(r"^(.*)\[(\d*):(\d*)\]$")
 
 
+_COLUMNS = re.compile(r"^(.*):((?:\w+=[^,=:]+,)*\w+=[^,=:]+)$")
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """`a=question,b=answer,score=sim` -> {"a": "question", "b": "answer", "score": "sim"}."""
+    mapping = {}
+    for item in text.split(","):
+        key, sep, column = item.partition("=")
+        if not (sep and key.strip() and column.strip()) or key.strip() in mapping:
+            raise ConfigError(f"columns: expected ROLE=COLUMN[,ROLE=COLUMN...], not {text!r}")
+        mapping[key.strip()] = column.strip()
+    return mapping
+
+
 def parse_spec(spec: str) -> DataSpec:
-    """`PATH[@SPLIT][[FROM:TO]][:OBJECTIVE]` -> DataSpec. OBJECTIVE `cosent` or `angle` trains
-    the file's scores with that regression loss instead of the stage's."""
+    """`PATH[@SPLIT][[FROM:TO]][:COLUMNS][:OBJECTIVE]` -> DataSpec. OBJECTIVE `cosent` or
+    `angle` trains the file's scores with that regression loss instead of the stage's."""
     path, objective = spec, "both"
     head, sep_objective, tail = spec.rpartition(":")
     if sep_objective and tail in SPEC_OBJECTIVES:
         path, objective = head, tail
+    columns = None
+    match = _COLUMNS.match(path)
+    if match and not Path(path).exists():
+        path, columns = match[1], parse_columns(match[2])
     rows = None
     match = _ROWS.match(path)
     if match:
@@ -63,15 +83,24 @@ def parse_spec(spec: str) -> DataSpec:
         raise ConfigError(
             f"{spec}: unknown objective {tail!r}; choose one of {', '.join(SPEC_OBJECTIVES)}"
         )
-    return DataSpec(path, split or None, rows, objective)
+    return DataSpec(path, split or None, rows, objective, columns)
 
 
-def read_spec(spec: str | DataSpec, limit: int | None = None, format: str | None = None) -> PairSet:
-    """The validated pairs a spec names: its split, then its rows, then the first `limit`."""
+def read_spec(
+    spec: str | DataSpec,
+    limit: int | None = None,
+    format: str | None = None,
+    columns: dict[str, str] | None = None,
+) -> PairSet:
+    """The validated pairs a spec names: its split, then its rows, then the first `limit`.
+    `columns` (a command's --columns) applies where the spec names none."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
+    columns = spec.columns or columns
     if spec.rows is None:
-        return read_pairs(spec.path, format=format, split=spec.split, limit=limit)
-    data = read_pairs(spec.path, format=format, split=spec.split, limit=spec.rows.stop)
+        return read_pairs(spec.path, format=format, split=spec.split, limit=limit, columns=columns)
+    data = read_pairs(
+        spec.path, format=format, split=spec.split, limit=spec.rows.stop, columns=columns
+    )
     if spec.rows.stop is not None and len(data.pairs) < spec.rows.stop:
         have = f"{len(data.pairs)}" + (f" in split {spec.split}" if spec.split else "")
         raise DataError(

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sbert.errors import SbertError
 from sbert.heads import Heads
 from sbert.tokenizer import WordPiece
 
@@ -46,3 +47,18 @@ class Encoder(Protocol):
     ) -> np.ndarray:
         """(N, H) float32, or (H,) for a single string. `device` is where a PyTorch model runs;
         an ONNX export's session decides for itself."""
+
+
+def check_finite(vectors: np.ndarray, model: object, what: str = "sentence") -> np.ndarray:
+    """`vectors` (N, H), refused with an SbertError naming the model and the first bad row
+    unless every value is finite: weights of NaN (an ONNX graph's are not scanned at load)
+    would otherwise become NaN vectors, "nan%" labels and JSON that is not JSON."""
+    rows = np.asarray(vectors).reshape(len(vectors), -1)
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if bad.size:
+        source = getattr(model, "source", None) or "the model"
+        raise SbertError(
+            f"{source}: gave a vector of NaN or Inf for {what} {int(bad[0]) + 1} ({bad.size} in "
+            f"all): its weights are damaged; nothing written"
+        )
+    return vectors

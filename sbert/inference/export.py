@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from sbert.errors import ConfigError
-from sbert.fileio import atomic_dir, check_output_dir
+from sbert.fileio import atomic_dir, check_output_dir, naming
 from sbert.folders import EXPORT_RECORD, is_exported
 from sbert.heads import HEAD_FILES
 from sbert.inference.onnx_runner import INPUTS, SENTENCE_OUTPUT, TOKEN_OUTPUT
@@ -114,14 +114,18 @@ def export(
     with atomic_dir(out) as tmp:
         sb.write(tmp, weights=False)
         (tmp / "onnx").mkdir()
-        export_graph(sb, tmp / GRAPH)
+        with naming(tmp / GRAPH):  # a full disk: the exporters' OSError names no file
+            export_graph(sb, tmp / GRAPH)
         if openvino:
             (tmp / "openvino").mkdir()
-            convert_openvino(tmp / GRAPH, tmp / GRAPH_OV)
+            with naming(tmp / GRAPH_OV):
+                convert_openvino(tmp / GRAPH, tmp / GRAPH_OV)
             if quantize:
-                quantize_openvino(tmp / GRAPH_OV, tmp / GRAPH_OV_INT8, sb, sentences)
+                with naming(tmp / GRAPH_OV_INT8):
+                    quantize_openvino(tmp / GRAPH_OV, tmp / GRAPH_OV_INT8, sb, sentences)
         elif quantize:
-            quantize_int8(tmp / GRAPH, tmp / GRAPH_INT8, sb, sentences)
+            with naming(tmp / GRAPH_INT8):
+                quantize_int8(tmp / GRAPH, tmp / GRAPH_INT8, sb, sentences)
         for name in heads:
             shutil.copyfile(source / name, tmp / name)
         (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))

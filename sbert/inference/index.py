@@ -22,20 +22,34 @@ run resumes from the last complete chunk.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import json
+import os
+import re
+import shutil
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sbert.choices import PRECISIONS
-from sbert.errors import CheckpointError, ConfigError
-from sbert.fileio import atomic_dir, atomic_write_bytes, json_field, read_json, verify_manifest
+from sbert.errors import CheckpointError, ConfigError, SbertError
+from sbert.fileio import (
+    atomic_dir,
+    atomic_write_bytes,
+    json_field,
+    read_json,
+    regular_file,
+    sha256,
+    verify_manifest,
+)
+from sbert.folders import PACKAGED
 from sbert.inference.encoder import Encoder
 from sbert.inference.load import load
 from sbert.inference.topk import best_k, chunked_topk
@@ -52,6 +66,9 @@ FORMAT = 1
 # Candidates rescored with fp32 vectors per wanted hit, for int8/binary (sentence-transformers'
 # quantization example rescores 4x too). Recall@10 against fp32 measured: docs/performance.md.
 RESCORE = 4
+# Index vectors are unit length: a row whose norm is further than this from 1 is damaged (four
+# flipped bytes of a float32 can make a score of 1e21 that tops every query).
+NORM_TOLERANCE = 1e-3
 # HNSW: 32 neighbours a node, a build beam of 128 and a search beam of 128 (bench/search.py).
 # FAISS's default build beam, 40, makes a graph that caps recall@10 at 0.94 on 1M vectors even
 # with a search beam of 1,024; 128 reaches 0.997 at 128 for twice the build time
@@ -69,13 +86,46 @@ class Hit:
 
 def is_index(folder: Path) -> bool:
     """True when `folder` was written by `Index.save`."""
-    return (Path(folder) / INDEX).is_file()
+    return os.path.lexists(Path(folder) / INDEX)
 
 
 def model_identity(model: Encoder, name: str | None = None) -> dict:
     """Name and fingerprint (fingerprint.py) of a PyTorch model or an ONNX export: vectors from
-    two models with different fingerprints must not be compared."""
-    return {"name": name, "fingerprint": model.fingerprint()}
+    two models with different fingerprints must not be compared. The name is a packaged
+    checkpoint's, or a folder's absolute path (index.json records it relative to the index)."""
+    if name is not None and str(name) not in PACKAGED:
+        name = os.path.realpath(name)
+    return {"name": None if name is None else str(name), "fingerprint": model.fingerprint()}
+
+
+def _recorded(name: str | None, index: Path) -> str | None:
+    """How index.json names the model: a packaged name as it is, a folder relative to the
+    index, so that no absolute path of the machine that built it is kept."""
+    if name is None or name in PACKAGED:
+        return name
+    return os.path.relpath(name, os.path.realpath(index))
+
+
+def _recorded_model(name: str | None, index: Path) -> str:
+    """The model an index records, to load when none is given: a packaged name, or a folder
+    that its relative path finds inside the folder holding the index (`runs/` holding both
+    `runs/my-index` and `runs/demo/final`). Any other path (absolute, or leading further out)
+    is refused: an index must not make `sbert search` open folders the user never named."""
+    if not name:
+        raise ConfigError(
+            f"{index}: the index does not record its model (Index.build without name=, from a "
+            f"model not loaded from a folder): pass it (--model, or Index.load(path, model))"
+        )
+    if name in PACKAGED:
+        return name
+    holder = os.path.realpath(Path(index).resolve().parent)
+    target = os.path.realpath(os.path.join(os.path.realpath(index), name))
+    if os.path.isabs(name) or os.path.commonpath([holder, target]) != holder:
+        raise ConfigError(
+            f"{index / INDEX}: records its model as {name!r}, outside the folder that holds the "
+            f"index; an index follows its model only there: pass the model with --model"
+        )
+    return target
 
 
 def int8_codes(vectors: np.ndarray, scales: np.ndarray | None = None):
@@ -140,6 +190,7 @@ class Index:
         self.vectors, self.texts, self.identity, self.model = vectors, texts, identity, model
         self.precision, self.approximate, self.corpus = precision, approximate, corpus or {}
         self.codes = self.scales = self.graph = None
+        self.folder: Path | None = None  # where it was loaded from: how errors name its files
 
     def _derive(self, show_progress_bar: bool = False) -> None:
         """The quantised codes or the HNSW graph, from the fp32 vectors."""
@@ -152,6 +203,9 @@ class Index:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def _file(self, name: str) -> Path:
+        return self.folder / name if self.folder is not None else Path(name)
 
     @property
     def dim(self) -> int:
@@ -176,10 +230,14 @@ class Index:
         """Embed `texts` with `model` (normalised) into an index (in memory: see `save`).
 
         Args:
-            name: the model's folder or packaged name, recorded so `load` can find the model.
+            name: the model's folder or packaged name, recorded so `load` can find the model
+                (default: the folder `sbert.load` read it from, when it did).
             work_dir: write each chunk of `chunk_size` vectors there as it is done, and reuse
-                the chunks found there: a killed build resumes where it stopped.
+                the chunks found there: a killed build resumes where it stopped. A folder from
+                `work_folder`, locked for this build.
         """
+        if name is None:
+            name = getattr(model, "source", None)
         index = cls(
             np.empty((0, model.dim), np.float32),
             [],
@@ -261,6 +319,10 @@ class Index:
         if self.graph is not None:
             self.graph.hnsw.efSearch = max(ef_search or HNSW_EF_SEARCH, k)
             scores, ids = self.graph.search(queries, min(k, len(self)))
+            # The graph keeps its own copy of the vectors, not scanned at load: a damaged one
+            # shows as a cosine beyond [-1, 1].
+            if not (np.abs(scores[ids >= 0]) <= 1 + NORM_TOLERANCE).all():
+                raise CheckpointError(self._file(GRAPH), "damaged: gives cosines beyond [-1, 1]")
             return scores, ids
         if self.precision == "fp32":
             vectors = np.asarray(self.vectors)
@@ -278,6 +340,7 @@ class Index:
         # needed row once (from the memory-mapped file when loaded from disk).
         wanted = np.unique(candidates)
         rows = np.asarray(self.vectors[wanted], dtype=np.float32)
+        _check_rows(rows, wanted, self._file(VECTORS))  # memory-mapped: not checked at load
         gathered = rows[np.searchsorted(wanted, candidates)]  # (Q, C, H)
         exact = (gathered @ queries[:, :, None])[:, :, 0]  # (Q, C)
         return best_k(exact, candidates, min(k, exact.shape[1]))
@@ -286,28 +349,38 @@ class Index:
 
     def save(self, path: str | Path) -> None:
         """Write the index folder atomically, with a manifest."""
-        with atomic_dir(Path(path)) as tmp:
+        path = Path(path)
+        identity = {**self.identity, "name": _recorded(self.identity.get("name"), path)}
+        corpus = dict(self.corpus)
+        if corpus.get("path"):  # where the texts came from: relative too, and never followed
+            corpus["path"] = os.path.relpath(corpus["path"], os.path.realpath(path))
+        with atomic_dir(path) as tmp:
             settings = {
                 "format": FORMAT,
-                "model": self.identity,
+                "model": identity,
                 "count": len(self),
                 "dim": self.dim,
                 "precision": self.precision,
                 "approximate": "faiss-hnsw" if self.approximate else None,
-                "corpus": self.corpus,
+                "corpus": corpus,
             }
-            (tmp / INDEX).write_text(json.dumps(settings, indent=2))
-            np.save(tmp / VECTORS, np.asarray(self.vectors))
-            with open(tmp / TEXTS, "w", encoding="utf-8") as f:
+            with _writing(path / INDEX):
+                (tmp / INDEX).write_text(json.dumps(settings, indent=2))
+            with _writing(path / VECTORS):
+                np.save(tmp / VECTORS, np.asarray(self.vectors))
+            with _writing(path / TEXTS), open(tmp / TEXTS, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(t, ensure_ascii=False) + "\n" for t in self.texts)
             if self.codes is not None:
-                np.save(tmp / CODES, self.codes)
+                with _writing(path / CODES):
+                    np.save(tmp / CODES, self.codes)
             if self.scales is not None:
-                np.save(tmp / SCALES, self.scales)
+                with _writing(path / SCALES):
+                    np.save(tmp / SCALES, self.scales)
             if self.graph is not None:
                 import faiss
 
-                faiss.write_index(self.graph, str(tmp / GRAPH))
+                with _writing(path / GRAPH):
+                    faiss.write_index(self.graph, str(tmp / GRAPH))
 
     @classmethod
     def load(cls, path: str | Path, model: Encoder | None = None) -> Index:
@@ -322,18 +395,35 @@ class Index:
         if settings.get("format") != FORMAT:
             raise CheckpointError(path / INDEX, f"unknown index format {settings.get('format')}")
         field = functools.partial(json_field, path / INDEX)
-        identity = field(settings, "model", dict)
+        identity = dict(field(settings, "model", dict))
         name = field(identity, "name", str, default=None)
         fingerprinted = field(identity, "fingerprint", str)
+        if name is not None and name not in PACKAGED and not os.path.isabs(name):
+            # in memory, a folder's absolute path again (a later save records it anew)
+            identity["name"] = os.path.realpath(os.path.join(os.path.realpath(path), name))
         count, dim = field(settings, "count", int, 0), field(settings, "dim", int, 1)
         precision = field(settings, "precision", str)
         if precision not in PRECISIONS:
             raise CheckpointError(path / INDEX, f"unknown precision {precision!r}")
         approximate = field(settings, "approximate", str, default=None) is not None
+        source = None if model is not None else _recorded_model(name, path)
+        # The files first (cheap, and what a damaged folder gets wrong), then the model.
+        # Quantised: only the codes are read into memory; fp32 rows are read when rescored.
+        vectors = _read_array(path / VECTORS, np.float32, (count, dim), mmap=precision != "fp32")
+        if precision == "fp32":  # in memory: every row must be unit length (a memory-mapped
+            _check_rows(vectors, None, path / VECTORS)  # one is checked as rows are read)
+        texts = _read_texts(path / TEXTS, count)
+        corpus = field(settings, "corpus", dict, default=None)
+        codes = scales = graph = None
+        if precision == "int8":
+            codes = _read_array(path / CODES, np.int8, (count, dim))
+            scales = _read_array(path / SCALES, np.float32, (dim,))
+        elif precision == "binary":
+            codes = _read_array(path / CODES, np.uint8, (count, (dim + 7) // 8))
+        if approximate:
+            graph = _read_graph(path / GRAPH, count, dim)
         if model is None:
-            if not name:
-                raise ConfigError(f"{path}: the index does not record its model: pass one")
-            model = load(name)
+            model = load(source)
         theirs = model_identity(model)["fingerprint"]
         if theirs != fingerprinted:
             raise CheckpointError(
@@ -345,18 +435,8 @@ class Index:
             raise CheckpointError(
                 path / INDEX, f"dim {dim}, but the model's vectors have {model.dim}"
             )
-        # Quantised: only the codes are read into memory; fp32 rows are read when rescored.
-        vectors = _read_array(path / VECTORS, np.float32, (count, dim), mmap=precision != "fp32")
-        texts = _read_texts(path / TEXTS, count)
-        corpus = field(settings, "corpus", dict, default=None)
         index = cls(vectors, texts, identity, model, precision, approximate, corpus)
-        if precision == "int8":
-            index.codes = _read_array(path / CODES, np.int8, (count, dim))
-            index.scales = _read_array(path / SCALES, np.float32, (dim,))
-        elif precision == "binary":
-            index.codes = _read_array(path / CODES, np.uint8, (count, (dim + 7) // 8))
-        if approximate:
-            index.graph = _read_graph(path / GRAPH, count, dim)
+        index.folder, index.codes, index.scales, index.graph = path, codes, scales, graph
         return index
 
 
@@ -365,7 +445,8 @@ def _read_array(path: Path, dtype: type, shape: tuple[int, ...], mmap: bool = Fa
     implies, and finite. A memory-mapped one is not scanned for NaN: that would read the whole
     fp32 file, which a quantised index maps so as to read only the rows it rescores."""
     try:
-        array = np.load(path, mmap_mode="r" if mmap else None)
+        regular_file(path)  # a FIFO would block np.load
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise CheckpointError(path, "file not found") from None
     except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, or pickled objects
@@ -384,6 +465,7 @@ def _read_array(path: Path, dtype: type, shape: tuple[int, ...], mmap: bool = Fa
 def _read_texts(path: Path, count: int) -> list[str]:
     """The corpus texts, one JSON string a line, `count` of them (one per vector)."""
     texts = []
+    regular_file(path)  # a FIFO would block, /dev/zero never end
     try:
         with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is then one bad line
             for n, line in enumerate(f, 1):
@@ -409,8 +491,7 @@ def _read_graph(path: Path, count: int, dim: int):
         import faiss
     except ImportError:
         raise ConfigError("this index is approximate: pip install faiss-cpu") from None
-    if not path.is_file():
-        raise CheckpointError(path, "file not found")
+    regular_file(path)
     try:
         graph = faiss.read_index(str(path))
     except RuntimeError as e:  # FAISS raises RuntimeError for any damaged file
@@ -424,6 +505,140 @@ def _read_graph(path: Path, count: int, dim: int):
     return graph
 
 
+def _check_rows(rows: np.ndarray, ids: np.ndarray | None, path: Path) -> None:
+    """Refuse vectors that are not finite and unit length, naming the first bad row of `path`
+    (`ids`: the rows' numbers in the file, when `rows` is a selection)."""
+    norms = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)  # no (N, H) temporary
+    bad = np.flatnonzero(~(np.abs(norms - 1) <= 2 * NORM_TOLERANCE))  # NaN is bad too
+    if bad.size:
+        row = int(bad[0] if ids is None else ids[bad[0]])
+        raise CheckpointError(
+            path, f"row {row} has norm {np.sqrt(norms[bad[0]]):.4g}, not 1: damaged (an "
+                  f"index's vectors are unit length); {bad.size} such row(s)"
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Name the file in a write error: numpy says only "367936 requested and 127968 written"."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # FAISS raises RuntimeError for a failed write
+        if isinstance(e, RuntimeError) and "write" not in str(e).lower():
+            raise
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
+        raise CheckpointError(path, f"cannot write ({why}; is the disk full?)") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building in resumable chunks
+
+# What a work folder may hold: its record, its lock, its chunks, and atomic writes' temporary
+# files. Anything else means the folder is not one `work_folder` made.
+WORK_FILES = re.compile(r"progress\.json|\.lock|chunk-\d{6}\.npy|\.(progress\.json|chunk-\d{6}"
+                        r"\.npy)\.[^.]+\.tmp")  # fmt: skip
+
+
+def work_folder_of(out: Path) -> Path:
+    """The resumable work folder of an index written to `out`: `.NAME.partial` beside it."""
+    return Path(out).parent / f".{Path(out).name}.partial"
+
+
+@contextlib.contextmanager
+def work_folder(out: str | Path) -> Iterator[Path]:
+    """The work folder of an index being built at `out`, checked to be ours and locked for this
+    process; removed when the block ends without an error (or holds no chunk yet).
+
+    Refused with one line: a work folder that is a symlink (it would make the build write into
+    another folder), is not a folder, belongs to another user or holds files no build writes;
+    and one that another process is using (two builds of one index would mix their chunks, and
+    the last to finish would win).
+    """
+    out = Path(out)
+    work = work_folder_of(out)
+    _check_work_folder(work)
+    work.mkdir(exist_ok=True)
+    lock = _lock(work, out)
+    try:
+        yield work
+    except BaseException:
+        if not any(work.glob("chunk-*.npy")):  # nothing to resume from
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # while still locked
+    finally:
+        os.close(lock)
+
+
+def _check_work_folder(work: Path) -> None:
+    try:
+        info = os.lstat(work)
+    except FileNotFoundError:
+        return
+    what = None
+    if stat.S_ISLNK(info.st_mode):
+        what = "is a symlink"
+    elif not stat.S_ISDIR(info.st_mode):
+        what = "is not a folder"
+    elif info.st_uid != os.geteuid():
+        what = f"belongs to another user (uid {info.st_uid})"
+    else:
+        strangers = sorted(e.name for e in work.iterdir() if not WORK_FILES.fullmatch(e.name))
+        links = sorted(e.name for e in work.iterdir() if e.is_symlink())
+        if strangers or links:
+            what = f"holds {', '.join((strangers + links)[:3])}, which no index build writes"
+    if what is not None:
+        raise CheckpointError(
+            work, f"{what}: not a work folder of sbert index; left as it is (delete it, or "
+                  f"choose another --out)"
+        )  # fmt: skip
+
+
+def _lock(work: Path, out: Path) -> int:
+    """An exclusive lock on `work/.lock`, held through the returned descriptor; refused when
+    another process holds it. The lock file must still be the one in `work` once locked: a
+    build that just finished removes its work folder while holding the lock."""
+    import fcntl
+
+    for _ in range(3):
+        work.mkdir(exist_ok=True)
+        fd = os.open(work / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise CheckpointError(
+                out, f"another sbert index (process {holder}) is writing this index; wait for it "
+                     f"to end or choose another --out"
+            ) from None  # fmt: skip
+        try:
+            same = os.stat(work / ".lock").st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the previous build removed it between our open and our lock: again
+    raise CheckpointError(work, "cannot lock the work folder: it keeps being removed")
+
+
+def check_vectors(vectors: np.ndarray, first: int, model: Encoder) -> None:
+    """Refuse vectors an encoder gave that are not finite and unit length (texts from `first`
+    on): an index of them would answer nonsense, and refuse to load."""
+    norms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
+    bad = np.flatnonzero(~(np.abs(norms - 1) <= 2 * NORM_TOLERANCE))
+    if bad.size:
+        source = getattr(model, "source", None) or "the model"
+        raise SbertError(
+            f"{source}: gave a vector of norm {np.sqrt(norms[bad[0]]):.4g} (NaN or Inf in it, "
+            f"or zero) for text {first + int(bad[0])} of the corpus: its weights are damaged; "
+            f"no index written"
+        )
+
+
 def embed_in_chunks(
     model: Encoder,
     texts: list[str],
@@ -435,15 +650,19 @@ def embed_in_chunks(
     show_progress_bar: bool = False,
 ) -> np.ndarray:
     """Normalised vectors (N, H) of `texts`, embedded `chunk_size` at a time; with `work_dir`,
-    each finished chunk is saved there atomically and a chunk already there is reused."""
+    each finished chunk is saved there atomically, its sha256 recorded in the folder's
+    progress.json, and a chunk already there is reused once checked: the record's sha256,
+    float32 (rows, H), finite, unit length."""
     from tqdm.auto import tqdm
 
     n, starts = len(texts), range(0, len(texts), chunk_size)
     out = np.empty((n, model.dim), np.float32)
-    done = set()
+    done: set[int] = set()
+    progress: dict = {}
     if work_dir is not None:
         work_dir = Path(work_dir)
-        done = _reuse_chunks(work_dir, _work_key(texts, identity, chunk_size), starts, out)
+        progress = _work_key(texts, identity, chunk_size)
+        done = _reuse_chunks(work_dir, progress, starts, out)
     resumed = sum(min(chunk_size, n - starts[c]) for c in done)
     bar = tqdm(total=n, initial=resumed, desc="index", unit="sent", unit_scale=True,
                disable=not show_progress_bar, dynamic_ncols=True)  # fmt: skip
@@ -459,15 +678,20 @@ def embed_in_chunks(
                 b = min(stop, a + step)
                 out[a:b] = model.encode(texts[a:b], batch_size, normalize=True, device=device)
                 bar.update(b - a)
+            check_vectors(out[start:stop], start, model)
             if work_dir is not None:
                 buffer = io.BytesIO()
                 np.save(buffer, out[start:stop])
-                atomic_write_bytes(work_dir / f"chunk-{c:06d}.npy", buffer.getvalue())
+                name = f"chunk-{c:06d}.npy"
+                atomic_write_bytes(work_dir / name, buffer.getvalue())
+                progress["chunks"][name] = hashlib.sha256(buffer.getvalue()).hexdigest()
+                atomic_write_bytes(work_dir / "progress.json", json.dumps(progress).encode())
     return out
 
 
 def _work_key(texts: list[str], identity: dict, chunk_size: int) -> dict:
-    """What a work folder's chunks were embedded from: model, corpus and chunk size."""
+    """What a work folder's chunks were embedded from (model, corpus and chunk size), and the
+    sha256 of each chunk written so far."""
     digest = hashlib.sha256()
     for t in texts:
         digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
@@ -476,24 +700,58 @@ def _work_key(texts: list[str], identity: dict, chunk_size: int) -> dict:
         "texts": digest.hexdigest(),
         "count": len(texts),
         "chunk_size": chunk_size,
+        "chunks": {},
     }
 
 
 def _reuse_chunks(work_dir: Path, key: dict, starts: range, out: np.ndarray) -> set[int]:
     """Copy the chunks a killed build left in `work_dir` into `out`; their numbers. A work
-    folder of another corpus, model or chunk size is refused."""
+    folder of another corpus, model or chunk size is refused, and so is a chunk that is not
+    the one the folder recorded, or not float32 unit vectors of the chunk's shape. A chunk
+    written but not yet recorded (killed between the two) is embedded again."""
+    _check_work_folder(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     progress = work_dir / "progress.json"
-    if progress.is_file() and read_json(progress) != key:
-        raise CheckpointError(
-            work_dir,
-            "holds a partial index of another corpus, model or chunk size; delete it to start over",
-        )
-    atomic_write_bytes(progress, json.dumps(key).encode())
+    recorded: dict = {}
+    if os.path.lexists(progress):
+        found = read_json(progress)
+        chunks = found.pop("chunks", {})
+        if found != {k: v for k, v in key.items() if k != "chunks"} or not isinstance(chunks, dict):
+            raise CheckpointError(
+                work_dir,
+                "holds a partial index of another corpus, model or chunk size; delete it to "
+                "start over",
+            )
+        recorded = chunks
     done = set()
     for c, start in enumerate(starts):
-        chunk = work_dir / f"chunk-{c:06d}.npy"
-        if chunk.is_file():  # written atomically: present means complete
-            out[start : start + key["chunk_size"]] = np.load(chunk)
-            done.add(c)
+        name = f"chunk-{c:06d}.npy"
+        chunk = work_dir / name
+        if name not in recorded or not os.path.lexists(chunk):
+            continue
+        rows = min(key["chunk_size"], len(out) - start)
+        vectors = _read_chunk(chunk, recorded[name], (rows, out.shape[1]))
+        out[start : start + rows] = vectors
+        key["chunks"][name] = recorded[name]
+        done.add(c)
+    atomic_write_bytes(progress, json.dumps(key).encode())
     return done
+
+
+def _read_chunk(path: Path, digest: object, shape: tuple[int, int]) -> np.ndarray:
+    regular_file(path)
+    if sha256(path) != digest:
+        raise CheckpointError(
+            path, "is not the chunk this work folder recorded (damaged, or not ours); delete "
+                  "the folder to start over"
+        )  # fmt: skip
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise CheckpointError(path, f"unreadable chunk ({e})") from None
+    if vectors.dtype != np.float32 or vectors.shape != shape:
+        raise CheckpointError(
+            path, f"{vectors.dtype} {vectors.shape}, but a chunk here is float32 {shape}"
+        )
+    _check_rows(vectors, None, path)
+    return vectors

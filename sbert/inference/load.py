@@ -20,18 +20,24 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
     """The model a folder (or packaged name) holds, ready to encode, predict and search.
 
     Returns an `OnnxEncoder` for a folder written by `sbert export` (an `OpenVinoEncoder` for
-    `--format openvino`), else a `MultiTaskModel` (with its classifier when the folder has one).
+    `--format openvino`), else a `MultiTaskModel` (with its classifier when the folder has one);
+    each with `source`, the name or path it was loaded from.
     """
     folder = resolve(name_or_path)
     if is_exported(folder):
         if runtime(folder) == "openvino":
             from sbert.inference.openvino_runner import OpenVinoEncoder
 
-            return OpenVinoEncoder.load(folder)
-        return OnnxEncoder.load(folder)
-    from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
+            encoder = OpenVinoEncoder.load(folder)
+        else:
+            encoder = OnnxEncoder.load(folder)
+    else:
+        from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
 
-    return MultiTaskModel.from_pretrained(name_or_path)
+        encoder = MultiTaskModel.from_pretrained(name_or_path)
+    # Where it came from: what an index built with it records (Index.build's name=).
+    encoder.source = str(name_or_path)
+    return encoder
 
 
 def runtime(folder: Path) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sbert.errors import CheckpointError, ConfigError
-from sbert.fileio import json_field, read_json, verify_manifest
+from sbert.fileio import inside, json_field, read_json, verify_manifest
 from sbert.fingerprint import digest
 from sbert.folders import EXPORT_RECORD
 from sbert.hardware import usable_cpus
@@ -114,7 +114,7 @@ class OnnxEncoder:
             ) from None
         folder, tokenizer, record, heads = read_export(folder)
         graph = graph or str(record["graph"])
-        path = folder / graph
+        path = inside(folder, graph, folder / EXPORT_RECORD)  # never a graph outside the export
         if not path.is_file():
             raise CheckpointError(path, "ONNX graph not found")
         options = onnxruntime.SessionOptions()

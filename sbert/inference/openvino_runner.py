@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from sbert.errors import CheckpointError, ConfigError
+from sbert.fileio import inside
+from sbert.folders import EXPORT_RECORD
 from sbert.hardware import cpu_has_native_bf16, usable_cpus
 from sbert.inference.onnx_runner import SENTENCE_OUTPUT, OnnxEncoder, read_export
 
@@ -96,7 +98,7 @@ class OpenVinoEncoder(OnnxEncoder):
             "bf16" if precision == "bf16" or (precision != "fp32" and native) else "fp32"
         )
         precision = "int8" if graph == graphs.get("openvino_int8") else float_precision
-        path = folder / graph
+        path = inside(folder, graph, folder / EXPORT_RECORD)  # never a graph outside the export
         if not path.is_file():
             raise CheckpointError(path, "OpenVINO graph not found")
         config = {

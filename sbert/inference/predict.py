@@ -17,7 +17,7 @@ import numpy as np
 from sbert.data.readers import Pair, read_pairs, read_tsv_pairs
 from sbert.errors import ConfigError, DataError
 from sbert.heads import Heads
-from sbert.inference.encoder import Encoder
+from sbert.inference.encoder import Encoder, check_finite
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def predict(
     vectors = model.encode(
         list(unique), batch_size=batch_size, device=device, show_progress_bar=show_progress_bar
     )
-    vectors = np.asarray(vectors, dtype=np.float32)[rows]
+    vectors = check_finite(np.asarray(vectors, dtype=np.float32), model)[rows]
     return predictions(vectors[: len(texts)], vectors[len(texts) :], model.heads)
 
 
@@ -90,11 +90,12 @@ def predictions(u: np.ndarray, v: np.ndarray, heads: Heads) -> list[Prediction]:
     return out
 
 
-def read_input(path: str | Path) -> list[Pair]:
-    """Pairs from any file `read_pairs` knows, or else from a plain two-column TSV."""
+def read_input(path: str | Path, columns: dict[str, str] | None = None) -> list[Pair]:
+    """Pairs from any file `read_pairs` knows (a table's columns as `columns` names them), or
+    else from a plain two-column TSV."""
     try:
-        return read_pairs(path).pairs
+        return read_pairs(path, columns=columns).pairs
     except DataError as e:
-        if not e.problem.startswith("unknown format"):
+        if columns or not e.problem.startswith("unknown format"):
             raise
     return read_tsv_pairs(path)

@@ -10,13 +10,14 @@ the corpus (for STS-B dev at >= 4: "the two sentences mean the same, or nearly")
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sbert.data.readers import read_pairs
 from sbert.errors import DataError
-from sbert.inference.encoder import Encoder
+from sbert.inference.encoder import Encoder, check_finite
 from sbert.inference.topk import chunked_topk
 
 ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT = (1, 3, 5, 10), 10, 10, 100
@@ -32,12 +33,15 @@ class RetrievalSet:
 
 
 def retrieval_set_from_pairs(
-    path: str, min_score: float = 4.0, split: str | None = None
+    path: str,
+    min_score: float = 4.0,
+    split: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> RetrievalSet:
     """Pairs scoring >= min_score: first sentence = query, second = its relevant text; every
     distinct second sentence of the file is in the corpus. Each distinct text appears once, so
-    no two corpus entries tie."""
-    data = read_pairs(path, split=split)
+    no two corpus entries tie. `columns`: a table's columns by role (read_pairs)."""
+    data = read_pairs(path, split=split, columns=columns)
     if not data.has_scores:
         raise DataError(path, None, "a retrieval set needs scored pairs; this file has none")
     corpus = list(dict.fromkeys(p.b for p in data.pairs))
@@ -79,12 +83,19 @@ def ranking_metrics(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]
 
 
 def evaluate_retrieval(
-    model: Encoder, data: RetrievalSet, batch_size: int = 32, device=None
+    model: Encoder,
+    data: RetrievalSet,
+    batch_size: int = 32,
+    device=None,
+    show_progress_bar: bool = False,
 ) -> dict[str, float]:
     """Retrieval metrics of `model` (a PyTorch model or an ONNX export) on `data` (exact cosine
-    search), one flat dict."""
-    q = model.encode(data.queries, batch_size, normalize=True, device=device)
-    c = model.encode(data.corpus, batch_size, normalize=True, device=device)
+    search), one flat dict. Vectors of NaN (damaged weights) are an SbertError, not metrics."""
+    encode = functools.partial(model.encode, batch_size=batch_size, normalize=True,
+                               device=device, show_progress_bar=show_progress_bar)  # fmt: skip
+    q, c = encode(data.queries), encode(data.corpus)
+    check_finite(q, model, "query")
+    check_finite(c, model, "corpus text")
     k = max(*ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT)
     scores, ids = chunked_topk(q, len(c), lambda a, b: c[a:b], k)
     # Equal scores rank by corpus id, as sentence-transformers does: the order is deterministic.

@@ -6,16 +6,26 @@ Only this module knows checkpoint key names and folder layouts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from sbert.errors import CheckpointError, ConfigError
-from sbert.fileio import json_field, read_json, verify_manifest
+from sbert.fileio import (
+    inside,
+    json_field,
+    read_json,
+    regular_file,
+    verify_manifest,
+    write_error,
+)
 from sbert.folders import is_exported, resolve
 from sbert.heads import Heads
 from sbert.models.bert import Bert, BertConfig
@@ -67,11 +77,15 @@ class Layout:
 
 def read_layout(folder: Path) -> Layout:
     """Read a sentence-transformers folder (modules.json) or a plain Hugging Face BERT folder."""
-    if not (folder / "modules.json").is_file():
+    if not os.path.lexists(folder / "modules.json"):  # a FIFO or a dangling link is read, refused
         return Layout(folder, _positions(folder / "config.json"), False, "mean", False)
     modules = read_json(folder / "modules.json", expect=list)
+    # Each module's folder must be inside the model's: `../../etc` or the absolute path of
+    # another model would load what the user never named.
     by_type = {
-        str(m.get("type", "")).rsplit(".", 1)[-1]: folder / str(m.get("path", ""))
+        str(m.get("type", "")).rsplit(".", 1)[-1]: inside(
+            folder, m.get("path", ""), folder / "modules.json"
+        )
         for m in modules
         if isinstance(m, dict)
     }
@@ -79,7 +93,7 @@ def read_layout(folder: Path) -> Layout:
         raise CheckpointError(folder / "modules.json", "no Transformer module")
     transformer = by_type["Transformer"]
     st_config = transformer / "sentence_bert_config.json"
-    st = read_json(st_config) if st_config.is_file() else {}
+    st = read_json(st_config) if os.path.lexists(st_config) else {}
     pooling: PoolingMode = "mean"
     if "Pooling" in by_type:
         pool_config = read_json(by_type["Pooling"] / "config.json")
@@ -161,24 +175,145 @@ def config_to_hf(config: BertConfig) -> dict:
     }
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The tensors of model.safetensors (preferred) or pytorch_model.bin."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+# The dtypes a weight may have: a checkpoint of integers (or booleans, or fp8) is no BERT's,
+# and loading it would convert it into nonsense silently.
+FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+                "F64": torch.float64}  # fmt: skip
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
 
-    path = folder / "model.safetensors"
-    if path.is_file():
-        try:
-            return load_file(path)
+
+def hf_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor a Hugging Face checkpoint of `config` holds (dropped ones left
+    out), computed from the numbers alone: nothing is allocated, so a config.json that asks for
+    a model of 40 GB costs nothing to check (tests/models/test_folder_safety.py checks this
+    table against the model's own shapes)."""
+    V, H, I = config.vocab_size, config.hidden_size, config.intermediate_size  # noqa: E741
+    ours = {
+        "embeddings.word.weight": (V, H),
+        "embeddings.position.weight": (config.max_position_embeddings, H),
+        "embeddings.segment.weight": (config.type_vocab_size, H),
+        "embeddings.norm.weight": (H,), "embeddings.norm.bias": (H,),
+        "layers.{i}.attn.qkv.weight": (3 * H, H), "layers.{i}.attn.qkv.bias": (3 * H,),
+        "layers.{i}.attn.out.weight": (H, H), "layers.{i}.attn.out.bias": (H,),
+        "layers.{i}.attn_norm.weight": (H,), "layers.{i}.attn_norm.bias": (H,),
+        "layers.{i}.ffn.up.weight": (I, H), "layers.{i}.ffn.up.bias": (I,),
+        "layers.{i}.ffn.down.weight": (H, I), "layers.{i}.ffn.down.bias": (H,),
+        "layers.{i}.ffn_norm.weight": (H,), "layers.{i}.ffn_norm.bias": (H,),
+    }  # fmt: skip
+    shapes = {}
+    for name, theirs in WEIGHT_MAP.items():
+        names, shape = _as_tuple(theirs), ours[name]
+        part = (shape[0] // len(names), *shape[1:])  # the fused Q, K, V: one third each
+        for i in range(config.num_layers) if "{i}" in name else [0]:
+            shapes.update((n.format(i=i), part) for n in names)
+    return shapes
+
+
+def weights_file(folder: Path) -> Path:
+    """model.safetensors (preferred) or pytorch_model.bin of a folder."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if os.path.lexists(folder / name):
+            regular_file(folder / name)  # not a FIFO, not a link to /dev/zero
+            return folder / name
+    raise CheckpointError(folder, "no model.safetensors or pytorch_model.bin")
+
+
+def _open_weights(path: Path) -> tuple[Header, Callable]:
+    """The dtype and shape of every tensor of a weight file, read without reading the tensors
+    (the safetensors header; a memory-mapped pytorch_model.bin), and a function that loads
+    them."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        try:  # safetensors checks that the header's tensors cover the file exactly
+            with safe_open(str(path), framework="pt") as f:
+                header = {
+                    k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape()))
+                    for k in f.keys()  # noqa: SIM118 (a safetensors handle, not a dict)
+                }
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(path, f"corrupted or truncated safetensors file ({e})") from None
-    path = folder / "pytorch_model.bin"
-    if path.is_file():
+
+        def load() -> dict[str, torch.Tensor]:
+            try:
+                return load_file(path)
+            except (SafetensorError, OSError, ValueError) as e:
+                message = f"corrupted or truncated safetensors file ({e})"
+                raise CheckpointError(path, message) from None
+
+        return header, load
+    try:  # memory-mapped: the tensors are read from the file when used, not now
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for a damaged pickle/zip
-            raise CheckpointError(path, f"unreadable PyTorch weights ({e})") from None
-    raise CheckpointError(folder, "no model.safetensors or pytorch_model.bin")
+            weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            weights = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+    except Exception as e:  # torch raises many types for a damaged pickle/zip
+        raise CheckpointError(path, f"unreadable PyTorch weights ({e})") from None
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise CheckpointError(path, "unreadable PyTorch weights: not a dict of named tensors")
+    names = {dtype: name for name, dtype in FLOAT_DTYPES.items()}
+    header = {k: (names.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in weights.items()}
+    return header, lambda: weights
+
+
+Header = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (dtype, shape)
+
+
+def check_header(header: Header, config: BertConfig, path: Path, config_path: Path) -> None:
+    """Refuse, before anything is allocated, a weight file whose tensors (names, dtypes,
+    shapes) are not the model that config.json describes, naming both files: the config is
+    trusted only as far as the weights prove it."""
+    found = {_canonical(k): v for k, v in header.items() if not DROPPED.match(_canonical(k))}
+    layers = 1 + max((int(m[1]) for n in found if (m := _LAYER.match(n))), default=-1)
+    n = config.num_layers
+    # Expanded for at most one layer past the file's: a config of a million layers lists the
+    # first missing ones without building a million names.
+    expected = hf_shapes(dataclasses.replace(config, num_layers=min(n, layers + 1)))
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(k for k in found.keys() - expected.keys() if not _beyond(k, n))
+    beyond = [k for k in found if _beyond(k, n)]
+    if n != layers or missing or unexpected:
+        counts = f" ({config_path} has num_hidden_layers {n}, the file {layers})" * (n != layers)
+        unexpected = (unexpected + sorted(beyond))[:6]
+        raise CheckpointError(
+            path,
+            f"tensors do not match a {n}-layer BERT{counts}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
+        )
+    for name, (dtype, _) in found.items():  # a dropped int64 position_ids buffer may stay
+        if dtype not in FLOAT_DTYPES:
+            raise CheckpointError(
+                path, f"{name} has dtype {dtype}: weights are floating point "
+                      f"({', '.join(FLOAT_DTYPES)})"
+            )  # fmt: skip
+    for name, (_, shape) in found.items():
+        if shape != expected[name]:
+            raise CheckpointError(
+                path, f"{name}: shape {shape}, expected {expected[name]} by {config_path}"
+            )
+
+
+def _beyond(name: str, num_layers: int) -> bool:
+    return (m := _LAYER.match(name)) is not None and int(m[1]) >= num_layers
+
+
+def read_weights(folder: Path, config: BertConfig, config_path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of model.safetensors (preferred) or pytorch_model.bin, checked against
+    `config` (from `config_path`) before they are read, and finite once read."""
+    path = weights_file(folder)
+    header, load = _open_weights(path)
+    check_header(header, config, path, config_path)
+    weights = load()
+    for name, tensor in weights.items():
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(path, f"{name} holds NaN or infinite values")
+    return weights
 
 
 def _canonical(name: str) -> str:
@@ -260,8 +395,10 @@ def read_model(name_or_path: str | Path) -> ModelFiles:
     """Read a model folder (or packaged name) once, checking each part as it is read.
 
     A folder we saved is first checked file by file against its manifest (size and sha256).
-    The model is built on the CPU and its weights checked against it (names and shapes): a
-    shape-only model on the meta device would cost a second's first-use set-up in torch.
+    The weight file's tensors (names, dtypes, shapes, read from its header) are checked against
+    config.json before anything is allocated, and their values for NaN and Inf once read. The
+    model is then built on the CPU: a shape-only model on the meta device would cost seconds of
+    first-use set-up in torch.
     """
     folder = resolve(name_or_path)
     if is_exported(folder):  # its weights live in the ONNX graph only
@@ -273,8 +410,12 @@ def read_model(name_or_path: str | Path) -> ModelFiles:
     verify_manifest(folder)
     layout = read_layout(folder)
     config_path = layout.transformer / "config.json"
-    bert = Bert(config_from_hf(config_path))  # read_layout checked the sequence length
-    bert.load_state_dict(hf_to_ours(read_weights(layout.transformer), bert, layout.transformer))
+    config = config_from_hf(config_path)  # read_layout checked the sequence length
+    # The weights are checked against the config before the model is built: a config.json of
+    # 48 layers of width 4096 beside a small file is refused, not allocated (40 GB).
+    weights = read_weights(layout.transformer, config, config_path)
+    bert = Bert(config)
+    bert.load_state_dict(hf_to_ours(weights, bert, weights_file(layout.transformer)))
     tokenizer = WordPiece.from_folder(layout.transformer, layout.max_seq_length, layout.lowercase)
     tokenizer.check_fits(bert.config.vocab_size, config_path)
     heads = Heads.read(layout.transformer, bert.config.hidden_size)
@@ -288,11 +429,16 @@ def write_folder(
 
     weights=False writes everything but the weights (an ONNX export keeps them in its graph).
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     (folder / "config.json").write_text(json.dumps(config_to_hf(encoder.config), indent=2))
     if weights:
-        save_file(ours_to_hf(encoder), str(folder / "model.safetensors"), metadata={"format": "pt"})
+        path = folder / "model.safetensors"
+        try:
+            save_file(ours_to_hf(encoder), str(path), metadata={"format": "pt"})
+        except SafetensorError as e:  # a full disk: an OSError naming the file, as others
+            raise write_error(e, path) from None
     tokenizer.save(folder)
     parts = [("", "Transformer"), ("1_Pooling", "Pooling")]
     parts += [("2_Normalize", "Normalize")] if layout.normalize else []

@@ -6,6 +6,7 @@ to log and what to keep.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from sbert.data.batching import IGNORE_LABEL, TokenizedPairs
+from sbert.errors import TrainingError
 from sbert.models.multitask import MultiTaskModel, pair_features
 from sbert.models.sentence import SentenceBert
 
@@ -41,14 +43,30 @@ def embed_pairs(
 
 @torch.inference_mode()
 def evaluate(
-    model: MultiTaskModel, data: TokenizedPairs, batch_size: int = 128, device=None
+    model: MultiTaskModel,
+    data: TokenizedPairs,
+    batch_size: int = 128,
+    device=None,
+    show_progress_bar: bool | None = None,
 ) -> dict[str, float]:
     """Metrics of `model` on `data`: spearman and pearson where the pairs have scores,
-    accuracy where they have labels and the model has a classifier, and the pair count."""
+    accuracy where they have labels and the model has a classifier, and the pair count.
+
+    A progress bar shows on a terminal (`show_progress_bar=None`: when stderr is one), never in
+    a log or a pipe. Non-finite sentence vectors (weights of NaN) are a TrainingError, not NaN
+    metrics.
+    """
     from scipy.stats import pearsonr, spearmanr
 
+    if show_progress_bar is None:
+        show_progress_bar = sys.stderr.isatty()
     n = len(data)
-    u, v = embed_pairs(model.encoder, data.a, data.b, batch_size, device)
+    u, v = embed_pairs(model.encoder, data.a, data.b, batch_size, device, show_progress_bar)
+    if not (torch.isfinite(u).all() and torch.isfinite(v).all()):
+        raise TrainingError(
+            f"{data.name}: the model gives non-finite sentence vectors (its weights hold NaN or "
+            f"Inf): no metric can be computed"
+        )
     metrics: dict[str, float] = {"pairs": n}
     has_score = ~np.isnan(data.scores)
     if has_score.any():

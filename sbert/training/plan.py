@@ -66,10 +66,12 @@ def plan_stage(index: int, config: TrainConfig, world: int) -> StagePlan:
     optional = tuple(n for n in OBJECTIVES if n not in DEFAULT_OBJECTIVES)
     asked = {"contrastive": config.contrastive}  # the flags that turn optional objectives on
     objectives = DEFAULT_OBJECTIVES + tuple(n for n in optional if asked.get(n))
+    sets = read_train_sets(config)
+    check_label_count(sets, objectives)
     return StagePlan(
         index,
         config,
-        read_train_sets(config),
+        sets,
         {} if config.no_eval else {parse_spec(s).name: read_spec(s) for s in config.dev},
         objectives,
         loss_weights(config, objectives),
@@ -87,6 +89,21 @@ def read_train_sets(config: TrainConfig) -> list[TrainSet]:
             objective, regression = "regression", parsed.objective
         sets.append(TrainSet(spec, read_spec(parsed, config.limit), objective, regression))
     return sets
+
+
+def check_label_count(sets: list[TrainSet], objectives: tuple[str, ...]) -> None:
+    """Refuse a classifier of one label: it would learn nothing (its softmax is always 1) and
+    label every pair it is asked about with that label. One label is fine for the contrastive
+    objective (entailment pairs are its positives)."""
+    labelled = [s for s in sets if s.objective != "regression" and s.data.has_labels]
+    labels = {x for s in labelled for x in s.data.label_names}
+    if len(labels) == 1 and "contrastive" not in objectives:
+        files = ", ".join(s.spec for s in labelled)
+        raise ConfigError(
+            f"{files}: every pair is labelled {labels.pop()!r}, and a classifier needs two "
+            f"labels or more: add pairs of another label, train the file's scores only "
+            f"(PATH:regression), or train these pairs as positives with --contrastive"
+        )
 
 
 def loss_weights(config: TrainConfig, objectives: tuple[str, ...]) -> dict[str, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ import torch
 from sbert.errors import CheckpointError, TrainingError
 from sbert.fileio import check_output_dir, remove_litter
 from sbert.models.device import pick_device
-from sbert.training.checkpoints import CHECKPOINTS, resume_point
+from sbert.training.checkpoints import CHECKPOINTS, list_checkpoints, resume_point
 from sbert.training.config import TrainConfig
 from sbert.training.distributed import Processes, local_rank, start_processes
 from sbert.training.plan import check_trainable, plan_stages, stage_model
@@ -87,6 +88,12 @@ def _start(
     if not config.resume:
         if procs.is_main:
             (out / METRICS_LOG).unlink(missing_ok=True)  # a fresh run starts a fresh log
+        return Progress(best_metric=config.best_metric), None
+    if not list_checkpoints(out):  # stopped before its first checkpoint: nothing to lose
+        if procs.is_main:
+            print(f"note: {out}: no checkpoint to resume from yet: starting from the beginning",
+                  file=sys.stderr)  # fmt: skip
+            (out / METRICS_LOG).unlink(missing_ok=True)
         return Progress(best_metric=config.best_metric), None
     path, state = resume_point(out, warn=procs.is_main)
     if procs.is_main:

@@ -183,6 +183,9 @@ EXPORT_DAMAGE = {
     "dim-not-the-graph's": ("onnx_export.json", edit_json(dim=33)),
     "lowercase-string": ("onnx_export.json", edit_json(lowercase="yes")),
     "graph-number": ("onnx_export.json", edit_json(graph=5)),
+    # a path out of the folder: never followed (tests/cli/test_hostile_folders.py: the others)
+    "graph-outside": ("onnx_export.json", edit_json(graph="../../../../etc/hostname")),
+    "graph-absolute": ("onnx_export.json", edit_json(graph="/etc/hostname")),
     "positions-string": ("config.json", edit_json(max_position_embeddings="many")),
     "vocab_size-below-the-tokenizer's": ("config.json", edit_json(vocab_size=100)),
 }

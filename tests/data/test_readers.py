@@ -145,7 +145,7 @@ def test_bad_arguments(tmp_path):
         read_pairs(SICK, split="dev")
     with pytest.raises(ConfigError, match="SICK files only"):
         read_pairs(STS_DEV, split="train")
-    assert FORMATS == ("sts", "sick", "nli", "csv")
+    assert FORMATS == ("sts", "sick", "nli", "csv", "jsonl", "parquet")
 
 
 def test_forced_wrong_format_is_a_data_error():
@@ -285,7 +285,9 @@ def test_csv_score_scale_is_inferred(tmp_path):
 
 def test_csv_header_without_sentence_columns_when_forced(tmp_path):
     err = data_error(write(tmp_path, "a,b,label\nx,y,z\n"), format="csv")
-    assert (err.line, err.problem) == (1, "header names no sentence columns (sentence1, sentence2)")
+    assert err.line == 1 and err.problem.startswith("header names no sentence columns: expected")
+    assert "sentence1,sentence2" in err.problem and "premise,hypothesis" in err.problem
+    assert "a=COL,b=COL" in err.problem and "(the header: 'a', 'b', 'label')" in err.problem
 
 
 # --- STS-B and SICK rows that break a rule -----------------------------------------------

@@ -269,7 +269,10 @@ def test_index_and_search_on_the_export_equal_pytorch_and_need_no_torch(folders,
         out = tmp_path / f"idx-{name}"
         sbert("index", "--model", str(folders[name]), "--corpus", str(corpus), "--out", str(out),
               without_torch=torch_free)  # fmt: skip
-        rows[name] = search_rows(out, tmp_path / f"{name}.jsonl", queries, None, torch_free)
+        # --model: the index records its model, outside the folder that holds the index
+        rows[name] = search_rows(
+            out, tmp_path / f"{name}.jsonl", queries, folders[name], torch_free
+        )
     assert_same_hits(rows["fp32"], rows["model"])
     # The fp32 export and its source are interchangeable: each queries the other's index.
     crossed = search_rows(tmp_path / "idx-model", tmp_path / "x.jsonl", queries, folders["fp32"])

@@ -191,9 +191,19 @@ def test_resume_without_an_intact_checkpoint_is_a_clear_error(tmp_path, referenc
     assert "stage0-step000004/state.pt: truncated" in error
     assert f"stage0-step000003/{MANIFEST}: unreadable JSON" in error
 
+
+def test_resume_before_the_first_checkpoint_starts_from_the_beginning(tmp_path, reference, capsys):
+    """A run killed before its first checkpoint has nothing to lose: --resume starts it over
+    (it used to refuse, though running the same command without --resume did the same)."""
+    out = shutil.copytree(reference, tmp_path / "out")
     shutil.rmtree(out / "checkpoints")
     code, _, stderr = run_here(train_args(out, "--resume"), capsys)
-    assert code == 2 and "no checkpoint to resume from" in the_error(stderr)
+    assert code == 0, stderr
+    assert f"note: {out}: no checkpoint to resume from yet: starting from the beginning" in stderr
+    assert_equal_weights(weights(out / "final"), weights(reference / "final"))
+    fresh = tmp_path / "fresh"  # a folder never used: the same
+    code, _, stderr = run_here(train_args(fresh, "--resume"), capsys)
+    assert code == 0 and "starting from the beginning" in stderr
 
 
 def test_litter_of_killed_writes_is_removed_and_a_half_swapped_folder_put_back(tmp_path):

@@ -1,0 +1,264 @@
+"""A user's own data, in the layouts of the ecosystem: Hugging Face NLI tables
+(premise, hypothesis, label 0/1/2/-1), scores named `similarity`, sentence-transformers'
+(anchor, positive[, negative]), JSON lines and Parquet tables, a column mapping for any other
+names, and a corpus to index whose header is not a text. What cannot be read says which
+layouts can, and how to name the columns.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sbert import SentenceBert, cli
+from sbert.data.readers import LAYOUTS, Pair, read_corpus, read_pairs
+from sbert.data.specs import parse_spec, read_spec
+from sbert.errors import ConfigError, DataError
+
+HF_NLI = "premise,hypothesis,label\nA man eats.,Someone eats.,0\nA man eats.,He is hungry.,1\n"
+HF_NLI += "A man eats.,Nobody eats.,2\nA dog runs.,A cat sleeps.,-1\n"
+HF_PAIRS = [
+    Pair("A man eats.", "Someone eats.", "entailment", None, 2),
+    Pair("A man eats.", "He is hungry.", "neutral", None, 3),
+    Pair("A man eats.", "Nobody eats.", "contradiction", None, 4),
+]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_hugging_face_nli_csv_reads_with_its_numbered_labels(tmp_path, capsys):
+    data = read_pairs(write(tmp_path, "nli.csv", HF_NLI))
+    assert data.format == "csv" and data.pairs == HF_PAIRS and data.skipped == 1
+    assert "1 rows with no gold label ('-', or -1) skipped" in capsys.readouterr().err
+    bad = write(tmp_path, "bad.csv", "premise,hypothesis,label\na,b,3\n")
+    with pytest.raises(DataError, match="premise/hypothesis files label 0 entailment") as e:
+        read_pairs(bad)
+    assert e.value.line == 2
+
+
+def test_similarity_and_sentence_transformers_names(tmp_path):
+    sims = read_pairs(write(tmp_path, "s.csv", "sentence1,sentence2,similarity\na,b,0.5\nc,d,1\n"))
+    assert [p.score for p in sims.pairs] == [0.5, 1.0] and sims.score_range == (0, 1)
+    triplets = read_pairs(write(tmp_path, "t.csv", "anchor,positive,negative\nq1,p1,n1\nq2,p2,\n"))
+    assert triplets.pairs == [
+        Pair("q1", "p1", "entailment", None, 2),
+        Pair("q1", "n1", "contradiction", None, 2),
+        Pair("q2", "p2", "entailment", None, 3),
+    ]
+    pairs = read_pairs(write(tmp_path, "p.tsv", "anchor\tpositive\nq1\tp1\n"))
+    assert pairs.pairs == [Pair("q1", "p1", "entailment", None, 2)]
+
+
+def test_json_lines_tables(tmp_path):
+    rows = [
+        {"premise": "A man eats.", "hypothesis": "Someone eats.", "label": 0, "idx": 7},
+        {"premise": "A man eats.", "hypothesis": "He is hungry.", "label": 1, "idx": 8},
+    ]
+    data = read_pairs(write(tmp_path, "nli.jsonl", "".join(json.dumps(r) + "\n" for r in rows)))
+    assert data.format == "jsonl" and [p.label for p in data.pairs] == ["entailment", "neutral"]
+    scored = write(tmp_path, "s.jsonl", json.dumps({"sentence1": "a", "sentence2": "b",
+                                                     "score": 4.5}) + "\n")  # fmt: skip
+    assert read_pairs(scored).pairs == [Pair("a", "b", None, 4.5, 1)]
+    # SNLI's own JSON lines still read as before (gold_label, "-" skipped)
+    snli = json.dumps({"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}) + "\n"
+    assert read_pairs(write(tmp_path, "snli.jsonl", snli)).format == "nli"
+
+
+def parquet(tmp_path: Path, name: str, columns: dict) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / name
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_parquet_tables(tmp_path, monkeypatch):
+    path = parquet(tmp_path, "nli.parquet", {
+        "premise": ["A man eats.", "A man eats.", "A dog runs."],
+        "hypothesis": ["Someone eats.", "Nobody eats.", "A cat sleeps."],
+        "label": [0, 2, -1],
+    })  # fmt: skip
+    data = read_pairs(path)
+    assert data.format == "parquet" and data.skipped == 1
+    assert [(p.b, p.label, p.line) for p in data.pairs] == [
+        ("Someone eats.", "entailment", 1), ("Nobody eats.", "contradiction", 2)]  # fmt: skip
+    renamed = tmp_path / "renamed.bin"  # told by content, not by name
+    renamed.write_bytes(path.read_bytes())
+    assert read_pairs(renamed).format == "parquet"
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now fails
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ConfigError, match=r"nli.parquet: a Parquet file: .* pip install pyarrow"):
+        read_pairs(path)
+
+
+def test_a_damaged_parquet_file_is_a_data_error(tmp_path):
+    path = parquet(tmp_path, "x.parquet", {"sentence1": ["a"], "sentence2": ["b"], "score": [1.0]})
+    data = path.read_bytes()
+    path.write_bytes(data[:4] + b"\0" * (len(data) - 8) + data[-4:])
+    with pytest.raises(DataError, match="unreadable Parquet file"):
+        read_pairs(path)
+
+
+def test_a_column_mapping_names_any_columns(tmp_path):
+    qa = write(tmp_path, "qa.csv", "question,answer,sim,extra\nWhy?,Because.,0.9,x\n")
+    want = [Pair("Why?", "Because.", None, 0.9, 2)]
+    mapping = {"a": "question", "b": "answer", "score": "sim"}
+    assert read_pairs(qa, columns=mapping).pairs == want
+    spec = parse_spec(f"{qa}:a=question,b=answer,score=sim:regression")
+    assert (spec.path, spec.columns, spec.objective) == (str(qa), mapping, "regression")
+    assert read_spec(f"{qa}[0:1]:a=question,b=answer,score=sim").pairs == want
+    assert read_pairs(qa, columns={"a": "question", "b": "answer"}).pairs == [
+        Pair("Why?", "Because.", None, None, 2)]  # fmt: skip
+    with pytest.raises(DataError, match="no column 'sim2' for score=") as e:
+        read_pairs(qa, columns={"a": "question", "b": "answer", "score": "sim2"})
+    assert e.value.line == 1 and "'question', 'answer', 'sim', 'extra'" in e.value.problem
+    with pytest.raises(ConfigError, match="unknown key.*query"):
+        read_pairs(qa, columns={"query": "question", "b": "answer"})
+    with pytest.raises(ConfigError, match="column mapping applies to CSV/TSV"):
+        read_pairs(Path(__file__).parents[2] / "data" / "stsbenchmark" / "sts-dev.csv",
+                   format="sts", columns={"a": "x", "b": "y"})  # fmt: skip
+
+
+def test_the_error_lists_the_layouts_and_the_mapping(tmp_path):
+    for names in ("question,answer,sim\nq,a,1\n", "sentence1,sentence2\na,b\n"):
+        with pytest.raises(DataError) as e:
+            read_pairs(write(tmp_path, "x.csv", names), format="csv")
+        assert LAYOUTS in e.value.problem
+        for layout in ("premise,hypothesis", "anchor,positive[,negative]", "similarity",
+                       "--columns", "a=COL,b=COL"):  # fmt: skip
+            assert layout in e.value.problem
+    with pytest.raises(DataError, match="unknown format.*premise,hypothesis.*--columns"):
+        read_pairs(write(tmp_path, "y.txt", "question\tanswer\nq\ta\n"))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    torch.manual_seed(0)
+    SentenceBert.from_config("tiny").save(path)
+    return path
+
+
+def test_the_commands_take_a_column_mapping(model, tmp_path, capsys):
+    qa = write(tmp_path, "qa.csv", "question,answer,sim\nWhy?,Because.,0.9\nHow?,Thus.,0.1\n"
+                                   "Who?,Me.,0.5\n")  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(model), "--data", str(qa),
+                     "--columns", "a=question,b=answer,score=sim"]) == 0  # fmt: skip
+    assert set(json.loads(capsys.readouterr().out)) == {"pairs", "spearman", "pearson"}
+    assert cli.main(["predict", "--model", str(model), "--input", str(qa),
+                     "--columns", "a=question,b=answer"]) == 0  # fmt: skip
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["line"] for r in rows] == [2, 3, 4]  # JSON lines on stdout without --output
+    assert (
+        cli.main(
+            [
+                "evaluate-retrieval",
+                "--model",
+                str(model),
+                "--data",
+                str(qa),
+                "--columns",
+                "a=question,b=answer,score=sim",
+                "--min-score",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["queries"] == 2
+
+
+def test_a_train_spec_takes_a_column_mapping(tmp_path, capsys):
+    qa = write(tmp_path, "qa.csv", "question,answer,sim\n" + "".join(
+        f"question {i}?,answer {i}.,{i % 5 / 4}\n" for i in range(16)))  # fmt: skip
+    args = ["train", "--model", "tiny", "--train", f"{qa}:a=question,b=answer,score=sim",
+            "--batch-size", "8", "--max-steps", "1", "--no-eval", "--device", "cpu",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_one_label_is_no_classifier_but_contrastive_positives(tmp_path, capsys):
+    pairs = write(tmp_path, "pos.csv", "anchor,positive\n" + "".join(
+        f"query {i},passage {i}\n" for i in range(16)))  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        "tiny",
+        "--train",
+        str(pairs),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "1",
+        "--no-eval",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "every pair is labelled 'entailment'" in err and "--contrastive" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+    one_class = write(tmp_path, "one.csv", "sentence1,sentence2,label\n" + "".join(
+        f"a {i},b {i},yes\n" for i in range(16)))  # fmt: skip
+    assert cli.main([*args[:4], str(one_class), *args[5:]]) == 2
+    assert "every pair is labelled 'yes'" in capsys.readouterr().err
+    assert cli.main([*args, "--contrastive"]) == 0
+
+
+# --- a corpus to index -----------------------------------------------------------------------
+
+
+def test_a_csv_corpus_indexes_its_text_column_not_its_header(tmp_path, capsys):
+    one = write(tmp_path, "one.csv", 'text\nfirst text\n"second, with a comma"\n')
+    assert read_corpus(one) == (["first text", "second, with a comma"], "text")
+    many = write(tmp_path, "many.csv", "id,text,source\n1,first,web\n2,second,book\n")
+    capsys.readouterr()
+    assert read_corpus(many) == (["first", "second"], "text")
+    assert "indexing its column 'text' (--column picks another)" in capsys.readouterr().err
+    other = write(tmp_path, "other.tsv", "id\tbody_text\n1\tfirst\n")
+    with pytest.raises(DataError, match=r"columns 'id', 'body_text'.*--column NAME"):
+        read_corpus(other)
+    assert read_corpus(other, "body_text") == (["first"], "body_text")
+    jsonl = write(tmp_path, "c.jsonl", json.dumps({"id": 1, "sentence": "first"}) + "\n")
+    assert read_corpus(jsonl) == (["first"], "sentence")
+    plain = write(tmp_path, "plain.txt", "text\nfirst\n")  # not a table: every line a text
+    assert read_corpus(plain) == (["text", "first"], None)
+    table = parquet(tmp_path, "c.parquet", {"id": [1, 2], "passage": ["first", "second"]})
+    assert read_corpus(table) == (["first", "second"], "passage")
+
+
+def test_sbert_index_on_a_csv_without_column(model, tmp_path, capsys):
+    corpus = write(tmp_path, "c.csv", "id,text\n1,a cat sits\n2,a dog runs\n")
+    capsys.readouterr()
+    assert cli.main(["index", "--model", str(model), "--corpus", str(corpus),
+                     "--out", str(tmp_path / "ix")]) == 0  # fmt: skip
+    texts = (tmp_path / "ix" / "texts.jsonl").read_text().splitlines()
+    assert [json.loads(t) for t in texts] == ["a cat sits", "a dog runs"]
+    assert json.loads((tmp_path / "ix" / "index.json").read_text())["corpus"]["column"] == "text"
+
+
+def test_parquet_without_pyarrow_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "pairs.parquet"
+    fake.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")  # what detection looks at
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", "x", "--data", str(fake)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"{fake}: a Parquet file" in err and "pip install pyarrow" in err
+    )
