@@ -286,8 +286,8 @@ def quantize_openvino(
 
 
 def calibration_sentences(path: str | Path | None) -> list[str]:
-    """The first CALIBRATION_SIZE sentences of `path` (one a line, blank lines skipped), or of
-    the repository's STS-B train set."""
+    """The first CALIBRATION_SIZE sentences of `path` (one a line, checked as `sbert encode`
+    checks its input), or of the repository's STS-B train set."""
     if path is None:
         from sbert.data.readers import read_pairs
         from sbert.folders import REPO_DATA
@@ -299,15 +299,9 @@ def calibration_sentences(path: str | Path | None) -> list[str]:
             )
         pairs = read_pairs(default, limit=CALIBRATION_SIZE // 2).pairs
         return [s for p in pairs for s in (p.a, p.b)][:CALIBRATION_SIZE]
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the calibration sentences ({e})") from None
-    sentences = [line for line in lines if line.strip()][:CALIBRATION_SIZE]
-    if not sentences:
-        raise ConfigError(f"{path}: no sentences to calibrate on")
-    return sentences
+    from sbert.data.readers import read_sentences  # the one reader of sentence files
+
+    return read_sentences(path)[:CALIBRATION_SIZE]
 
 
 @contextlib.contextmanager

@@ -150,6 +150,8 @@ class Batcher:
         try:
             texts = [job.texts[i] for job, i in batch]
             vectors = self.encoder.encode(texts, batch_size=len(texts), device=self.device)
+            if not np.isfinite(vectors).all():  # a damaged model: never an answer of NaNs
+                raise FloatingPointError("the model gave non-finite vectors")
         except Exception as e:  # the model failed: every request in the batch hears of it
             for job in {job for job, _ in batch}:
                 job.cancelled = True  # its other texts need not run

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from sbert.errors import ConfigError
+from sbert.fileio import read_bounded
 from sbert.inference.encoder import Encoder
 from sbert.serve.app import create_app
 from sbert.serve.batcher import Batcher
@@ -82,10 +83,10 @@ def api_key(config: ServeConfig) -> str | None:
     """The key requests must send: from --api-key-file, else $SBERT_API_KEY; None for none."""
     if config.api_key_file is not None:
         path = Path(config.api_key_file)
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read the API key ({e})") from None
+        try:  # a regular file of at most 4 KiB: not a FIFO, not /dev/zero
+            key = read_bounded(path, limit=4096).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: the API key file is not UTF-8") from None
         if not key:
             raise ConfigError(f"{path}: the API key file is empty")
         return key

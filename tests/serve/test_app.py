@@ -118,3 +118,19 @@ def test_no_request_gets_a_5xx(client, route, body):
     assert answer.status_code in (200, 400, 404, 413, 422), (route, body, answer.text)
     if answer.status_code != 200:
         assert set(answer.json()) == {"error", "error_type"}
+
+
+def test_an_api_key_file_must_be_a_small_regular_file(tiny, tmp_path):
+    """A FIFO or /dev/zero as the key file is one line, at once (it would hang or never end)."""
+    import os
+
+    from sbert.errors import SbertError
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "empty").write_text("\n")
+    for name, words in (("fifo", "not a regular file"), ("zero", "not a regular file"),
+                        ("empty", "is empty")):  # fmt: skip
+        config = ServeConfig(model="tiny", api_key_file=str(tmp_path / name))
+        with pytest.raises(SbertError, match=words):
+            build_state(config, tiny)
