@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sbert.inference.encoder import Encoder
+from sbert.inference.encoder import Encoder, check_finite
 
 
 class ShuttingDown(Exception):
@@ -150,8 +150,7 @@ class Batcher:
         try:
             texts = [job.texts[i] for job, i in batch]
             vectors = self.encoder.encode(texts, batch_size=len(texts), device=self.device)
-            if not np.isfinite(vectors).all():  # a damaged model: never an answer of NaNs
-                raise FloatingPointError("the model gave non-finite vectors")
+            check_finite(vectors, self.encoder)  # a damaged model: never an answer of NaNs
         except Exception as e:  # the model failed: every request in the batch hears of it
             for job in {job for job, _ in batch}:
                 job.cancelled = True  # its other texts need not run

@@ -176,15 +176,17 @@ def expect(result, case: dict, detected: bool, **attrs) -> None:
 
     case: "pairs" [(a, b, label, score, line)], "error" (line, problem fragment) or None.
     `detected`: the format was detected, so a fault in the first row may instead make the
-    file's format unrecognisable (an error on the same line).
+    file's format unrecognisable, or make it a table without a target column (JSON lines whose
+    first row lacks gold_label): an error on the same line either way.
     """
     error = case["error"]
     event("error" if error else "loaded" if case["pairs"] else "no pairs")
     if error is not None:
         assert isinstance(result, DataError), (result, error)
         assert result.line == error[0], (result, error)
+        unrecognised = ("unknown format", "header needs a 'label' or a 'score' column")
         assert error[1] in result.problem or (
-            detected and result.problem.startswith("unknown format")
+            detected and result.problem.startswith(unrecognised)
         ), (result, error)
     elif not case["pairs"]:
         assert isinstance(result, DataError) and result.line is None, result

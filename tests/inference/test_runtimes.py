@@ -179,7 +179,7 @@ def test_threads_follow_the_cpus_this_process_may_use(onnx_export):
         (["--calibration", "x.txt"], "--calibration calibrates --quantize int8 only"),
         (
             ["--format", "openvino", "--quantize", "int8", "--calibration", "missing.txt"],
-            "missing.txt: cannot read the calibration sentences",
+            "missing.txt: file not found",
         ),
     ],
 )
