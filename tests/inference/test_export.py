@@ -139,13 +139,12 @@ def test_int8_is_the_default_and_stays_close(minilm_export, reference):
     fp32 = reference[32]
     cosine = (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
     # Static int8 (fixed activation ranges: batch independent, tests/inference/test_runtimes.py)
-    # is further from fp32 per vector than the dynamic int8 it replaced (min 0.972, mean 0.992
-    # on the 3,000 STS-B dev sentences): min 0.875 there; here, with the hostile inputs, min
-    # 0.770 and mean 0.939 (2026-12-02). STS-B dev Spearman 86.44 against fp32 86.72.
-    assert cosine.min() >= 0.74 and cosine.mean() >= 0.92, (cosine.min(), cosine.mean())
+    # with the feed-forward down projections in fp32 (export.quantize_int8).
+    assert cosine.min() >= 0.94 and cosine.mean() >= 0.98, (cosine.min(), cosine.mean())
     assert np.abs(got - fp32).max() > 1e-4  # it is really the int8 graph that ran
     sizes = {g: (minilm_export / g).stat().st_size for g in (GRAPH, GRAPH_INT8)}
-    assert sizes[GRAPH_INT8] < 0.7 * sizes[GRAPH]
+    # int8 weights but for the word embeddings and the fp32 down projections: 69.6 of 90.7 MB
+    assert sizes[GRAPH_INT8] < 0.8 * sizes[GRAPH]
 
 
 # --- deployment: no torch --------------------------------------------------------------------
