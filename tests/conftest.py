@@ -21,6 +21,20 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny randomly initialised model folder (seed 0), once a session, for the tests that
+    only read it."""
+    import torch
+
+    from sbert import SentenceBert
+
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    torch.manual_seed(0)
+    SentenceBert.from_config("tiny").save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def minilm_export(tmp_path_factory):
     """all-MiniLM-L6-v2 exported with --quantize int8 (its folder has the fp32 graph too), once
     a session: the export tests and the server's int8 test share it (~30 s to make)."""

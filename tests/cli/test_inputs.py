@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from sbert import SentenceBert, cli
+from sbert import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
@@ -25,14 +24,6 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 TEXTS = [f"sentence number {i} about {w}" for i, w in enumerate(["cats", "dogs", "rain"] * 20)]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    torch.manual_seed(0)
-    SentenceBert.from_config("tiny").save(path)
-    return path
 
 
 @pytest.fixture
@@ -67,14 +58,14 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 # --- outputs ---------------------------------------------------------------------------------
 
 
-def test_index_never_replaces_a_model_folder_or_a_file(model, corpus, tmp_path):
+def test_index_never_replaces_a_model_folder_or_a_file(tiny, corpus, tmp_path):
     """A reviewer's `sbert index --out MODEL` deleted the model: now refused, in a real process."""
     keep = tmp_path / "notes"
     keep.mkdir()
     (keep / "important.txt").write_text("mine")
-    for out in (model, keep, corpus):
+    for out in (tiny, keep, corpus):
         before = snapshot(out) if out.is_dir() else out.read_bytes()
-        args = ["index", "--model", model, "--corpus", corpus, "--out", out]
+        args = ["index", "--model", tiny, "--corpus", corpus, "--out", out]
         command = [sys.executable, "-m", "sbert", *map(str, args)]
         result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=ROOT)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
@@ -84,47 +75,46 @@ def test_index_never_replaces_a_model_folder_or_a_file(model, corpus, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "notes"]  # no litter
 
 
-def test_index_replaces_an_earlier_index(model, corpus, tmp_path, capsys):
+def test_index_replaces_an_earlier_index(tiny, corpus, tmp_path, capsys):
     out = tmp_path / "index"
     assert (
-        cli.main(["index", "--model", str(model), "--corpus", str(corpus), "--out", str(out)]) == 0
+        cli.main(["index", "--model", str(tiny), "--corpus", str(corpus), "--out", str(out)]) == 0
     )
     (corpus).write_text("\n".join(TEXTS[:7]) + "\n", encoding="utf-8")
     assert (
-        cli.main(["index", "--model", str(model), "--corpus", str(corpus), "--out", str(out)]) == 0
+        cli.main(["index", "--model", str(tiny), "--corpus", str(corpus), "--out", str(out)]) == 0
     )
     assert len((out / "texts.jsonl").read_text().splitlines()) == 7
 
 
-def test_an_output_that_is_an_input_or_a_folder_is_refused(model, corpus, tmp_path, capsys):
+def test_an_output_that_is_an_input_or_a_folder_is_refused(tiny, corpus, tmp_path, capsys):
     before = corpus.read_bytes()
-    line = error_of(capsys, "encode", "--model", model, "--input", corpus, "--output", corpus)
+    line = error_of(capsys, "encode", "--model", tiny, "--input", corpus, "--output", corpus)
     assert "is also an input" in line and str(corpus) in line
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("a cat sits\ta dog runs\n", encoding="utf-8")
-    line = error_of(capsys, "predict", "--model", model, "--input", pairs, "--output", pairs)
+    line = error_of(capsys, "predict", "--model", tiny, "--input", pairs, "--output", pairs)
     assert "is also an input" in line
     assert corpus.read_bytes() == before and pairs.read_text() == "a cat sits\ta dog runs\n"
-    line = error_of(capsys, "encode", "--model", model, "--input", corpus, "--output", tmp_path)
+    line = error_of(capsys, "encode", "--model", tiny, "--input", corpus, "--output", tmp_path)
     assert "is a folder" in line and str(tmp_path) in line and ".tmp" not in line
 
 
-def test_search_output_may_not_be_its_queries(model, corpus, tmp_path, capsys):
+def test_search_output_may_not_be_its_queries(tiny, corpus, tmp_path, capsys):
     index = tmp_path / "index"
     assert (
-        cli.main(["index", "--model", str(model), "--corpus", str(corpus), "--out", str(index)])
-        == 0
+        cli.main(["index", "--model", str(tiny), "--corpus", str(corpus), "--out", str(index)]) == 0
     )
     args = ["search", "--index", index, "--queries", corpus, "--output", corpus]
     assert "is also an input" in error_of(capsys, *args)
 
 
-def test_written_files_and_folders_follow_the_umask(model, corpus, tmp_path, capsys):
+def test_written_files_and_folders_follow_the_umask(tiny, corpus, tmp_path, capsys):
     old = os.umask(0o022)
     try:
-        assert cli.main(["encode", "--model", str(model), "--input", str(corpus),
+        assert cli.main(["encode", "--model", str(tiny), "--input", str(corpus),
                          "--output", str(tmp_path / "v.npy")]) == 0  # fmt: skip
-        index(model, corpus, tmp_path / "ix")
+        index(tiny, corpus, tmp_path / "ix")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "v.npy").stat().st_mode) == 0o644
@@ -140,11 +130,11 @@ def train(out: Path, *extra: str) -> list[str]:
     return ["train", "--train", f"{SICK}@TRAIN", "--out", out, *flags.split(), *extra]
 
 
-def test_train_never_writes_into_a_folder_that_is_not_a_run(model, tmp_path, capsys):
-    before = snapshot(model)
-    line = error_of(capsys, *train(model))
-    assert "is not a training run's output" in line and str(model) in line
-    assert snapshot(model) == before
+def test_train_never_writes_into_a_folder_that_is_not_a_run(tiny, tmp_path, capsys):
+    before = snapshot(tiny)
+    line = error_of(capsys, *train(tiny))
+    assert "is not a training run's output" in line and str(tiny) in line
+    assert snapshot(tiny) == before
 
 
 def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, capsys):
@@ -197,11 +187,11 @@ def test_rows_past_the_end_of_a_file_are_an_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["similarity", "predict", "search"])
-def test_an_empty_sentence_argument_is_refused(model, corpus, tmp_path, capsys, command):
+def test_an_empty_sentence_argument_is_refused(tiny, corpus, tmp_path, capsys, command):
     if command == "search":
-        args = ["search", "--index", index(model, corpus, tmp_path / "index"), "  "]
+        args = ["search", "--index", index(tiny, corpus, tmp_path / "index"), "  "]
     else:
-        args = [command, "--model", model, "a cat sits", " \t"]
+        args = [command, "--model", tiny, "a cat sits", " \t"]
     line = error_of(capsys, *args)
     assert "is empty" in line and "command line" in line
 

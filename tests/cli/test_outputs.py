@@ -33,14 +33,6 @@ TEXTS = [f"sentence number {i} about {w}" for i, w in enumerate(["cats", "dogs",
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    torch.manual_seed(0)
-    SentenceBert.from_config("tiny").save(path)
-    return path
-
-
 @pytest.fixture
 def inputs(tmp_path) -> dict[str, Path]:
     corpus = tmp_path / "in" / "texts.txt"
@@ -87,62 +79,62 @@ COMMANDS = ["encode", "predict", "search"]
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_symlinked_output_writes_its_target_and_stays_a_link(
-    model, inputs, tmp_path, capsys, command
+    tiny, inputs, tmp_path, capsys, command
 ):
     target, link = tmp_path / "target", tmp_path / "link"
     target.write_text("old")
     link.symlink_to(target)
-    assert cli.main([str(a) for a in writes(command, model, inputs, link)]) == 0
+    assert cli.main([str(a) for a in writes(command, tiny, inputs, link)]) == 0
     assert link.is_symlink() and os.readlink(link) == str(target)
     check_written(command, target.read_bytes())
     dangling = tmp_path / "dangling"  # a link to a file not there yet: the file is made
     dangling.symlink_to(tmp_path / "new")
-    assert cli.main([str(a) for a in writes(command, model, inputs, dangling)]) == 0
+    assert cli.main([str(a) for a in writes(command, tiny, inputs, dangling)]) == 0
     assert dangling.is_symlink() and (tmp_path / "new").is_file()
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_fifo_output_is_written_through(model, inputs, tmp_path, command):
+def test_a_fifo_output_is_written_through(tiny, inputs, tmp_path, command):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     received = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    assert cli.main([str(a) for a in writes(command, model, inputs, fifo)]) == 0
+    assert cli.main([str(a) for a in writes(command, tiny, inputs, fifo)]) == 0
     reader.join(60)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     check_written(command, received[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "in"]
 
 
-def test_a_device_output_is_written_through_not_replaced(model, inputs, tmp_path):
+def test_a_device_output_is_written_through_not_replaced(tiny, inputs, tmp_path):
     null = tmp_path / "null"
     try:  # a second /dev/null (1, 3), as root can make it: replacing it would show
         os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     except PermissionError:
         null = Path("/dev/null")  # not root: /dev could not be written into anyway
     for command in COMMANDS:
-        assert cli.main([str(a) for a in writes(command, model, inputs, null)]) == 0
+        assert cli.main([str(a) for a in writes(command, tiny, inputs, null)]) == 0
         assert stat.S_ISCHR(os.lstat(null).st_mode)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_socket_output_is_refused_and_kept(model, inputs, tmp_path, capsys, command):
+def test_a_socket_output_is_refused_and_kept(tiny, inputs, tmp_path, capsys, command):
     path = tmp_path / "sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     try:
-        line = error_of(capsys, *writes(command, model, inputs, path))
+        line = error_of(capsys, *writes(command, tiny, inputs, path))
     finally:
         server.close()
     assert str(path) in line and "is a socket" in line, line
     assert stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
-def test_a_folder_output_that_is_a_symlink_keeps_the_link(model, inputs, tmp_path, capsys):
+def test_a_folder_output_that_is_a_symlink_keeps_the_link(tiny, inputs, tmp_path, capsys):
     real, link = tmp_path / "real-index", tmp_path / "link"
-    args = ["index", "--model", model, "--corpus", inputs["texts"]]
+    args = ["index", "--model", tiny, "--corpus", inputs["texts"]]
     assert cli.main([str(a) for a in [*args, "--out", real]]) == 0
     link.symlink_to(real)
     inputs["texts"].write_text("\n".join(TEXTS[:5]) + "\n")
@@ -151,12 +143,12 @@ def test_a_folder_output_that_is_a_symlink_keeps_the_link(model, inputs, tmp_pat
 
 
 @pytest.mark.parametrize("command", ["index", "train"])
-def test_a_folder_output_that_is_a_fifo_is_refused_and_kept(model, inputs, tmp_path, capsys,
+def test_a_folder_output_that_is_a_fifo_is_refused_and_kept(tiny, inputs, tmp_path, capsys,
                                                            command):  # fmt: skip
     fifo = tmp_path / "out"
     os.mkfifo(fifo)
     if command == "index":
-        args = ["index", "--model", model, "--corpus", inputs["texts"], "--out", fifo]
+        args = ["index", "--model", tiny, "--corpus", inputs["texts"], "--out", fifo]
     else:
         sick = ROOT / "data" / "sick" / "SICK_train_trial.txt"
         args = ["train", "--model", "tiny", "--train", f"{sick}@TRAIN", "--limit", 8,
@@ -167,7 +159,7 @@ def test_a_folder_output_that_is_a_fifo_is_refused_and_kept(model, inputs, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 
-def test_a_killed_writes_temporary_files_are_removed_by_the_next(model, inputs, tmp_path):
+def test_a_killed_writes_temporary_files_are_removed_by_the_next(tiny, inputs, tmp_path):
     """`.NAME.PID-RANDOM.tmp` of a process that no longer runs is litter: the next atomic write
     of NAME removes it; a running process's is left alone (it may be writing)."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -181,9 +173,9 @@ def test_a_killed_writes_temporary_files_are_removed_by_the_next(model, inputs, 
         litter[1].mkdir()
         (litter[1] / "vectors.npy").write_text("half an index")
         busy.write_text("being written")
-        assert cli.main(["encode", "--model", str(model), "--input", str(inputs["texts"]),
+        assert cli.main(["encode", "--model", str(tiny), "--input", str(inputs["texts"]),
                          "--output", str(tmp_path / "v.npy")]) == 0  # fmt: skip
-        assert cli.main(["index", "--model", str(model), "--corpus", str(inputs["texts"]),
+        assert cli.main(["index", "--model", str(tiny), "--corpus", str(inputs["texts"]),
                          "--out", str(tmp_path / "ix")]) == 0  # fmt: skip
         assert not litter[0].exists() and not litter[1].exists() and busy.exists()
     finally:

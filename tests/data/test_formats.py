@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from sbert import SentenceBert, cli
+from sbert import cli
 from sbert.data.readers import LAYOUTS, Pair, read_corpus, read_pairs
 from sbert.data.specs import parse_spec, read_spec
 from sbert.errors import ConfigError, DataError
@@ -140,22 +139,14 @@ def test_the_error_lists_the_layouts_and_the_mapping(tmp_path):
         read_pairs(write(tmp_path, "y.txt", "question\tanswer\nq\ta\n"))
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    torch.manual_seed(0)
-    SentenceBert.from_config("tiny").save(path)
-    return path
-
-
-def test_the_commands_take_a_column_mapping(model, tmp_path, capsys):
+def test_the_commands_take_a_column_mapping(tiny, tmp_path, capsys):
     qa = write(tmp_path, "qa.csv", "question,answer,sim\nWhy?,Because.,0.9\nHow?,Thus.,0.1\n"
                                    "Who?,Me.,0.5\n")  # fmt: skip
     capsys.readouterr()
-    assert cli.main(["evaluate", "--model", str(model), "--data", str(qa),
+    assert cli.main(["evaluate", "--model", str(tiny), "--data", str(qa),
                      "--columns", "a=question,b=answer,score=sim"]) == 0  # fmt: skip
     assert set(json.loads(capsys.readouterr().out)) == {"pairs", "spearman", "pearson"}
-    assert cli.main(["predict", "--model", str(model), "--input", str(qa),
+    assert cli.main(["predict", "--model", str(tiny), "--input", str(qa),
                      "--columns", "a=question,b=answer"]) == 0  # fmt: skip
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["line"] for r in rows] == [2, 3, 4]  # JSON lines on stdout without --output
@@ -164,7 +155,7 @@ def test_the_commands_take_a_column_mapping(model, tmp_path, capsys):
             [
                 "evaluate-retrieval",
                 "--model",
-                str(model),
+                str(tiny),
                 "--data",
                 str(qa),
                 "--columns",
@@ -241,10 +232,10 @@ def test_a_csv_corpus_indexes_its_text_column_not_its_header(tmp_path, capsys):
     assert read_corpus(table) == (["first", "second"], "passage")
 
 
-def test_sbert_index_on_a_csv_without_column(model, tmp_path, capsys):
+def test_sbert_index_on_a_csv_without_column(tiny, tmp_path, capsys):
     corpus = write(tmp_path, "c.csv", "id,text\n1,a cat sits\n2,a dog runs\n")
     capsys.readouterr()
-    assert cli.main(["index", "--model", str(model), "--corpus", str(corpus),
+    assert cli.main(["index", "--model", str(tiny), "--corpus", str(corpus),
                      "--out", str(tmp_path / "ix")]) == 0  # fmt: skip
     texts = (tmp_path / "ix" / "texts.jsonl").read_text().splitlines()
     assert [json.loads(t) for t in texts] == ["a cat sits", "a dog runs"]
