@@ -101,9 +101,12 @@ def export(
         raise ConfigError("--calibration calibrates --quantize int8 only")
     out, openvino = Path(out), format == "openvino"
     check_output_dir(out, is_exported, "an ONNX export")
-    versions = _onnx_versions(quantize and not openvino)
+    needs = ["onnx", "onnxscript"] + (["onnxruntime"] if quantize and not openvino else [])
     if openvino:
-        versions.update(_openvino_versions(quantize))
+        needs += ["openvino"] + (["nncf"] if quantize else [])
+    versions = _versions(
+        needs, f"sbert export --format {format}" + (" --quantize int8" if quantize else "")
+    )
     sentences = calibration_sentences(calibration) if quantize else []
     files = read_model(model)  # the heads too, checked before they are copied
     sb = SentenceBert.from_files(files).eval()
@@ -341,30 +344,16 @@ def _quiet() -> Iterator[None]:
             logging.disable(logging.NOTSET)
 
 
-def _openvino_versions(quantize: str | None) -> dict[str, str]:
-    names = ["openvino"] + (["nncf"] if quantize else [])
+def _versions(names: list[str], command: str) -> dict[str, str]:
+    """The versions of sbert and the export's libraries (recorded in the export); a missing
+    library is a one-line ConfigError naming all that `command` needs."""
     versions = {}
     for name in names:
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
             raise ConfigError(
-                f"sbert export --format openvino{' --quantize int8' if quantize else ''} needs "
-                f"{' and '.join(names)}: pip install {' '.join(names)}"
-            ) from None
-    return versions
-
-
-def _onnx_versions(quantize: str | None) -> dict[str, str]:
-    """The versions of the export's libraries; a missing one is a one-line ConfigError."""
-    names = ["onnx", "onnxscript"] + (["onnxruntime"] if quantize else [])
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            raise ConfigError(
-                f"sbert export needs {' and '.join(names)}: pip install {' '.join(names)}"
+                f"{command} needs {' and '.join(names)}: pip install {' '.join(names)}"
             ) from None
     try:
         versions["sbert"] = version("sbert")
