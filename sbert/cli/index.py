@@ -13,7 +13,11 @@ from sbert.options import option
 
 @dataclass
 class Options:
-    corpus: str | None = option("texts: one a line, or a CSV/JSONL column", required=True)
+    corpus: str | None = option("texts: one a line, or a CSV/JSONL column (or --vectors)")
+    vectors: str | None = option(
+        "an embedding folder from `sbert embed` (of this model): index its vectors and texts "
+        "without encoding again"
+    )
     out: str | None = option("the index folder to write", required=True)
     model: str = option(MODEL_HELP, DEFAULT_MODEL)
     column: str | None = option(
@@ -37,12 +41,22 @@ def run(o: Options) -> None:
     import os
 
     from sbert.data.readers import read_corpus
+    from sbert.errors import ConfigError
     from sbert.fileio import check_output_dir
     from sbert.inference.index import Index, is_index, work_folder
     from sbert.inference.load import load
 
     out = Path(o.out)
+    if (o.corpus is None) == (o.vectors is None):
+        raise ConfigError("give --corpus FILE, or --vectors DIR from sbert embed")
+    if o.vectors is not None and o.column is not None:
+        raise ConfigError("--column goes with --corpus: --vectors DIR holds its texts")
     check_output_dir(out, is_index, "an index")
+    if o.vectors is not None:
+        index = _from_vectors(o, out)
+        kind = index.precision + (", approximate" if index.approximate else "")
+        print(f"indexed {len(index)} texts ({kind}) from {o.vectors} into {out}")
+        return
     texts, column = read_corpus(o.corpus, o.column)
     with work_folder(out) as work:  # locked: a second `sbert index --out OUT` is refused
         model = load(o.model)
@@ -61,3 +75,31 @@ def run(o: Options) -> None:
         index.save(out)
     kind = index.precision + (", approximate" if index.approximate else "")
     print(f"indexed {len(index)} texts ({kind}) into {out}")
+
+
+def _from_vectors(o: Options, out: Path):
+    """The index of an embedding folder's vectors: the model must be the one that embedded them."""
+    import os
+
+    from sbert.errors import ConfigError
+    from sbert.inference.embed import check_fingerprint, read_embedding
+    from sbert.inference.index import Index
+    from sbert.inference.load import load
+
+    embedding = read_embedding(o.vectors)  # the files first: cheap, and what goes wrong
+    if embedding.texts is None:
+        raise ConfigError(
+            f"{o.vectors}: embedded with --no-text: an index answers with texts; embed again "
+            f"without --no-text"
+        )
+    model = load(o.model)
+    check_fingerprint(embedding, model, o.vectors)
+    corpus = {**embedding.info.get("corpus", {}), "vectors": os.path.realpath(o.vectors)}
+    if isinstance(corpus.get("path"), str):  # recorded relative to the embedding folder
+        corpus["path"] = os.path.realpath(os.path.join(o.vectors, corpus["path"]))
+    index = Index.from_vectors(
+        model, embedding.vectors, embedding.texts, precision=o.precision,
+        approximate=o.approximate, corpus=corpus, show_progress_bar=on_terminal(),
+    )  # fmt: skip
+    index.save(out)
+    return index
