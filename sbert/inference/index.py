@@ -106,7 +106,7 @@ def recorded_name(name: str | None, index: Path) -> str | None:
     return os.path.relpath(name, os.path.realpath(index))
 
 
-def _recorded_model(name: str | None, index: Path) -> str:
+def recorded_model(name: str | None, index: Path) -> str:
     """The model an index records, to load when none is given: a packaged name, or a folder
     that its relative path finds inside the folder holding the index (`runs/` holding both
     `runs/my-index` and `runs/demo/final`). Any other path (absolute, or leading further out)
@@ -441,7 +441,7 @@ class Index:
         if precision not in PRECISIONS:
             raise CheckpointError(path / INDEX, f"unknown precision {precision!r}")
         approximate = field(settings, "approximate", str, default=None) is not None
-        source = None if model is not None else _recorded_model(name, path)
+        source = None if model is not None else recorded_model(name, path)
         # The files first (cheap, and what a damaged folder gets wrong), then the model.
         # Quantised: only the codes are read into memory; fp32 rows are read when rescored.
         vectors = _read_array(path / VECTORS, np.float32, (count, dim), mmap=precision != "fp32")
