@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from sbert.errors import ConfigError
+from sbert.errors import ConfigError, SbertError
 
 # How long an address given to --ray has to answer before it is refused (ray.init itself
 # retries for about a minute).
@@ -64,6 +64,7 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
         raise ConfigError(f"--ray {address}: cannot join the Ray cluster ({e})") from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # sbert's own bar counts the texts
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its plan and timing lines
     try:
         yield
     finally:
@@ -130,7 +131,22 @@ class RayShards:
             num_gpus=self.gpus,
         )
         pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (vectors, filled)
-        for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
+        try:
+            yield from self._gather(data.iter_batches(batch_size=None, batch_format="numpy"),
+                                    pending, bar)  # fmt: skip
+        except ray.exceptions.RayError as e:  # an actor that failed (its model, its memory)
+            first = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
+            raise SbertError(
+                f"the Ray job failed ({first.strip()}); the finished shards are kept: run "
+                f"again to embed the rest"
+            ) from None
+        if pending:  # Ray lost rows: never write a shard with holes
+            raise SbertError(f"Ray returned shards {sorted(pending)} incomplete; run again")
+
+    def _gather(self, batches, pending: dict, bar) -> Iterator[tuple[int, np.ndarray]]:
+        """Each shard's vectors from the batches the actors return, in any order."""
+        n, size = len(self.texts), self.shard_size
+        for batch in batches:
             ids = np.asarray(batch["id"], np.int64)
             vectors = np.asarray(batch["vector"], np.float32)
             for s in np.unique(ids // size).tolist():
@@ -147,5 +163,3 @@ class RayShards:
                     del pending[s]
                     yield s, out
             bar.update(len(ids))
-        if pending:  # Ray lost rows: never write a shard with holes
-            raise ConfigError(f"Ray returned shards {sorted(pending)} incomplete; run again")
