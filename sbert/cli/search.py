@@ -29,7 +29,8 @@ class Options:
         minimum=1,
     )
     refine_factor: int | None = option(
-        "LanceDB store: rescore refine-factor x k PQ candidates with the full vectors (default 10)",
+        "LanceDB store: rescore refine-factor x k PQ candidates with the full vectors "
+        "(default 200)",
         minimum=1,
     )
     output: str | None = option("with --queries: write JSON lines here")

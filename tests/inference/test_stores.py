@@ -93,11 +93,11 @@ def test_exact_mode_equals_the_numpy_index_and_approximate_finds_most(tmp_path):
         [(int(i), f"t{i}") for i in row] for row in truth[:2, :3]
     ]
 
-    recalls = []
-    for nprobes in (1, 20):
-        approximate = open_index(tmp_path / "st", model, nprobes=nprobes, refine_factor=10)
+    recalls = []  # one partition and PQ's order, then every partition and 2,000 rescored
+    for nprobes, refine in ((1, 1), (23, 200)):
+        approximate = open_index(tmp_path / "st", model, nprobes=nprobes, refine_factor=refine)
         recalls.append(recall_at_10(approximate.search_vectors(queries, 10)[1], truth))
-    assert recalls[0] < recalls[1] and recalls[1] >= 0.95, recalls
+    assert recalls[0] < 0.9 and recalls[1] >= 0.98, recalls
 
 
 def test_store_command_lines_answer_as_the_numpy_index(model_dir, tmp_path):
