@@ -64,7 +64,7 @@ def run(o: Options) -> None:
     model = load(o.model)
     shards, cluster = None, contextlib.nullcontext()
     if o.ray is not None:
-        from sbert.inference.embed_ray import RayShards, connect
+        from sbert.inference.embed_ray import RayShards, check_resources, connect
 
         if o.device is not None:
             raise ConfigError("--device does not go with --ray: give --gpus-per-actor")
@@ -73,6 +73,8 @@ def run(o: Options) -> None:
         shards = RayShards(source, texts, o.shard_size, o.batch_size, o.actors,
                            o.cpus_per_actor, o.gpus_per_actor)  # fmt: skip
     with cluster:
+        if o.ray is not None:  # an actor pool Ray cannot place would wait forever
+            check_resources(o.actors, o.cpus_per_actor, o.gpus_per_actor)
         info = embed_corpus(
             model,
             texts,

@@ -217,6 +217,9 @@ def embed_corpus(
                 atomic_write_bytes(work / shard_name(s), data)
                 key["shards"][shard_name(s)] = hashlib.sha256(data).hexdigest()
                 atomic_write_bytes(work / "progress.json", json.dumps(key).encode())
+        missing = [s for s in range(len(starts)) if shard_name(s) not in key["shards"]]
+        if missing:  # never a folder with holes
+            raise SbertError(f"shards {missing[:5]} were not embedded; run again to finish")
         info = {
             "format": FORMAT,
             "model": {**identity, "name": recorded_name(identity["name"], out)},

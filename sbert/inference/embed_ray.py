@@ -54,7 +54,7 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
                 f"--ray {address}: no Ray cluster answers there ({why}); start one with "
                 f"`ray start --head`, or give --ray alone for a Ray started here"
             ) from None
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=False)  # its notes, not ours
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
@@ -69,6 +69,19 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def check_resources(actors: int, cpus: float, gpus: float) -> None:
+    """Refuse an actor pool the cluster cannot place: Ray would wait for it forever."""
+    ray = _ray()
+    have = ray.cluster_resources()
+    for kind, each in (("CPU", cpus), ("GPU", gpus)):
+        if actors * each > have.get(kind, 0) + 1e-9:
+            flag = f"--{kind.lower()}s-per-actor"
+            raise ConfigError(
+                f"--actors {actors} x {flag} {each:g} needs {actors * each:g} {kind}s; the Ray "
+                f"cluster has {have.get(kind, 0):g}: fewer actors, or a smaller {flag}"
+            )
 
 
 class Embedder:

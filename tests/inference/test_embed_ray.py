@@ -1,6 +1,6 @@
 """`sbert embed --ray`: a local Ray's actors finish what a killed local run left, and the
-folder equals a local run's (same rows, vectors within 1e-6); an address that does not answer
-is one line, exit 2, nothing written."""
+folder equals a local run's (same rows, vectors within 1e-6); an address that does not answer,
+or an actor pool the cluster cannot place, is one line, exit 2, nothing written."""
 
 from __future__ import annotations
 
@@ -90,4 +90,10 @@ def test_an_address_that_does_not_answer_is_one_line(model_dir, tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         lines = [x for x in done.stderr.splitlines() if x.strip()]
         assert len(lines) == 1 and f"--ray {address}" in lines[0], done.stderr
+    # An actor pool the cluster cannot place (Ray would wait for it forever): no GPU here.
+    done = sbert("embed", "--model", model_dir, "--corpus", corpus, "--out", tmp_path / "emb",
+                 "--ray", "--gpus-per-actor", 1)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "needs 2 GPUs" in lines[0], done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
