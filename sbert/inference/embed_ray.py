@@ -62,9 +62,8 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ConfigError(f"--ray {address}: cannot join the Ray cluster ({e})") from None
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # sbert's own bar counts the texts
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its plan and timing lines
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan, timing and bar notes
+    ray.data.DataContext.get_current().enable_progress_bars = False  # sbert's bar counts
     try:
         yield
     finally:
