@@ -211,3 +211,21 @@ def test_without_ray_nothing_imports_it(model_dir, corpus, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
                           cwd=ROOT, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_an_onnx_export_embeds_the_same_vectors_and_indexes_them(model_dir, corpus, tmp_path):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from sbert.inference.export import export
+
+    export(model_dir, tmp_path / "onnx")
+    torch_out, onnx_out = tmp_path / "a", tmp_path / "b"
+    assert cli.main(embed_args(model_dir, corpus, torch_out)) == 0
+    done = sbert(*embed_args(tmp_path / "onnx", corpus, onnx_out))
+    assert done.returncode == 0, done.stderr
+    a, b = (np.stack(rows(f).column("vector").to_numpy(zero_copy_only=False))
+            for f in (torch_out, onnx_out))  # fmt: skip
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    # the export has the model's fingerprint: its vectors index with the PyTorch folder
+    index = sbert("index", "--model", model_dir, "--vectors", onnx_out, "--out", tmp_path / "ix")
+    assert index.returncode == 0, index.stderr
