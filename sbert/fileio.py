@@ -267,16 +267,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         follow_umask(tmp)  # mkdtemp's 0700 and some writers' 0600 would hide files from others
         write_manifest(tmp)
         sync_tree(tmp)
-        if not path.exists():
-            os.replace(tmp, path)
-        elif _exchange(tmp, path):  # tmp now holds the old folder
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:  # two renames; a kill between them leaves .old, which remove_litter puts back
-            old = path.with_name(f".{path.name}.{os.getpid()}.old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        fsync_dir(path.parent)
+        swap_in(tmp, path)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and e.filename and Path(e.filename).is_relative_to(tmp):
@@ -285,6 +276,21 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             where = path / Path(e.filename).relative_to(tmp)
             raise OSError(e.errno, e.strerror or str(e), str(where)) from None
         raise
+
+
+def swap_in(new: Path, path: Path) -> None:
+    """Put the complete folder `new` at `path` (same file system), replacing the folder there
+    in one step where the system can (Linux), so a reader sees the old folder or the new one."""
+    if not path.exists():
+        os.replace(new, path)
+    elif _exchange(new, path):  # `new` now holds the old folder
+        shutil.rmtree(new, ignore_errors=True)
+    else:  # two renames; a kill between them leaves .old, which remove_litter puts back
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(path.parent)
 
 
 def follow_umask(folder: Path) -> None:

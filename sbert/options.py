@@ -35,6 +35,7 @@ def option(
     positional: bool = False,
     minimum: float | None = None,
     flag: bool = True,
+    const: str | None = None,
 ):
     """A dataclass field that is also a command-line flag (and a config-file key).
 
@@ -44,8 +45,10 @@ def option(
         positional: an optional positional argument instead of a flag.
         minimum: the smallest value a number may take (checked for flags and files alike).
         flag: False for a setting that only a config file can give.
+        const: the value of the flag given without one (`--ray` alone: "local").
     """
-    meta = dict(help=help, required=required, positional=positional, minimum=minimum, flag=flag)
+    meta = dict(help=help, required=required, positional=positional, minimum=minimum, flag=flag,
+                const=const)  # fmt: skip
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -119,6 +122,8 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
             kwargs["choices"] = typing.get_args(kind)
         else:
             kwargs["type"] = kind
+        if meta.get("const") is not None:  # a value is optional: --ray, or --ray ADDRESS
+            kwargs["nargs"], kwargs["const"] = "?", meta["const"]
         parser.add_argument(flag_name(f.name), **kwargs)
     parser.add_argument("--config", help="a TOML file setting any of these options by name")
 

@@ -53,6 +53,7 @@ SLOW = {
     "test_damaged_folders.py", "test_messages.py", "test_encode.py", "test_pretrained.py",
     "test_export.py", "test_export_use.py", "test_index.py", "test_index_safety.py",
     "test_predict.py", "test_retrieval.py", "test_load.py", "test_runtimes.py", "test_server.py",
+    "test_embed.py", "test_embed_ray.py", "test_stores.py",
 }  # fmt: skip
 
 

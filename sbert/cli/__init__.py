@@ -30,6 +30,7 @@ COMMANDS = {
     "train": "train",
     "evaluate": "evaluate",
     "predict": "predict",
+    "embed": "embed",
     "index": "index",
     "search": "search",
     "evaluate-retrieval": "retrieval",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sbert.choices import Precision
 from sbert.cli.common import DEVICE_HELP, MODEL_HELP, device_for, on_terminal
@@ -13,7 +14,11 @@ from sbert.options import option
 
 @dataclass
 class Options:
-    corpus: str | None = option("texts: one a line, or a CSV/JSONL column", required=True)
+    corpus: str | None = option("texts: one a line, or a CSV/JSONL column (or --vectors)")
+    vectors: str | None = option(
+        "an embedding folder from `sbert embed` (of this model): index its vectors and texts "
+        "without encoding again"
+    )
     out: str | None = option("the index folder to write", required=True)
     model: str = option(MODEL_HELP, DEFAULT_MODEL)
     column: str | None = option(
@@ -27,6 +32,11 @@ class Options:
     approximate: bool = option(
         "add a FAISS HNSW graph for large corpora (pip install faiss-cpu)", False
     )
+    store: Literal["numpy", "lancedb"] = option(
+        "numpy: this library's index folder; lancedb: a LanceDB table with an IVF-PQ index "
+        "(with --vectors; pip install lancedb)",
+        "numpy",
+    )
     batch_size: int = option("texts per batch", 64, minimum=1)
     chunk_size: int = option("texts per resumable chunk: a killed run restarts at its chunk",
                              8192, minimum=1)  # fmt: skip
@@ -37,12 +47,32 @@ def run(o: Options) -> None:
     import os
 
     from sbert.data.readers import read_corpus
+    from sbert.errors import ConfigError
     from sbert.fileio import check_output_dir
     from sbert.inference.index import Index, is_index, work_folder
     from sbert.inference.load import load
 
     out = Path(o.out)
+    if (o.corpus is None) == (o.vectors is None):
+        raise ConfigError("give --corpus FILE, or --vectors DIR from sbert embed")
+    if o.vectors is not None and o.column is not None:
+        raise ConfigError("--column goes with --corpus: --vectors DIR holds its texts")
+    if o.store == "lancedb" and o.vectors is None:
+        raise ConfigError("--store lancedb reads --vectors DIR (sbert embed it first)")
+    if o.store == "lancedb" and (o.precision != "fp32" or o.approximate):
+        raise ConfigError("--store lancedb makes its own IVF-PQ index: drop --precision and "
+                          "--approximate")  # fmt: skip
     check_output_dir(out, is_index, "an index")
+    if o.store == "lancedb":
+        store = _store_from_vectors(o, out)
+        kind = "IVF-PQ index" if store.approximate else "too small for an ANN index: exact"
+        print(f"stored {len(store)} texts from {o.vectors} in a LanceDB table ({kind}) at {out}")
+        return
+    if o.vectors is not None:
+        index = _from_vectors(o, out)
+        kind = index.precision + (", approximate" if index.approximate else "")
+        print(f"indexed {len(index)} texts ({kind}) from {o.vectors} into {out}")
+        return
     texts, column = read_corpus(o.corpus, o.column)
     with work_folder(out) as work:  # locked: a second `sbert index --out OUT` is refused
         model = load(o.model)
@@ -61,3 +91,47 @@ def run(o: Options) -> None:
         index.save(out)
     kind = index.precision + (", approximate" if index.approximate else "")
     print(f"indexed {len(index)} texts ({kind}) into {out}")
+
+
+def _read_vectors(o: Options):
+    """An embedding folder's rows, with texts, and the model (the one that embedded them)."""
+    import os
+
+    from sbert.errors import ConfigError
+    from sbert.inference.embed import check_fingerprint, read_embedding
+    from sbert.inference.load import load
+
+    embedding = read_embedding(o.vectors)  # the files first: cheap, and what goes wrong
+    if embedding.texts is None:
+        raise ConfigError(
+            f"{o.vectors}: embedded with --no-text: an index answers with texts; embed again "
+            f"without --no-text"
+        )
+    model = load(o.model)
+    check_fingerprint(embedding, model, o.vectors)
+    corpus = {**embedding.info.get("corpus", {}), "vectors": os.path.realpath(o.vectors)}
+    if isinstance(corpus.get("path"), str):  # recorded relative to the embedding folder
+        corpus["path"] = os.path.realpath(os.path.join(o.vectors, corpus["path"]))
+    return embedding, model, corpus
+
+
+def _from_vectors(o: Options, out: Path):
+    """The index of an embedding folder's vectors: the model must be the one that embedded them."""
+    from sbert.inference.index import Index
+
+    embedding, model, corpus = _read_vectors(o)
+    index = Index.from_vectors(
+        model, embedding.vectors, embedding.texts, precision=o.precision,
+        approximate=o.approximate, corpus=corpus, show_progress_bar=on_terminal(),
+    )  # fmt: skip
+    index.save(out)
+    return index
+
+
+def _store_from_vectors(o: Options, out: Path):
+    """A LanceDB store of an embedding folder's vectors (sbert/inference/stores.py)."""
+    from sbert.inference.stores import LanceStore, lancedb
+
+    lancedb()  # one line naming the install, before reading the vectors
+    embedding, model, corpus = _read_vectors(o)
+    return LanceStore.build(out, model, embedding.vectors, embedding.texts, corpus=corpus)

@@ -11,13 +11,27 @@ from sbert.options import option
 
 @dataclass
 class Options:
-    index: str | None = option("an index folder from `sbert index`", required=True)
+    index: str | None = option("an index folder or LanceDB store from `sbert index`",
+                               required=True)  # fmt: skip
     query: str | None = option("one query (or --queries FILE)", positional=True)
     queries: str | None = option("a file of queries, one a line")
     k: int = option("hits per query", 10, minimum=1)
     ef_search: int | None = option(
         "approximate index only: the HNSW search beam (default 128); wider finds more of the "
         "true neighbours, slower"
+    )
+    exact: bool = option(
+        "LanceDB store: scan every vector (bypass its IVF-PQ index): the exact top-k", False
+    )
+    nprobes: int | None = option(
+        "LanceDB store: IVF partitions scanned a query (default 20); more finds more of the "
+        "true neighbours, slower",
+        minimum=1,
+    )
+    refine_factor: int | None = option(
+        "LanceDB store: rescore refine-factor x k PQ candidates with the full vectors "
+        "(default 200)",
+        minimum=1,
     )
     output: str | None = option("with --queries: write JSON lines here")
     model: str | None = option(
@@ -32,8 +46,8 @@ def run(o: Options) -> None:
     from sbert.data.readers import check_sentences, read_sentences
     from sbert.errors import ConfigError
     from sbert.fileio import check_output_file
-    from sbert.inference.index import Index
     from sbert.inference.load import load
+    from sbert.inference.stores import open_index
 
     if (o.query is None) == (o.queries is None):
         raise ConfigError("give one query, or --queries FILE")
@@ -42,7 +56,8 @@ def run(o: Options) -> None:
     queries = check_sentences([o.query], ["query"]) if o.query else read_sentences(o.queries)
     if o.output is not None:
         check_output_file(o.output, [o.queries, o.index])
-    index = Index.load(o.index, load(o.model) if o.model else None)
+    index = open_index(o.index, load(o.model) if o.model else None, exact=o.exact,
+                       nprobes=o.nprobes, refine_factor=o.refine_factor)  # fmt: skip
     results = index.search(queries, o.k, ef_search=o.ef_search)
     if o.output is None:
         for query, hits in zip(queries, results, strict=True):

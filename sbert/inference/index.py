@@ -98,7 +98,7 @@ def model_identity(model: Encoder, name: str | None = None) -> dict:
     return {"name": None if name is None else str(name), "fingerprint": model.fingerprint()}
 
 
-def _recorded(name: str | None, index: Path) -> str | None:
+def recorded_name(name: str | None, index: Path) -> str | None:
     """How index.json names the model: a packaged name as it is, a folder relative to the
     index, so that no absolute path of the machine that built it is kept."""
     if name is None or name in PACKAGED:
@@ -106,7 +106,7 @@ def _recorded(name: str | None, index: Path) -> str | None:
     return os.path.relpath(name, os.path.realpath(index))
 
 
-def _recorded_model(name: str | None, index: Path) -> str:
+def recorded_model(name: str | None, index: Path) -> str:
     """The model an index records, to load when none is given: a packaged name, or a folder
     that its relative path finds inside the folder holding the index (`runs/` holding both
     `runs/my-index` and `runs/demo/final`). Any other path (absolute, or leading further out)
@@ -262,6 +262,28 @@ class Index:
         index._derive(show_progress_bar)
         return index
 
+    @classmethod
+    def from_vectors(
+        cls,
+        model: Encoder,
+        vectors: np.ndarray,
+        texts: list[str],
+        *,
+        name: str | None = None,
+        precision: str = "fp32",
+        approximate: bool = False,
+        corpus: dict | None = None,
+        show_progress_bar: bool = False,
+    ) -> Index:
+        """An index of vectors `model` embedded before (`sbert embed`: normalised, row i the
+        vector of `texts[i]`), without encoding again; the caller checks the fingerprint."""
+        if name is None:
+            name = getattr(model, "source", None)
+        index = cls(np.asarray(vectors, np.float32), list(texts), model_identity(model, name),
+                    model, precision, approximate, corpus)  # fmt: skip
+        index._derive(show_progress_bar)
+        return index
+
     def add(self, texts: Sequence[str], batch_size: int = 64) -> None:
         """Embed more texts with the index's model and append them (ids continue)."""
         vectors = self._encode(list(texts), batch_size)
@@ -290,12 +312,19 @@ class Index:
         """The k best texts for each query, best first (one list for a single string)."""
         single = isinstance(queries, str)
         vectors = self._encode([queries] if single else list(queries), batch_size)
-        scores, ids = self.search_vectors(vectors, k, ef_search)
-        hits = [
+        hits = self.hits(vectors, k, ef_search)
+        return hits[0] if single else hits
+
+    def hits(
+        self, queries: np.ndarray, k: int = 10, ef_search: int | None = None
+    ) -> list[list[Hit]]:
+        """The k best hits (id, score, text) for each normalised query vector: what
+        `search_vectors` finds, with the texts (the server's /search answers these)."""
+        scores, ids = self.search_vectors(queries, k, ef_search)
+        return [
             [Hit(int(i), float(s), self.texts[i]) for s, i in zip(row_s, row_i, strict=True)]
             for row_s, row_i in zip(scores.tolist(), ids.tolist(), strict=True)
         ]
-        return hits[0] if single else hits
 
     def search_vectors(
         self, queries: np.ndarray, k: int = 10, ef_search: int | None = None
@@ -340,7 +369,7 @@ class Index:
         # needed row once (from the memory-mapped file when loaded from disk).
         wanted = np.unique(candidates)
         rows = np.asarray(self.vectors[wanted], dtype=np.float32)
-        _check_rows(rows, wanted, self._file(VECTORS))  # memory-mapped: not checked at load
+        check_rows(rows, wanted, self._file(VECTORS))  # memory-mapped: not checked at load
         gathered = rows[np.searchsorted(wanted, candidates)]  # (Q, C, H)
         exact = (gathered @ queries[:, :, None])[:, :, 0]  # (Q, C)
         return best_k(exact, candidates, min(k, exact.shape[1]))
@@ -350,10 +379,11 @@ class Index:
     def save(self, path: str | Path) -> None:
         """Write the index folder atomically, with a manifest."""
         path = Path(path)
-        identity = {**self.identity, "name": _recorded(self.identity.get("name"), path)}
+        identity = {**self.identity, "name": recorded_name(self.identity.get("name"), path)}
         corpus = dict(self.corpus)
-        if corpus.get("path"):  # where the texts came from: relative too, and never followed
-            corpus["path"] = os.path.relpath(corpus["path"], os.path.realpath(path))
+        for key in ("path", "vectors"):  # where the texts came from: relative too, never followed
+            if corpus.get(key):
+                corpus[key] = os.path.relpath(corpus[key], os.path.realpath(path))
         with atomic_dir(path) as tmp:
             settings = {
                 "format": FORMAT,
@@ -392,6 +422,11 @@ class Index:
             raise CheckpointError(path, "not an index folder (no index.json)")
         verify_manifest(path)
         settings = read_json(path / INDEX)
+        if settings.get("store") is not None:  # a LanceDB store (sbert/inference/stores.py)
+            raise ConfigError(
+                f"{path}: a {settings['store']} store, not a numpy index: open it with "
+                f"sbert.inference.stores.open_index"
+            )
         if settings.get("format") != FORMAT:
             raise CheckpointError(path / INDEX, f"unknown index format {settings.get('format')}")
         field = functools.partial(json_field, path / INDEX)
@@ -406,12 +441,12 @@ class Index:
         if precision not in PRECISIONS:
             raise CheckpointError(path / INDEX, f"unknown precision {precision!r}")
         approximate = field(settings, "approximate", str, default=None) is not None
-        source = None if model is not None else _recorded_model(name, path)
+        source = None if model is not None else recorded_model(name, path)
         # The files first (cheap, and what a damaged folder gets wrong), then the model.
         # Quantised: only the codes are read into memory; fp32 rows are read when rescored.
         vectors = _read_array(path / VECTORS, np.float32, (count, dim), mmap=precision != "fp32")
         if precision == "fp32":  # in memory: every row must be unit length (a memory-mapped
-            _check_rows(vectors, None, path / VECTORS)  # one is checked as rows are read)
+            check_rows(vectors, None, path / VECTORS)  # one is checked as rows are read)
         texts = _read_texts(path / TEXTS, count)
         corpus = field(settings, "corpus", dict, default=None)
         codes = scales = graph = None
@@ -505,7 +540,7 @@ def _read_graph(path: Path, count: int, dim: int):
     return graph
 
 
-def _check_rows(rows: np.ndarray, ids: np.ndarray | None, path: Path) -> None:
+def check_rows(rows: np.ndarray, ids: np.ndarray | None, path: Path) -> None:
     """Refuse vectors that are not finite and unit length, naming the first bad row of `path`
     (`ids`: the rows' numbers in the file, when `rows` is a selection)."""
     norms = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)  # no (N, H) temporary
@@ -545,9 +580,12 @@ def work_folder_of(out: Path) -> Path:
 
 
 @contextlib.contextmanager
-def work_folder(out: str | Path) -> Iterator[Path]:
+def work_folder(
+    out: str | Path, files: re.Pattern = WORK_FILES, command: str = "sbert index"
+) -> Iterator[Path]:
     """The work folder of an index being built at `out`, checked to be ours and locked for this
     process; removed when the block ends without an error (or holds no chunk yet).
+    `sbert embed` keeps its shards in one too (`files`: the names its folder may hold).
 
     Refused with one line: a work folder that is a symlink (it would make the build write into
     another folder), is not a folder, belongs to another user or holds files no build writes;
@@ -556,13 +594,13 @@ def work_folder(out: str | Path) -> Iterator[Path]:
     """
     out = Path(out)
     work = work_folder_of(out)
-    _check_work_folder(work)
+    _check_work_folder(work, files, command)
     work.mkdir(exist_ok=True)
-    lock = _lock(work, out)
+    lock = _lock(work, out, command)
     try:
         yield work
     except BaseException:
-        if not any(work.glob("chunk-*.npy")):  # nothing to resume from
+        if not any(work.glob("chunk-*.npy")) and not any(work.glob("shard-*.parquet")):
             shutil.rmtree(work, ignore_errors=True)
         raise
     else:
@@ -571,7 +609,9 @@ def work_folder(out: str | Path) -> Iterator[Path]:
         os.close(lock)
 
 
-def _check_work_folder(work: Path) -> None:
+def _check_work_folder(
+    work: Path, files: re.Pattern = WORK_FILES, command: str = "sbert index"
+) -> None:
     try:
         info = os.lstat(work)
     except FileNotFoundError:
@@ -584,18 +624,18 @@ def _check_work_folder(work: Path) -> None:
     elif info.st_uid != os.geteuid():
         what = f"belongs to another user (uid {info.st_uid})"
     else:
-        strangers = sorted(e.name for e in work.iterdir() if not WORK_FILES.fullmatch(e.name))
+        strangers = sorted(e.name for e in work.iterdir() if not files.fullmatch(e.name))
         links = sorted(e.name for e in work.iterdir() if e.is_symlink())
         if strangers or links:
-            what = f"holds {', '.join((strangers + links)[:3])}, which no index build writes"
+            what = f"holds {', '.join((strangers + links)[:3])}, which no {command} writes"
     if what is not None:
         raise CheckpointError(
-            work, f"{what}: not a work folder of sbert index; left as it is (delete it, or "
+            work, f"{what}: not a work folder of {command}; left as it is (delete it, or "
                   f"choose another --out)"
         )  # fmt: skip
 
 
-def _lock(work: Path, out: Path) -> int:
+def _lock(work: Path, out: Path, command: str = "sbert index") -> int:
     """An exclusive lock on `work/.lock`, held through the returned descriptor; refused when
     another process holds it. The lock file must still be the one in `work` once locked: a
     build that just finished removes its work folder while holding the lock."""
@@ -610,8 +650,8 @@ def _lock(work: Path, out: Path) -> int:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise CheckpointError(
-                out, f"another sbert index (process {holder}) is writing this index; wait for it "
-                     f"to end or choose another --out"
+                out, f"another {command} (process {holder}) is writing this output; wait for "
+                     f"it to end or choose another --out"
             ) from None  # fmt: skip
         try:
             same = os.stat(work / ".lock").st_ino == os.fstat(fd).st_ino
@@ -753,5 +793,5 @@ def _read_chunk(path: Path, digest: object, shape: tuple[int, int]) -> np.ndarra
         raise CheckpointError(
             path, f"{vectors.dtype} {vectors.shape}, but a chunk here is float32 {shape}"
         )
-    _check_rows(vectors, None, path)
+    check_rows(vectors, None, path)
     return vectors

@@ -181,13 +181,11 @@ async def search(request: Request) -> JSON:
     embedded = await embed(request, queries, body.truncate)
     # The scan is numpy work over the whole corpus: off the event loop too.
     vectors = normalized(embedded.vectors)
-    scores, ids = await asyncio.to_thread(state.index.search_vectors, vectors, body.k)
-    results = []
-    for query, row_scores, row_ids in zip(queries, scores.tolist(), ids.tolist(), strict=True):
-        hits = zip(row_scores, row_ids, strict=True)
-        results.append({"query": query, "hits": [
-            {"id": i, "score": s, "text": state.index.texts[i]} for s, i in hits
-        ]})  # fmt: skip
+    found = await asyncio.to_thread(state.index.hits, vectors, body.k)  # an Index or a store
+    results = [
+        {"query": query, "hits": [{"id": h.id, "score": h.score, "text": h.text} for h in hits]}
+        for query, hits in zip(queries, found, strict=True)
+    ]
     return embedded.answer(results)
 
 

@@ -70,9 +70,9 @@ def build_state(config: ServeConfig, encoder: Encoder, device=None) -> ServerSta
     )
     index = None
     if config.index is not None:
-        from sbert.inference.index import Index
+        from sbert.inference.stores import open_index  # an index folder or a LanceDB store
 
-        index = Index.load(config.index, encoder)  # its fingerprint must match the model's
+        index = open_index(config.index, encoder)  # its fingerprint must match the model's
     name = Path(config.model).name if Path(config.model).is_dir() else config.model
     return ServerState(
         encoder, name, encoder.fingerprint(), config, batcher, metrics, index, api_key(config)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sbert.inference.encoder import Encoder
 from sbert.inference.index import Index
+from sbert.inference.stores import LanceStore
 from sbert.serve.batcher import Batcher
 from sbert.serve.config import ServeConfig
 from sbert.serve.metrics import Metrics
@@ -21,7 +22,7 @@ class ServerState:
     config: ServeConfig
     batcher: Batcher
     metrics: Metrics
-    index: Index | None = None
+    index: Index | LanceStore | None = None
     api_key: str | None = None
     in_flight: int = 0  # inference requests waiting or running
     draining: bool = False  # SIGTERM: no new requests

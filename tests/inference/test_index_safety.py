@@ -179,7 +179,7 @@ def test_two_runs_on_one_index_the_second_refuses(model_dir, corpus, tmp_path):
     )  # fmt: skip
     assert first.wait(300) == 0, first.stderr.read()
     assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
-    assert f"another sbert index (process {first.pid}) is writing this index" in second.stderr
+    assert f"another sbert index (process {first.pid}) is writing this output" in second.stderr
     assert len((out / "texts.jsonl").read_text().splitlines()) == len(TEXTS)  # the first's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "ix", "other.txt"]
 

@@ -1,0 +1,99 @@
+"""`sbert embed --ray`: a local Ray's actors finish what a killed local run left, and the
+folder equals a local run's (same rows, vectors within 1e-6); an address that does not answer,
+or an actor pool the cluster cannot place, is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sbert import SentenceBert, cli
+
+pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no cluster of the machine's
+ENV |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+TEXTS = [
+    f"text {i}: " + " ".join(["cats", "dogs", "rain", "chess"][: 1 + i % 4]) for i in range(150)
+]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    torch.manual_seed(0)
+    SentenceBert.from_config("tiny").save(path)
+    return path
+
+
+def sbert(*args, trap: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    command = (
+        [sys.executable, str(ROOT / "tests" / "crash_at.py"), *trap, "--"]
+        if trap
+        else [sys.executable, "-m", "sbert"]
+    )
+    return subprocess.run(
+        [*command, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300
+    )
+
+
+def rows(folder: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(p) for p in sorted(folder.glob("shard-*.parquet")))
+
+
+def test_ray_actors_finish_a_killed_run_and_match_a_local_one(model_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "emb"
+    common = ["embed", "--model", model_dir, "--corpus", corpus, "--shard-size", 40,
+              "--batch-size", 8]  # fmt: skip
+    args = [*common, "--out", out]
+    killed = sbert(*args, trap=("sbert.inference.embed:atomic_write_bytes", "1", "kill",
+                                "shard-000001"))  # fmt: skip
+    assert killed.returncode == -9
+    assert [p.name for p in (tmp_path / ".emb.partial").glob("shard-*")] == ["shard-000000.parquet"]
+    # The rest on a Ray started here: 2 actors of 1 CPU each share the 3 shards left.
+    done = sbert(*args, "--ray", "--actors", 2, "--cpus-per-actor", 1)
+    assert done.returncode == 0, done.stderr
+    assert "resuming: 40 of 150 texts" in done.stderr and "on Ray (local)" in done.stdout
+    assert not (tmp_path / ".emb.partial").exists()
+    local = tmp_path / "local"
+    assert cli.main([str(a) for a in [*common, "--out", local]]) == 0
+    ray_rows, local_rows = rows(out), rows(local)
+    assert ray_rows.column("id").to_pylist() == list(range(len(TEXTS)))
+    assert ray_rows.column("text").to_pylist() == local_rows.column("text").to_pylist() == TEXTS
+    vectors = [np.stack(t.column("vector").to_numpy(zero_copy_only=False))
+               for t in (ray_rows, local_rows)]  # fmt: skip
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6, rtol=0)
+    a, b = (json.loads((f / "embedding.json").read_text()) for f in (out, local))
+    assert a == b
+
+
+def test_an_address_that_does_not_answer_is_one_line(model_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    for address in ("127.0.0.1:1", "auto"):
+        done = sbert("embed", "--model", model_dir, "--corpus", corpus, "--out", tmp_path / "emb",
+                     "--ray", address)  # fmt: skip
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        lines = [x for x in done.stderr.splitlines() if x.strip()]
+        assert len(lines) == 1 and f"--ray {address}" in lines[0], done.stderr
+    # An actor pool the cluster cannot place (Ray would wait for it forever): no GPU here.
+    done = sbert("embed", "--model", model_dir, "--corpus", corpus, "--out", tmp_path / "emb",
+                 "--ray", "--gpus-per-actor", 1)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "needs 2 GPUs" in lines[0], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
