@@ -1,9 +1,11 @@
-"""Embedding and storage at scale, through the real commands (sbert.cli.main in this process).
+"""Embedding and storage at scale, through the real commands.
 
-1. `sbert embed` throughput on real sentences (STS-B dev, both sides, 3,000) with
-   all-MiniLM-L6-v2: in this process (torch's threads = the cores) beside `--ray` (a Ray
-   started here, `--actors` actors of one CPU each); wall time of the whole command, Ray's
-   start included, and sentences/s.
+1. `sbert embed` throughput on real sentences (STS-B dev, both sides, repeated to
+   `--sentences`) with all-MiniLM-L6-v2, each run a whole `python -m sbert embed` process: in
+   process (torch's threads = the cores) beside `--ray` (a Ray started by the command,
+   `--actors` actors of one CPU each). Each mode also embeds 64 sentences: what it costs to
+   start (imports; for Ray its start and the model loaded in every actor); the difference
+   gives the steady rate, whose ratio is Ray's overhead once it runs.
 2. A synthetic corpus of `--n` 384-d unit vectors (clustered: 1,000 random centres plus noise,
    as in bench/search.py) written as an embedding folder by `sbert embed`'s own writer, then
    `sbert index --vectors` into the numpy index and into a LanceDB store (IVF-PQ): build time;
@@ -11,7 +13,8 @@
    the numpy index's exact top-10, for LanceDB exact (bypass_vector_index) and approximate at
    several nprobes (refine_factor 10).
 
-    python bench/embed.py [--n 1000000] [--queries 100] [--actors 2] [--skip-throughput]
+    python bench/embed.py [--n 1000000] [--queries 100] [--actors 2] [--sentences 24000]
+                          [--skip-throughput] [--skip-stores]
                           [--dir DIR [--reuse]]
 """
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,19 +50,36 @@ def cli(*args) -> None:
         raise SystemExit(f"sbert {args[0]} failed ({code})")
 
 
-def bench_throughput(folder: Path, actors: int) -> None:
-    sentences = list(dict.fromkeys(sts_sentences()))
-    corpus = folder / "sts.txt"
+def embed_seconds(corpus: Path, out: Path, extra: list) -> float:
+    """Wall time of one `sbert embed` process, from launch to exit."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "sbert", "embed", "--model", "all-MiniLM-L6-v2",
+               "--corpus", corpus, "--out", out, *extra]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run([str(c) for c in command], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def bench_throughput(folder: Path, actors: int, count: int) -> None:
+    """Each mode on 64 sentences (what it costs to start: imports, Ray, loading the model in
+    every actor) and on `count`; the difference gives the steady rate."""
+    sentences = sts_sentences()
+    sentences = (sentences * (count // len(sentences) + 1))[:count]
+    corpus, small = folder / "corpus.txt", folder / "small.txt"
     corpus.write_text("\n".join(sentences) + "\n")
-    print(f"\n## sbert embed: {len(sentences)} STS-B dev sentences, all-MiniLM-L6-v2")
+    small.write_text("\n".join(sentences[:64]) + "\n")
+    print(f"\n## sbert embed: {count:,} STS-B dev sentences (repeated), all-MiniLM-L6-v2")
+    print(f"{'':34s} {'whole':>8s} {'sent/s':>7s} {'start-up':>9s} {'steady sent/s':>14s}")
+    rates = {}
     for name, extra in [("in process", []),
                         (f"--ray (local, {actors} actors x 1 CPU)",
                          ["--ray", "--actors", actors, "--cpus-per-actor", 1])]:  # fmt: skip
-        out = folder / "emb"
-        shutil.rmtree(out, ignore_errors=True)
-        seconds, _ = timed(lambda e=extra, o=out: cli(
-            "embed", "--corpus", corpus, "--out", o, "--shard-size", 1000, *e))  # fmt: skip
-        print(f"{name:40s} {seconds:7.1f} s  {len(sentences) / seconds:7.0f} sentences/s")
+        fixed = embed_seconds(small, folder / "emb", extra)
+        whole = embed_seconds(corpus, folder / "emb", extra)
+        rates[name] = steady = (count - 64) / (whole - fixed)
+        print(f"{name:34s} {whole:7.1f}s {count / whole:7.0f} {fixed:8.1f}s {steady:14.0f}")
+    local, ray = rates.values()
+    print(f"Ray's steady rate against in process: {ray / local:.2f}x")
 
 
 def synthetic_embedding(folder: Path, n: int) -> tuple[Path, np.ndarray]:
@@ -127,6 +149,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=24_000, help="embedded in each mode")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-stores", action="store_true")
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed)")
@@ -139,7 +162,7 @@ def main() -> None:
     folder = Path(args.dir or tempfile.mkdtemp(prefix="sbert-bench-embed-"))
     try:
         if not args.skip_throughput:
-            bench_throughput(folder, args.actors)
+            bench_throughput(folder, args.actors, args.sentences)
         if not args.skip_stores:
             bench_stores(folder, args.n, args.queries, args.reuse)
     finally:

@@ -1,11 +1,14 @@
-"""`sbert embed --ray`: a local Ray's actors finish what a killed local run left, and the
-folder equals a local run's (same rows, vectors within 1e-6); an address that does not answer,
-or an actor pool the cluster cannot place, is one line, exit 2, nothing written."""
+"""`sbert embed --ray`: a local Ray's actors finish what a killed local run left, a run whose
+Ray driver was killed is finished by a rerun, and each folder equals an uninterrupted local
+run's (same rows, vectors within 1e-6); an address that does not answer, or an actor pool the
+cluster cannot place, is one line, exit 2, nothing written."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,14 +42,30 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def sbert(*args, trap: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`sbert ARGS` in its own session; with `trap`, killed where crash_at.py is told to, and
+    then whatever it started (a local Ray's processes outlive a killed driver) killed too."""
     command = (
         [sys.executable, str(ROOT / "tests" / "crash_at.py"), *trap, "--"]
         if trap
         else [sys.executable, "-m", "sbert"]
     )
-    return subprocess.run(
-        [*command, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300
-    )
+    process = subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+                               start_new_session=True)  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=300)
+    finally:
+        kill_session(process.pid)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def kill_session(sid: int) -> None:
+    ps = subprocess.run(["ps", "-eo", "sid=,pid="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        session, pid = map(int, line.split())
+        if session == sid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def rows(folder: Path) -> pa.Table:
@@ -79,6 +98,30 @@ def test_ray_actors_finish_a_killed_run_and_match_a_local_one(model_dir, tmp_pat
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6, rtol=0)
     a, b = (json.loads((f / "embedding.json").read_text()) for f in (out, local))
     assert a == b
+
+
+def test_a_killed_ray_driver_is_finished_by_a_rerun(model_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    common = ["embed", "--model", model_dir, "--corpus", corpus, "--shard-size", 40,
+              "--batch-size", 8]  # fmt: skip
+    out = tmp_path / "emb"
+    ray = [*common, "--out", out, "--ray", "--actors", 2, "--cpus-per-actor", 1]
+    killed = sbert(*ray, trap=("sbert.inference.embed:atomic_write_bytes", "1", "kill",
+                               "shard-000002"))  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    kept = sorted(p.name for p in (tmp_path / ".emb.partial").glob("shard-*"))
+    assert kept and "shard-000002.parquet" not in kept
+    done = sbert(*common, "--out", out)  # the rest here: the driver writes shards either way
+    assert done.returncode == 0, done.stderr
+    assert f"resuming: {40 * len(kept)} of 150 texts" in done.stderr
+    local = tmp_path / "local"
+    assert cli.main([str(a) for a in [*common, "--out", local]]) == 0
+    assert rows(out).column("id").to_pylist() == list(range(len(TEXTS)))
+    assert rows(out).column("text").to_pylist() == TEXTS
+    vectors = [np.stack(rows(f).column("vector").to_numpy(zero_copy_only=False))
+               for f in (out, local)]  # fmt: skip
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6, rtol=0)
 
 
 def test_an_address_that_does_not_answer_is_one_line(model_dir, tmp_path):
