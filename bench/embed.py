@@ -8,7 +8,8 @@
    gives the steady rate, whose ratio is Ray's overhead once it runs.
 2. A synthetic corpus of `--n` 384-d unit vectors (clustered: 1,000 random centres plus noise,
    as in bench/search.py) written as an embedding folder by `sbert embed`'s own writer, then
-   `sbert index --vectors` into the numpy index and into a LanceDB store (IVF-PQ): build time;
+   `sbert index --vectors` into the numpy index, our FAISS HNSW index (`--approximate`) and a
+   LanceDB store (IVF-PQ): build time;
    single-query latency (median of `--queries` queries, one at a time) and recall@10 against
    the numpy index's exact top-10, for LanceDB exact (bypass_vector_index) and approximate at
    several nprobes (refine_factor 10).
@@ -108,30 +109,40 @@ def bench_stores(folder: Path, n: int, queries: int, reuse: bool = False) -> Non
     from sbert.inference.stores import open_index
 
     print(f"\n## {n:,} synthetic 384-d vectors: sbert index --vectors, numpy index and LanceDB")
-    if reuse and (folder / "st").is_dir():  # the folders of an earlier run with --dir: search only
+    builds = {"numpy": (folder / "ix", ["--store", "numpy"]),
+              "lancedb": (folder / "st", ["--store", "lancedb"]),
+              "FAISS HNSW": (folder / "hnsw", ["--approximate"])}  # fmt: skip
+    if reuse and (folder / "vectors").is_dir():  # an earlier run's folders (--dir): build what
         centres = np.random.default_rng(0).standard_normal((1000, 384)).astype(np.float32)
-        query_vectors = clustered(1000, 384, 2, centres)
+        query_vectors = clustered(1000, 384, 2, centres)  # is missing, then search
+        emb = folder / "vectors"
     else:
         emb, query_vectors = synthetic_embedding(folder, n)
-        for store, out in (("numpy", folder / "ix"), ("lancedb", folder / "st")):
-            seconds, _ = timed(lambda s=store, o=out: cli(
-                "index", "--vectors", emb, "--out", o, "--store", s))  # fmt: skip
-            print(f"build {store:8s} {seconds:7.1f} s")
+    for name, (out, flags) in builds.items():
+        if not out.is_dir():
+            seconds, _ = timed(lambda o=out, f=flags: cli(
+                "index", "--vectors", emb, "--out", o, *f))  # fmt: skip
+            print(f"build {name:10s} {seconds:7.1f} s")
     query_vectors = query_vectors[:queries]
     index = open_index(folder / "ix", None)
     truth = index.search_vectors(query_vectors, K)[1]
 
-    def latency(searcher, m: int | None = None) -> tuple[float, float]:
-        searcher.search_vectors(query_vectors[:1], K)  # warm-up
+    def latency(searcher, m: int | None = None, **options) -> tuple[float, float]:
+        searcher.search_vectors(query_vectors[:1], K, **options)  # warm-up
         times, ids = [], []
         for q in query_vectors[:m]:
-            t, (_, i) = timed(lambda q=q: searcher.search_vectors(q[None], K))
+            t, (_, i) = timed(lambda q=q: searcher.search_vectors(q[None], K, **options))
             times.append(t)
             ids.append(i[0])
         return 1000 * float(np.median(times)), recall(np.array(ids), truth[:m])
 
     ms, r = latency(index)
     print(f"{'numpy exact (fp32 scan)':40s} {ms:8.1f} ms/query  recall@10 {r:.3f}")
+    hnsw = open_index(folder / "hnsw", None)
+    for ef in (64, 128, 256):
+        ms, r = latency(hnsw, ef_search=ef)
+        name = f"FAISS HNSW (M 32), ef_search {ef}"
+        print(f"{name:40s} {ms:8.1f} ms/query  recall@10 {r:.3f}")
     store = open_index(folder / "st", None, exact=True)
     print(f"LanceDB ANN settings: {store.info['ann']}")
     ms, r = latency(store, 20)  # a full scan a query: 20 queries say enough

@@ -94,32 +94,35 @@ def run(o: Options) -> None:
 
 
 def _read_vectors(o: Options):
-    """An embedding folder's rows, with texts, and the model (the one that embedded them)."""
+    """An embedding folder's embedding.json, checked, and the model (the one that embedded
+    the vectors); the shards are read by the caller."""
     import os
 
     from sbert.errors import ConfigError
-    from sbert.inference.embed import check_fingerprint, read_embedding
+    from sbert.inference.embed import check_fingerprint, read_embedding_info
     from sbert.inference.load import load
 
-    embedding = read_embedding(o.vectors)  # the files first: cheap, and what goes wrong
-    if embedding.texts is None:
+    info = read_embedding_info(o.vectors)  # the files first: cheap, and what goes wrong
+    if not info["with_text"]:
         raise ConfigError(
             f"{o.vectors}: embedded with --no-text: an index answers with texts; embed again "
             f"without --no-text"
         )
     model = load(o.model)
-    check_fingerprint(embedding, model, o.vectors)
-    corpus = {**embedding.info.get("corpus", {}), "vectors": os.path.realpath(o.vectors)}
+    check_fingerprint(info, model, o.vectors)
+    corpus = {**info.get("corpus", {}), "vectors": os.path.realpath(o.vectors)}
     if isinstance(corpus.get("path"), str):  # recorded relative to the embedding folder
         corpus["path"] = os.path.realpath(os.path.join(o.vectors, corpus["path"]))
-    return embedding, model, corpus
+    return info, model, corpus
 
 
 def _from_vectors(o: Options, out: Path):
     """The index of an embedding folder's vectors: the model must be the one that embedded them."""
+    from sbert.inference.embed import read_embedding
     from sbert.inference.index import Index
 
-    embedding, model, corpus = _read_vectors(o)
+    info, model, corpus = _read_vectors(o)
+    embedding = read_embedding(o.vectors, info)  # in memory: the numpy index holds them all
     index = Index.from_vectors(
         model, embedding.vectors, embedding.texts, precision=o.precision,
         approximate=o.approximate, corpus=corpus, show_progress_bar=on_terminal(),
@@ -129,9 +132,12 @@ def _from_vectors(o: Options, out: Path):
 
 
 def _store_from_vectors(o: Options, out: Path):
-    """A LanceDB store of an embedding folder's vectors (sbert/inference/stores.py)."""
+    """A LanceDB store of an embedding folder's vectors (sbert/inference/stores.py), built
+    shard by shard: the corpus need not fit in memory."""
+    from sbert.inference.embed import embedding_shards
     from sbert.inference.stores import LanceStore, lancedb
 
     lancedb()  # one line naming the install, before reading the vectors
-    embedding, model, corpus = _read_vectors(o)
-    return LanceStore.build(out, model, embedding.vectors, embedding.texts, corpus=corpus)
+    info, model, corpus = _read_vectors(o)
+    rows = embedding_shards(o.vectors, info)
+    return LanceStore.build(out, model, rows, info["count"], info["dim"], corpus=corpus)

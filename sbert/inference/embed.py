@@ -85,10 +85,6 @@ class Embedding:
     vectors: np.ndarray
     info: dict
 
-    @property
-    def fingerprint(self) -> str:
-        return self.info["model"]["fingerprint"]
-
 
 # ---------------------------------------------------------------------------------------------
 # Writing
@@ -312,9 +308,10 @@ def _read_shard(path: Path, dim: int, first: int, rows: int, with_text: bool):
     return texts, vectors
 
 
-def read_embedding(path: str | Path) -> Embedding:
-    """Read an embedding folder from `sbert embed` (checked against its manifest, then every
-    shard against embedding.json)."""
+def read_embedding_info(path: str | Path) -> dict:
+    """embedding.json of the embedding folder `path`, checked: the folder against its manifest,
+    the fields, and the shard list (in order, adding up to the row count). The shards
+    themselves are checked as they are read (embedding_shards)."""
     path = Path(path)
     if not path.is_dir() or not is_embedding(path):
         raise CheckpointError(path, f"not an embedding folder from sbert embed (no {EMBEDDING})")
@@ -325,22 +322,17 @@ def read_embedding(path: str | Path) -> Embedding:
         raise CheckpointError(path / EMBEDDING, f"unknown format {info.get('format')}")
     identity = field(info, "model", dict)
     field(identity, "fingerprint", str)
-    count, dim = field(info, "count", int, 0), field(info, "dim", int, 1)
-    with_text = field(info, "with_text", bool)
-    shards = field(info, "shards", list)
-    vectors = np.empty((count, dim), np.float32)
-    texts: list[str] | None = [] if with_text else None
+    count = field(info, "count", int, 0)
+    field(info, "dim", int, 1)
+    field(info, "with_text", bool)
     at = 0
-    for n, shard in enumerate(shards):
+    for n, shard in enumerate(field(info, "shards", list)):
         if not isinstance(shard, dict):
             raise CheckpointError(path / EMBEDDING, f"shard {n} is not a JSON object")
         file = field(shard, "file", str)
         rows = field(shard, "rows", int, 0)
         if file != shard_name(n) or field(shard, "first_id", int, 0) != at or at + rows > count:
             raise CheckpointError(path / EMBEDDING, f"shard {n} ({file}) is out of order")
-        shard_texts, vectors[at : at + rows] = _read_shard(path / file, dim, at, rows, with_text)
-        if texts is not None:
-            texts.extend(shard_texts)
         at += rows
     if at != count:
         raise CheckpointError(path / EMBEDDING, f"the shards hold {at} rows, not count {count}")
@@ -349,21 +341,44 @@ def read_embedding(path: str | Path) -> Embedding:
         found = os.path.join(os.path.realpath(path), name)
         if os.path.exists(found):
             identity["name"] = os.path.realpath(found)
-    return Embedding(np.arange(count, dtype=np.int64), texts, vectors, info)
+    return info
 
 
-def check_fingerprint(embedding: Embedding, model: Encoder, path: str | Path) -> None:
-    """Refuse a model other than the one that embedded the vectors."""
-    theirs = model_identity(model)["fingerprint"]
-    if theirs != embedding.fingerprint:
+def embedding_shards(
+    path: str | Path, info: dict
+) -> Iterator[tuple[int, list[str] | None, np.ndarray]]:
+    """Each shard's (first id, texts, vectors), in order, checked against `info`
+    (read_embedding_info): one shard in memory at a time, for stores that outgrow memory."""
+    for shard in info["shards"]:
+        first = shard["first_id"]
+        texts, vectors = _read_shard(Path(path) / shard["file"], info["dim"], first,
+                                     shard["rows"], info["with_text"])  # fmt: skip
+        yield first, texts, vectors
+
+
+def read_embedding(path: str | Path, info: dict | None = None) -> Embedding:
+    """Read an embedding folder from `sbert embed` whole (checked against its manifest, then
+    every shard against embedding.json; `info`: read_embedding_info's, if read already)."""
+    info = info if info is not None else read_embedding_info(path)
+    vectors = np.empty((info["count"], info["dim"]), np.float32)
+    texts: list[str] | None = [] if info["with_text"] else None
+    for first, shard_texts, shard_vectors in embedding_shards(path, info):
+        vectors[first : first + len(shard_vectors)] = shard_vectors
+        if texts is not None:
+            texts.extend(shard_texts)
+    return Embedding(np.arange(info["count"], dtype=np.int64), texts, vectors, info)
+
+
+def check_fingerprint(info: dict, model: Encoder, path: str | Path) -> None:
+    """Refuse a model other than the one that embedded the vectors (`info`: embedding.json)."""
+    theirs, ours = model_identity(model)["fingerprint"], info["model"]["fingerprint"]
+    if theirs != ours:
         raise CheckpointError(
             Path(path),
-            f"embedded with model {embedding.info['model'].get('name') or '?'} (fingerprint "
-            f"{embedding.fingerprint}); this model's is {theirs}: queries would be compared "
-            f"with vectors of another model",
+            f"embedded with model {info['model'].get('name') or '?'} (fingerprint {ours}); "
+            f"this model's is {theirs}: queries would be compared with vectors of another model",
         )
-    if embedding.vectors.shape[1] != model.dim:
+    if info["dim"] != model.dim:
         raise CheckpointError(
-            Path(path),
-            f"dim {embedding.vectors.shape[1]}, but the model's vectors have {model.dim}",
+            Path(path), f"dim {info['dim']}, but the model's vectors have {model.dim}"
         )

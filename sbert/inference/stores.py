@@ -26,7 +26,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,7 @@ def open_index(path: str | Path, model: Encoder | None = None, **settings) -> In
 class LanceStore:
     """A LanceDB table of unit vectors, their texts and ids, and the model that embedded them.
 
-    Build with `LanceStore.build(path, model, vectors, texts)`, open with `LanceStore.load`;
+    Build with `LanceStore.build(path, model, rows, count, dim)`, open with `LanceStore.load`;
     `search(queries, k)`, `hits(vectors, k)`, `search_vectors(vectors, k)` as `Index`.
     """
 
@@ -129,34 +129,40 @@ class LanceStore:
         cls,
         path: str | Path,
         model: Encoder,
-        vectors: np.ndarray,
-        texts: Sequence[str],
+        rows: Iterable[tuple[int, Sequence[str], np.ndarray]],
+        count: int,
+        dim: int,
         *,
         name: str | None = None,
         corpus: dict | None = None,
-        block: int = 65536,
     ) -> LanceStore:
-        """Write the store folder `path` (atomically) from normalised `vectors` of `texts`
-        (ids 0..N-1) that `model` embedded, with its IVF-PQ index when big enough."""
+        """Write the store folder `path` (atomically) from `rows`, blocks of (first id, texts,
+        normalised vectors) that `model` embedded, ids 0..count-1 in order (an embedding's
+        shards: one block in memory at a time), with its IVF-PQ index when big enough."""
         db = lancedb()
         import pyarrow as pa
 
-        path = Path(path)
-        n, dim = vectors.shape
+        path, n = Path(path), count
         if name is None:
             name = getattr(model, "source", None)
         identity = model_identity(model, name)
         schema = pa.schema([("id", pa.int64()), ("text", pa.string()),
                             ("vector", pa.list_(pa.float32(), dim))])  # fmt: skip
 
-        def batches():  # in blocks: no second copy of the whole corpus in Arrow
-            for a in range(0, n, block):
-                b = min(n, a + block)
-                flat = pa.array(np.ascontiguousarray(vectors[a:b], np.float32).reshape(-1))
+        def batches():
+            at = 0
+            for first, texts, vectors in rows:
+                b = first + len(vectors)
+                if first != at or vectors.shape[1:] != (dim,) or len(texts) != len(vectors):
+                    raise ValueError(f"rows {first}..{b - 1}: not the next block of {dim}-d rows")
+                flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
                 yield pa.RecordBatch.from_arrays(
-                    [pa.array(np.arange(a, b, dtype=np.int64)), pa.array(list(texts[a:b])),
+                    [pa.array(np.arange(first, b, dtype=np.int64)), pa.array(list(texts)),
                      pa.FixedSizeListArray.from_arrays(flat, dim)], schema=schema,
                 )  # fmt: skip
+                at = b
+            if at != n:
+                raise ValueError(f"{at} rows given, not {n}")
 
         ann = ann_settings(n, dim)
         corpus = dict(corpus or {})

@@ -79,7 +79,8 @@ def test_exact_mode_equals_the_numpy_index_and_approximate_finds_most(tmp_path):
     model = tiny(0)
     vectors, queries = clustered(6000, 32, 1), clustered(40, 32, 2)
     texts = [f"t{i}" for i in range(len(vectors))]
-    store = LanceStore.build(tmp_path / "st", model, vectors, texts)
+    blocks = [(a, texts[a : a + 2500], vectors[a : a + 2500]) for a in range(0, 6000, 2500)]
+    store = LanceStore.build(tmp_path / "st", model, blocks, len(vectors), 32)
     assert store.approximate and store.info["ann"]["num_partitions"] == 23
     index = Index(vectors, texts, {"name": None, "fingerprint": model.fingerprint()}, model)
     truth_scores, truth = index.search_vectors(queries, 10)
@@ -174,7 +175,7 @@ def test_the_server_answers_search_from_a_store(tmp_path):
     torch.manual_seed(0)
     model = MultiTaskModel(SentenceBert.from_config("tiny"), ["no", "yes"], (0.0, 5.0)).eval()
     vectors = model.encode(TEXTS, normalize=True)
-    LanceStore.build(tmp_path / "st", model, vectors, TEXTS)
+    LanceStore.build(tmp_path / "st", model, [(0, TEXTS, vectors)], len(TEXTS), model.dim)
     Index(vectors, TEXTS, {"name": None, "fingerprint": model.fingerprint()}, model).save(
         tmp_path / "ix"
     )
