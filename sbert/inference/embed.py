@@ -43,6 +43,7 @@ from sbert.inference.index import (
     check_vectors,
     model_identity,
     recorded_name,
+    texts_digest,
     work_folder,
 )
 
@@ -106,12 +107,9 @@ def shard_bytes(ids: np.ndarray, texts: list[str] | None, vectors: np.ndarray) -
 
 def work_key(texts: list[str], identity: dict, shard_size: int, with_text: bool) -> dict:
     """What a work folder's shards were embedded from, and the sha256 of each written so far."""
-    digest = hashlib.sha256()
-    for t in texts:
-        digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
     return {
         "model": identity["fingerprint"],
-        "texts": digest.hexdigest(),
+        "texts": texts_digest(texts),
         "count": len(texts),
         "shard_size": shard_size,
         "with_text": with_text,

@@ -729,15 +729,20 @@ def embed_in_chunks(
     return out
 
 
-def _work_key(texts: list[str], identity: dict, chunk_size: int) -> dict:
-    """What a work folder's chunks were embedded from (model, corpus and chunk size), and the
-    sha256 of each chunk written so far."""
+def texts_digest(texts: list[str]) -> str:
+    """sha256 of a corpus's texts in order: what a work folder records it was made from."""
     digest = hashlib.sha256()
     for t in texts:
         digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def _work_key(texts: list[str], identity: dict, chunk_size: int) -> dict:
+    """What a work folder's chunks were embedded from (model, corpus and chunk size), and the
+    sha256 of each chunk written so far."""
     return {
         "model": identity["fingerprint"],
-        "texts": digest.hexdigest(),
+        "texts": texts_digest(texts),
         "count": len(texts),
         "chunk_size": chunk_size,
         "chunks": {},
