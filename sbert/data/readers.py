@@ -596,6 +596,20 @@ def _score_range(ctx: _Ctx, fmt: str, pairs: list[Pair]) -> tuple[float, float] 
     return (0.0, 5.0)
 
 
+def _check_arguments(format: str | None, split: str | None, limit: int | None) -> str | None:
+    """Refuse an unknown format or split and a limit that is not a positive integer; the
+    split in upper case."""
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"unknown data format {format!r}; expected one of {', '.join(FORMATS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    if split is not None:
+        if not isinstance(split, str) or split.upper() not in SICK_SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SICK_SPLITS)}")
+        split = split.upper()
+    return split
+
+
 def read_pairs(
     path: str | os.PathLike[str],
     format: str | None = None,
@@ -617,14 +631,7 @@ def read_pairs(
         ConfigError: an unknown format or split, a split for a non-SICK file, a bad limit, a
             column mapping for a format without columns, a Parquet file without pyarrow.
     """
-    if format is not None and format not in FORMATS:
-        raise ConfigError(f"unknown data format {format!r}; expected one of {', '.join(FORMATS)}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
-    if split is not None:
-        if not isinstance(split, str) or split.upper() not in SICK_SPLITS:
-            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SICK_SPLITS)}")
-        split = split.upper()
+    split = _check_arguments(format, split, limit)
     _check_path(path)
     fmt = format or detect_format(path, columns)
     if split is not None and fmt != "sick":
@@ -643,17 +650,16 @@ def read_pairs(
         reader = _READERS[fmt](ctx, _lines(path), split)
     rows = list(islice(reader, limit))
     pairs = [pair for pair, _ in rows]
+    unlabelled = "gold_label '-'" if fmt == "nli" else "no gold label ('-', or -1)"
     if not pairs:
         if ctx.rows == 0:
             why = "only a header" if ctx.header else "the file is empty"
         elif split is not None:
             why = f"no row has SemEval_set {split}"
         else:
-            unlabelled = "gold_label '-'" if fmt == "nli" else "no gold label ('-', or -1)"
             why = f"all {ctx.skipped} rows have {unlabelled}"
         raise DataError(path, None, f"no sentence pairs: {why}")
     repaired = sum(fixed for _, fixed in rows)
-    unlabelled = "gold_label '-'" if fmt == "nli" else "no gold label ('-', or -1)"
     said = [f"{ctx.skipped} rows with {unlabelled} skipped"] if ctx.skipped else []
     said += [f"{repaired} rows had control characters replaced by spaces"] if repaired else []
     if said:  # counted, and said: nothing is left out or changed silently

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -199,45 +200,59 @@ def embed_corpus(
                     _local_shards, model, texts, starts, rows_of, batch_size, device
                 )
             for s, vectors in shards(todo, bar):
-                a = starts[s]
-                if vectors.shape != (rows_of[s], model.dim):
-                    raise SbertError(f"shard {s}: got vectors {vectors.shape}, expected "
-                                     f"{(rows_of[s], model.dim)}")  # fmt: skip
-                check_vectors(vectors, a, model)
-                data = shard_bytes(
-                    np.arange(a, a + rows_of[s]), texts[a : a + rows_of[s]] if with_text else None,
-                    vectors,
-                )  # fmt: skip
-                atomic_write_bytes(work / shard_name(s), data)
-                key["shards"][shard_name(s)] = hashlib.sha256(data).hexdigest()
-                atomic_write_bytes(work / "progress.json", json.dumps(key).encode())
-        missing = [s for s in range(len(starts)) if shard_name(s) not in key["shards"]]
-        if missing:  # never a folder with holes
-            raise SbertError(f"shards {missing[:5]} were not embedded; run again to finish")
-        info = {
-            "format": FORMAT,
-            "model": {**identity, "name": recorded_name(identity["name"], out)},
-            "dim": model.dim,
-            "normalized": True,
-            "dtype": "float32",
-            "count": n,
-            "with_text": with_text,
-            "corpus": {**_relative(corpus or {}, out), "sha256": key["texts"]},
-            "shards": [
-                {"file": shard_name(s), "first_id": a, "rows": rows_of[s]}
-                for s, a in enumerate(starts)
-            ],  # fmt: skip
-        }
-        with atomic_dir(out) as tmp:
-            for s in range(len(starts)):
-                try:  # the finished shards move over without a copy
-                    os.link(work / shard_name(s), tmp / shard_name(s))
-                except OSError:
-                    import shutil
-
-                    shutil.copyfile(work / shard_name(s), tmp / shard_name(s))
-            (tmp / EMBEDDING).write_text(json.dumps(info, indent=2))
+                a, b = starts[s], starts[s] + rows_of[s]
+                _write_shard(work, key, s, a, texts[a:b] if with_text else None, vectors, model)
+        info = _embedding_info(key, identity, model.dim, out, corpus or {})
+        _publish(work, out, info, key)
     return info
+
+
+def _write_shard(work: Path, key: dict, s: int, first: int, texts: list[str] | None,
+                 vectors: np.ndarray, model: Encoder) -> None:  # fmt: skip
+    """Check shard `s`'s vectors, write it atomically into the work folder and record its
+    sha256 in progress.json (after the shard: a shard written but not recorded is redone)."""
+    rows = min(key["shard_size"], key["count"] - first)
+    if vectors.shape != (rows, model.dim):
+        raise SbertError(f"shard {s}: got vectors {vectors.shape}, expected {(rows, model.dim)}")
+    check_vectors(vectors, first, model)
+    data = shard_bytes(np.arange(first, first + rows), texts, vectors)
+    atomic_write_bytes(work / shard_name(s), data)
+    key["shards"][shard_name(s)] = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(work / "progress.json", json.dumps(key).encode())
+
+
+def _embedding_info(key: dict, identity: dict, dim: int, out: Path, corpus: dict) -> dict:
+    """embedding.json of a finished embedding (`key`: its work folder's record)."""
+    n, size = key["count"], key["shard_size"]
+    return {
+        "format": FORMAT,
+        "model": {**identity, "name": recorded_name(identity["name"], out)},
+        "dim": dim,
+        "normalized": True,
+        "dtype": "float32",
+        "count": n,
+        "with_text": key["with_text"],
+        "corpus": {**_relative(corpus, out), "sha256": key["texts"]},
+        "shards": [
+            {"file": shard_name(s), "first_id": a, "rows": min(size, n - a)}
+            for s, a in enumerate(range(0, n, size))
+        ],  # fmt: skip
+    }
+
+
+def _publish(work: Path, out: Path, info: dict, key: dict) -> None:
+    """The finished shards and embedding.json swapped in at `out` as one folder; refused if
+    a shard is not recorded as written (never a folder with holes)."""
+    missing = [x["file"] for x in info["shards"] if x["file"] not in key["shards"]]
+    if missing:
+        raise SbertError(f"shards {missing[:5]} were not embedded; run again to finish")
+    with atomic_dir(out) as tmp:
+        for shard in info["shards"]:
+            try:  # the finished shards move over without a copy
+                os.link(work / shard["file"], tmp / shard["file"])
+            except OSError:
+                shutil.copyfile(work / shard["file"], tmp / shard["file"])
+        (tmp / EMBEDDING).write_text(json.dumps(info, indent=2))
 
 
 def _relative(corpus: dict, out: Path) -> dict:

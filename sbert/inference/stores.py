@@ -26,7 +26,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,26 @@ def open_index(path: str | Path, model: Encoder | None = None, **settings) -> In
     return Index.load(path, model)
 
 
+def _record_batches(rows, count: int, dim: int, schema) -> Iterator:
+    """Arrow record batches of blocks of (first id, texts, vectors), checked to be the ids
+    0..count-1 in order, one block at a time."""
+    import pyarrow as pa
+
+    at = 0
+    for first, texts, vectors in rows:
+        b = first + len(vectors)
+        if first != at or vectors.shape[1:] != (dim,) or len(texts) != len(vectors):
+            raise ValueError(f"rows {first}..{b - 1}: not the next block of {dim}-d rows")
+        flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(np.arange(first, b, dtype=np.int64)), pa.array(list(texts)),
+             pa.FixedSizeListArray.from_arrays(flat, dim)], schema=schema,
+        )  # fmt: skip
+        at = b
+    if at != count:
+        raise ValueError(f"{at} rows given, not {count}")
+
+
 class LanceStore:
     """A LanceDB table of unit vectors, their texts and ids, and the model that embedded them.
 
@@ -149,25 +169,12 @@ class LanceStore:
         schema = pa.schema([("id", pa.int64()), ("text", pa.string()),
                             ("vector", pa.list_(pa.float32(), dim))])  # fmt: skip
 
-        def batches():
-            at = 0
-            for first, texts, vectors in rows:
-                b = first + len(vectors)
-                if first != at or vectors.shape[1:] != (dim,) or len(texts) != len(vectors):
-                    raise ValueError(f"rows {first}..{b - 1}: not the next block of {dim}-d rows")
-                flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(np.arange(first, b, dtype=np.int64)), pa.array(list(texts)),
-                     pa.FixedSizeListArray.from_arrays(flat, dim)], schema=schema,
-                )  # fmt: skip
-                at = b
-            if at != n:
-                raise ValueError(f"{at} rows given, not {n}")
-
         ann = ann_settings(n, dim)
         corpus = dict(corpus or {})
         with atomic_dir(path) as tmp:
-            table = db.connect(tmp / FOLDER).create_table(TABLE, data=batches(), schema=schema)
+            table = db.connect(tmp / FOLDER).create_table(
+                TABLE, data=_record_batches(rows, n, dim, schema), schema=schema
+            )
             if ann is not None:
                 from lancedb.index import IvfPq
 
