@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from sbert import SentenceBert, cli
+from sbert import cli
 
 pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
@@ -34,11 +33,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    torch.manual_seed(0)
-    SentenceBert.from_config("tiny").save(path)
-    return path
+def model_dir(tiny) -> Path:
+    """The session's tiny model folder (conftest), read only."""
+    return tiny
 
 
 def sbert(*args, trap: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

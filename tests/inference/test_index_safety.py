@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import sbert
 from sbert import SentenceBert, cli
@@ -37,11 +36,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    torch.manual_seed(0)
-    SentenceBert.from_config("tiny").save(path)
-    return path
+def model_dir(tiny) -> Path:
+    """The session's tiny model folder (conftest), read only."""
+    return tiny
 
 
 @pytest.fixture
