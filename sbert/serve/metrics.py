@@ -1,6 +1,6 @@
-"""Prometheus metrics of one server: requests by route and status, latency, queue depth, batch
-sizes in sentences and tokens, and model time. One registry per app, so that several apps (tests)
-do not share counters."""
+"""Prometheus metrics of one server: requests by route and status, latency, requests in flight,
+queue depth, batch sizes in sentences and tokens, and model time. One registry per app, so that
+several apps (tests) do not share counters."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ LATENCY = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
 
 
 class Metrics:
-    def __init__(self, queue_depth) -> None:
+    def __init__(self, queue_depth, in_flight) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("sbert_requests", "HTTP requests", ["route", "status"], registry=r)
@@ -20,6 +20,9 @@ class Metrics:
                                  buckets=LATENCY, registry=r)  # fmt: skip
         self.queue = Gauge("sbert_queue_depth", "texts waiting for a batch", registry=r)
         self.queue.set_function(queue_depth)
+        self.in_flight = Gauge("sbert_requests_in_flight", "inference requests waiting or running",
+                               registry=r)  # fmt: skip
+        self.in_flight.set_function(in_flight)
         self.batch_sentences = Histogram(
             "sbert_batch_sentences", "sentences per model call",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,

@@ -64,7 +64,7 @@ def serve(config: ServeConfig, encoder: Encoder, device=None) -> None:
 
 
 def build_state(config: ServeConfig, encoder: Encoder, device=None) -> ServerState:
-    metrics = Metrics(lambda: batcher.depth)
+    metrics = Metrics(lambda: batcher.depth, lambda: state.in_flight)
     batcher = Batcher(
         encoder, config.max_batch_tokens, config.max_batch_size, metrics.batch, device
     )
@@ -74,9 +74,10 @@ def build_state(config: ServeConfig, encoder: Encoder, device=None) -> ServerSta
 
         index = open_index(config.index, encoder)  # its fingerprint must match the model's
     name = Path(config.model).name if Path(config.model).is_dir() else config.model
-    return ServerState(
+    state = ServerState(
         encoder, name, encoder.fingerprint(), config, batcher, metrics, index, api_key(config)
     )
+    return state
 
 
 def api_key(config: ServeConfig) -> str | None:

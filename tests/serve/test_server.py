@@ -206,13 +206,23 @@ def test_a_flood_gets_429s_no_5xx_and_bounded_memory(folders):
         assert rss_kib(process.pid) - before < 200 * 1024
 
 
+def admitted(metrics: str) -> float:
+    """/embed requests the server has taken: those in flight plus those answered 200."""
+    wanted = ("sbert_requests_in_flight ", 'sbert_requests_total{route="/embed",status="200"} ')
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(wanted))
+
+
 def test_sigterm_answers_what_is_in_flight_then_exits_0(folders):
     with server("--model", str(folders["model"])) as (url, process):
 
         async def in_flight() -> list[httpx.Response]:
             bodies = [{"inputs": [text(i * 32 + j) for j in range(32)]} for i in range(12)]
             sent = asyncio.ensure_future(flood(url, bodies))
-            await asyncio.sleep(0.5)  # the requests are queued or running
+            async with httpx.AsyncClient(base_url=url) as client:
+                for _ in range(3000):  # until all 12 are queued, running or answered (30 s)
+                    if admitted((await client.get("/metrics")).text) == 12:
+                        break
+                    await asyncio.sleep(0.01)
             process.send_signal(signal.SIGTERM)
             return await sent
 
