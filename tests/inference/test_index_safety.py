@@ -146,15 +146,16 @@ def test_planted_chunks_are_never_stitched_into_the_index(model_dir, corpus, tmp
     assert "is not the chunk this work folder recorded" in line, line
 
 
-# Runs `sbert index` with its build slowed down, so that a second run arrives while it works.
+# Runs `sbert index`, holding its build until the test says "go" on stdin, so that a second run
+# arrives while it works however slowly the machine starts processes.
 SLOW_FIRST_RUN = r"""
-import sys, time
+import sys
 from sbert import cli
 from sbert.inference import index
 build = index.Index.build.__func__
 def slow(cls, *args, **kwargs):
     print("building", flush=True)
-    time.sleep(8)
+    sys.stdin.readline()
     return build(cls, *args, **kwargs)
 index.Index.build = classmethod(slow)
 sys.exit(cli.main(sys.argv[1:]))
@@ -167,13 +168,16 @@ def test_two_runs_on_one_index_the_second_refuses(model_dir, corpus, tmp_path):
     out = tmp_path / "ix"
     first = subprocess.Popen(
         [sys.executable, "-c", SLOW_FIRST_RUN, *index_args(model_dir, corpus, out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=ENV, cwd=ROOT,
     )  # fmt: skip
     assert first.stdout.readline().strip() == "building"  # it holds the lock now
     second = subprocess.run(
         [sys.executable, "-m", "sbert", *index_args(model_dir, other, out)],
         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300,
     )  # fmt: skip
+    first.stdin.write("go\n")
+    first.stdin.close()
     assert first.wait(300) == 0, first.stderr.read()
     assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
     assert f"another sbert index (process {first.pid}) is writing this output" in second.stderr
