@@ -120,11 +120,8 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or usable_cpus()
         options.inter_op_num_threads = 1  # one graph, run op after op: threads inside the ops
-        # Idle intra-op threads sleep instead of spinning for work. Spinning burns the cores a
-        # server's event loop and other processes need: on the 2-core development machine
-        # (2026-12-02, other jobs running) turning it off took the int8 export from 298-312 to
-        # 454-492 sentences/s at batch 32 and halved the server's CPU a request (docs/serving.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        for key, value in spinning(onnxruntime.__version__).items():
+            options.add_session_config_entry(key, value)
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         try:
             session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
@@ -163,10 +160,11 @@ class OnnxEncoder:
             out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
         return out[0] if single else out
 
-    def _pad(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
-        """input_ids and attention_mask (B, T) int64, padded to the batch's longest, written
-        into one buffer kept between calls (contiguous views: no copy on the runtime's side)."""
-        batch, length = len(ids), max(map(len, ids))
+    def _pad(self, ids: list[list[int]], length: int | None = None) -> dict[str, np.ndarray]:
+        """input_ids and attention_mask (B, T) int64, padded to the batch's longest (or to
+        `length`), written into one buffer kept between calls (contiguous views: no copy on the
+        runtime's side)."""
+        batch, length = len(ids), length or max(map(len, ids))
         size = batch * length
         if self._inputs.size < 2 * size:
             self._inputs = np.empty(2 * size, dtype=np.int64)
@@ -182,6 +180,20 @@ class OnnxEncoder:
     def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The sentence vectors (B, H) of one padded batch."""
         return self.session.run([SENTENCE_OUTPUT], batch)[0]
+
+
+def spinning(version: str) -> dict[str, str]:
+    """How idle intra-op threads wait for work. Spinning for ONNX Runtime's default time burns
+    the cores a server's event loop and other processes need: on the 2-core development machine
+    (2026-12-02, other jobs running) it took the int8 export from 454-492 to 298-312 sentences/s
+    at batch 32 and doubled the server's CPU a request (docs/performance.md). Never spinning
+    costs a thread wake-up at every op instead: one sentence took 3.2-4.1 ms where spinning for
+    at most 50 us (ONNX Runtime 1.26 and later) took 2.4-3.3 ms, for the same CPU time a call
+    and the same speed at batch 32 (quiet machine, int8 export; docs/performance.md)."""
+    major, minor = (int(part) for part in version.split(".")[:2])
+    if (major, minor) < (1, 26):  # no bound on the spin: do not spin
+        return {"session.intra_op.allow_spinning": "0"}
+    return {"session.intra_op.allow_spinning": "1", "session.intra_op.spin_duration_us": "50"}
 
 
 def read_export(folder: str | Path) -> tuple[Path, WordPiece, dict, Heads]:
