@@ -121,6 +121,10 @@ def test_openvino_exact_and_bf16_paths(openvino_export, minilm):
     reference = minilm.encode(SENTENCES, batch_size=32)
     fp32 = OpenVinoEncoder.load(openvino_export, precision="fp32")
     assert np.abs(fp32.encode(SENTENCES) - reference).max() <= 1e-5
+    # A sentence alone runs padded to a multiple of 8 tokens (fewer shapes): same vector.
+    assert fp32._pad([[101, 7592, 102]])["attention_mask"].tolist() == [[1, 1, 1] + [0] * 5]
+    alone = np.stack([fp32.encode(s) for s in SENTENCES])
+    assert np.abs(alone - reference).max() <= 1e-5
     assert fp32.exact and fp32.fingerprint() == minilm.fingerprint()
     int8 = load(openvino_export)  # the record's graph: int8
     assert int8.graph == GRAPH_OV_INT8 and int8.precision == "int8"
