@@ -20,7 +20,8 @@ request (`--seconds` each, after a warm-up), then an open-loop overload at twice
 own concurrency-64 rate for `--overload-seconds`. Printed per point: sentences/s, sentences per
 second of the server's own CPU time (the machine is shared with this load generator), p50/p90/
 p99 latency, answers by status, and for the overload the server's peak RSS growth. For
-concurrency 1, the in-process latency of one `encode` call of the same model and runtime.
+concurrency 1 of our servers, in alternating blocks over the same sentences: one sentence over
+HTTP against one `encode` call of the same model and runtime in this process.
 
     python bench/serve.py [--servers sbert-int8,sbert-torch,plain] [--seconds 15]
                           [--infinity /path/to/venv/bin/python] [--infinity-engine optimum]
@@ -60,6 +61,7 @@ class Server:
     body: callable  # texts -> JSON body
     vectors: callable  # JSON answer -> list of vectors
     reference: str  # whose in-process vectors its answers must equal: "st" or "int8"
+    model: str | None = None  # ours: what `sbert.load` loads, for the in-process comparison
     process: subprocess.Popen | None = None
 
 
@@ -91,9 +93,15 @@ def servers(args, port: int, export: Path) -> dict[str, Server]:
     plain = [sys.executable, str(ROOT / "bench" / "plain_server.py"), model, str(port)]
     out = {
         "sbert-int8": Server(
-            "sbert-int8", [*sbert, "--model", str(export)], **tei, reference="int8"
+            "sbert-int8",
+            [*sbert, "--model", str(export)],
+            **tei,
+            reference="int8",
+            model=str(export),
         ),
-        "sbert-torch": Server("sbert-torch", [*sbert, "--model", model], **tei, reference="st"),
+        "sbert-torch": Server(
+            "sbert-torch", [*sbert, "--model", model], **tei, reference="st", model=model
+        ),
         "plain": Server("plain", plain, **tei, reference="st"),
     }
     if args.infinity:
@@ -156,6 +164,21 @@ class Load:
         cosine = (vectors * want).sum(1) / np.linalg.norm(vectors, axis=1)
         point.wrong += int((cosine < 0.999).sum())
         point.sentences += n
+
+    async def against_in_process(self, encoder, rounds: int, sentences: int) -> tuple[Point, list]:
+        """One client, one sentence a request, in blocks that alternate with `encoder.encode`
+        of the same sentences in this process (while the server idles): both latencies over
+        the same minutes of a machine whose speed drifts, and the same sentences."""
+        point, direct = Point(), []
+        async with self.session(1, 60) as session:
+            for _ in range(rounds):
+                for text in self.texts[self.next : self.next + sentences]:
+                    start = time.perf_counter()
+                    encoder.encode([text])
+                    direct.append(time.perf_counter() - start)
+                for _ in range(sentences):
+                    await self.one(session, 1, point)
+        return point, direct
 
     async def closed(self, concurrency: int, n: int, seconds: float) -> Point:
         """`concurrency` clients, each sending its next request when its answer is in."""
@@ -238,20 +261,6 @@ def row(name: str, label: str, p: Point) -> str:
     )
 
 
-def in_process_latency(model: str, texts: list[str]) -> float:
-    """p50 ms of one `encode` call of one sentence, in this process."""
-    import sbert
-
-    encoder = sbert.load(model)
-    encoder.encode(texts[:8])
-    times = []
-    for t in texts[:200]:
-        start = time.perf_counter()
-        encoder.encode([t])
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", default="sbert-int8,sbert-torch,infinity,plain")
@@ -305,12 +314,24 @@ def main() -> None:
                 print(row(name, f"c{concurrency}x{n}", point), flush=True)
                 rate = point.sentences / point.seconds if concurrency == 64 else rate
             print(row(name, "overload", asyncio.run(load.open(2 * rate, args.overload_seconds))))
+            if server.model:
+                print(against_in_process(load, server.model), flush=True)
         finally:
             stop(server)
-    for name, model in (("sbert-int8", export), ("sbert-torch", resolve("all-MiniLM-L6-v2"))):
-        print(
-            f"in process, one sentence: {name} encode p50 {in_process_latency(model, texts):.2f} ms"
-        )
+
+
+def against_in_process(load: Load, model: str) -> str:
+    """The issue's concurrency-1 target: one sentence over HTTP against one in-process `encode`
+    of the same model and runtime, measured in alternating blocks of the same sentences."""
+    import sbert
+
+    encoder = sbert.load(model)
+    encoder.encode(load.texts[:64])  # warm
+    point, direct = asyncio.run(load.against_in_process(encoder, rounds=10, sentences=30))
+    http, alone = statistics.median(point.latencies), statistics.median(direct)
+    return (f"{load.server.name:<12} c1 vs in process, same sentences, alternating: HTTP p50 "
+            f"{http * 1000:.2f} ms, encode p50 {alone * 1000:.2f} ms: {http / alone:.2f}x"
+            f"{f' WRONG {point.wrong}' if point.wrong else ''}")  # fmt: skip
 
 
 if __name__ == "__main__":
