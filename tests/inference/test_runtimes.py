@@ -28,7 +28,7 @@ from sbert import SentenceBert, cli  # noqa: E402
 from sbert.hardware import cpu_has_native_bf16, usable_cpus  # noqa: E402
 from sbert.inference.export import GRAPH, GRAPH_INT8, GRAPH_OV_INT8, export  # noqa: E402
 from sbert.inference.load import load  # noqa: E402
-from sbert.inference.onnx_runner import OnnxEncoder  # noqa: E402
+from sbert.inference.onnx_runner import OnnxEncoder, spinning  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STS_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
@@ -194,3 +194,14 @@ def test_cli_export_format_bad_input(args, error, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and error in err[0], err
     assert not out.exists()
+
+
+def test_intra_op_threads_spin_briefly_only_where_onnx_runtime_bounds_the_spin(onnx_export):
+    assert spinning("1.23.2") == {"session.intra_op.allow_spinning": "0"}  # Python 3.10's newest
+    bounded = {"session.intra_op.allow_spinning": "1", "session.intra_op.spin_duration_us": "50"}
+    assert spinning("1.26.0") == spinning("1.32.0.dev20261101") == bounded
+    import onnxruntime
+
+    options = OnnxEncoder.load(onnx_export).session.get_session_options()
+    for key, value in spinning(onnxruntime.__version__).items():
+        assert options.get_session_config_entry(key) == value
