@@ -56,8 +56,9 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
                 f"`ray start --head`, or give --ray alone for a Ray started here"
             ) from None
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)  # its notes, not ours
-    # Ray Data's advice for small inputs ("the operator only received 1 input(s)").
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.")
+    # Ray Data's advice for small inputs ("... but the operator only received 1 input(s)"):
+    # that one message, not every warning Ray may have for the user.
+    warnings.filterwarnings("ignore", "The minimum number of concurrent actors", UserWarning)
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)

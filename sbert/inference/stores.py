@@ -162,18 +162,18 @@ class LanceStore:
         db = lancedb()
         import pyarrow as pa
 
-        path, n = Path(path), count
+        path = Path(path)
         if name is None:
             name = getattr(model, "source", None)
         identity = model_identity(model, name)
         schema = pa.schema([("id", pa.int64()), ("text", pa.string()),
                             ("vector", pa.list_(pa.float32(), dim))])  # fmt: skip
 
-        ann = ann_settings(n, dim)
+        ann = ann_settings(count, dim)
         corpus = dict(corpus or {})
         with atomic_dir(path) as tmp:
             table = db.connect(tmp / FOLDER).create_table(
-                TABLE, data=_record_batches(rows, n, dim, schema), schema=schema
+                TABLE, data=_record_batches(rows, count, dim, schema), schema=schema
             )
             if ann is not None:
                 from lancedb.index import IvfPq
@@ -188,7 +188,7 @@ class LanceStore:
                 "format": FORMAT,
                 "store": "lancedb",
                 "model": {**identity, "name": recorded_name(identity["name"], path)},
-                "count": n,
+                "count": count,
                 "dim": dim,
                 "precision": "fp32",
                 "ann": ann,
