@@ -315,12 +315,12 @@ def main() -> None:
                 rate = point.sentences / point.seconds if concurrency == 64 else rate
             print(row(name, "overload", asyncio.run(load.open(2 * rate, args.overload_seconds))))
             if server.model:
-                print(against_in_process(load, server.model), flush=True)
+                print(one_client_vs_in_process(load, server.model), flush=True)
         finally:
             stop(server)
 
 
-def against_in_process(load: Load, model: str) -> str:
+def one_client_vs_in_process(load: Load, model: str) -> str:
     """The issue's concurrency-1 target: one sentence over HTTP against one in-process `encode`
     of the same model and runtime, measured in alternating blocks of the same sentences."""
     import sbert
