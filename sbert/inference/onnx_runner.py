@@ -15,7 +15,7 @@ once and grown only when a longer batch comes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -153,12 +153,18 @@ class OnnxEncoder:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="encode", unit="batch")
-        for index in batches:
-            out[index] = self._run(self._pad([ids[i] for i in index]))
+        self._run_batches(ids, batches, out)
         if normalize:
             # As torch.nn.functional.normalize: eps keeps a zero vector finite.
             out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
         return out[0] if single else out
+
+    def _run_batches(
+        self, ids: list[list[int]], batches: Collection[list[int]], out: np.ndarray
+    ) -> None:
+        """Write each batch's vectors (`batches`: lists of indices into `ids`) into `out`."""
+        for index in batches:
+            out[index] = self._run(self._pad([ids[i] for i in index]))
 
     def _pad(self, ids: list[list[int]], length: int | None = None) -> dict[str, np.ndarray]:
         """input_ids and attention_mask (B, T) int64, padded to the batch's longest (or to

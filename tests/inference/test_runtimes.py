@@ -115,6 +115,18 @@ def test_a_vector_does_not_depend_on_its_batch(name, onnx_export, request):
     assert batch_independence(encoders[name]) >= 0.9999
 
 
+def test_openvino_runs_batches_side_by_side_each_vector_in_its_row(openvino_export):
+    from sbert.inference.openvino_runner import OpenVinoEncoder
+
+    assert OpenVinoEncoder.load(openvino_export, threads=1).streams is None  # one CPU: no sides
+    encoder = OpenVinoEncoder.load(openvino_export, threads=2)
+    alone = np.stack([encoder.encode(s) for s in SENTENCES])  # the latency request
+    assert "streams" not in vars(encoder)  # compiled at the first call with several batches
+    side_by_side = encoder.encode(SENTENCES, batch_size=4)  # 13 batches on 2 streams
+    assert encoder.streams is not None
+    assert cosines(alone, side_by_side).min() >= 0.9999
+
+
 def test_openvino_exact_and_bf16_paths(openvino_export, minilm):
     from sbert.inference.openvino_runner import OpenVinoEncoder
 
