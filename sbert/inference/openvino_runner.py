@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sbert.errors import CheckpointError, ConfigError
+from sbert.errors import CheckpointError, ConfigError, SbertError
 from sbert.fileio import inside
 from sbert.folders import EXPORT_RECORD
 from sbert.hardware import cpu_has_native_bf16, usable_cpus
@@ -142,7 +142,7 @@ class OpenVinoEncoder(OnnxEncoder):
         }
         try:  # one batch at a time, every thread on it (batches side by side: `streams`)
             latency = openvino.Core().compile_model(
-                str(path), "CPU", {**config, "PERFORMANCE_HINT": "LATENCY"}
+                str(path), "CPU", {**config, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
             )
         except Exception as e:  # OpenVINO raises its own untyped errors for bad graphs
             raise CheckpointError(path, f"OpenVINO cannot load the graph ({e})") from None
@@ -158,13 +158,24 @@ class OpenVinoEncoder(OnnxEncoder):
         if len(batches) < 2 or self.streams is None:  # (compiled at the first call with two)
             return super()._run_batches(ids, batches, out)
 
-        def done(request, index: list[int]) -> None:  # in OpenVINO's thread, rows of its own
-            out[index] = request.get_tensor(SENTENCE_OUTPUT).data
+        finished, failed = [], []
+
+        def done(request, index: list[int]) -> None:  # in OpenVINO's thread, on rows of its own
+            try:  # an exception raised out of this callback aborts the process
+                out[index] = request.get_tensor(SENTENCE_OUTPUT).data
+                finished.append(len(index))
+            except Exception as e:
+                failed.append(" ".join(str(e).split()))
 
         self.streams.set_callback(done)
         for index in batches:  # start_async copies the padded inputs (the buffer is reused)
             self.streams.start_async(self._pad([ids[i] for i in index]), index)
         self.streams.wait_all()
+        if sum(finished) != len(out):  # never rows of uninitialised memory as vectors
+            why = f": {failed[0]}" if failed else ""
+            raise SbertError(
+                f"{self.folder}: OpenVINO returned {sum(finished)} of {len(out)} vectors{why}"
+            )
 
     def _pad(self, ids: list[list[int]], length: int | None = None) -> dict[str, np.ndarray]:
         """As `OnnxEncoder._pad`, but a sentence alone is padded up to a multiple of

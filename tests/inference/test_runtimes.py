@@ -24,7 +24,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
-from sbert import SentenceBert, cli  # noqa: E402
+from sbert import SbertError, SentenceBert, cli  # noqa: E402
 from sbert.hardware import cpu_has_native_bf16, usable_cpus  # noqa: E402
 from sbert.inference.export import GRAPH, GRAPH_INT8, GRAPH_OV_INT8, export  # noqa: E402
 from sbert.inference.load import load  # noqa: E402
@@ -125,6 +125,17 @@ def test_openvino_runs_batches_side_by_side_each_vector_in_its_row(openvino_expo
     side_by_side = encoder.encode(SENTENCES, batch_size=4)  # 13 batches on 2 streams
     assert encoder.streams is not None
     assert cosines(alone, side_by_side).min() >= 0.9999
+
+
+def test_openvino_side_by_side_failure_is_an_error_not_a_crash(openvino_export, monkeypatch):
+    """A failure inside OpenVINO's callback thread would abort the process, and leave rows of
+    uninitialised memory: it is an SbertError naming the folder instead."""
+    from sbert.inference import openvino_runner
+
+    encoder = openvino_runner.OpenVinoEncoder.load(openvino_export, threads=2)
+    monkeypatch.setattr(openvino_runner, "SENTENCE_OUTPUT", "no such output")
+    with pytest.raises(SbertError, match=r"returned 0 of 50 vectors: .*no such output"):
+        encoder.encode(SENTENCES, batch_size=4)
 
 
 def test_openvino_exact_and_bf16_paths(openvino_export, minilm):
