@@ -28,19 +28,16 @@ parser.add_argument("--model")
 args = parser.parse_args()
 VECTOR = np.ones((1, 384), np.float32)
 worker = ThreadPoolExecutor(1)  # one thread, as `sbert serve`'s batcher
-
-
-def encode(texts: list[str]) -> np.ndarray:
-    return VECTOR if encoder is None else encoder.encode(texts)
-
-
+encoder = None
 if args.model:
     import sbert
 
     encoder = sbert.load(args.model)
     encoder.encode(["warm up"])
-else:
-    encoder = None
+
+
+def encode(texts: list[str]) -> np.ndarray:
+    return VECTOR if encoder is None else encoder.encode(texts)
 
 
 async def embed(request: Request) -> Response:

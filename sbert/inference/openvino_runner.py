@@ -57,16 +57,25 @@ class OpenVinoEncoder(OnnxEncoder):
 
     Args:
         request: the latency-compiled graph's one infer request: one batch on every thread.
-        config: how it was compiled (threads, precision), for the side-by-side compilation.
+        compile_config: its threads and precision, for the side-by-side compilation.
         precision: what the graph runs in: fp32, bf16 or int8 (see the module docstring).
         float_precision: the precision of the ops an int8 graph leaves in floating point.
     """
 
     def __init__(
-        self, request, config, tokenizer, record, folder, graph, heads, precision, float_precision
+        self,
+        request,
+        compile_config,
+        tokenizer,
+        record,
+        folder,
+        graph,
+        heads,
+        precision,
+        float_precision,
     ):
         super().__init__(None, tokenizer, record, folder, graph, heads)
-        self.request, self.config = request, config
+        self.request, self.compile_config = request, compile_config
         self.precision, self.float_precision = precision, float_precision
 
     @functools.cached_property
@@ -78,7 +87,7 @@ class OpenVinoEncoder(OnnxEncoder):
 
         core, path = openvino.Core(), self.folder / self.graph
         compiled = core.compile_model(
-            str(path), "CPU", {**self.config, "PERFORMANCE_HINT": "THROUGHPUT"}
+            str(path), "CPU", {**self.compile_config, "PERFORMANCE_HINT": "THROUGHPUT"}
         )
         count = compiled.get_property("NUM_STREAMS")
         return openvino.AsyncInferQueue(compiled, 2 * count) if count > 1 else None
