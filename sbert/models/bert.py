@@ -95,8 +95,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        # (B, T, 3C) -> 3 x (B, A, T, C/A)
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        # (B, T, 3C) -> 3 x (B, A, T, C/A): views, no copy. Split first, then one 4-D transpose
+        # each: the same strides as one 5-D permute, but the exported graph then has the per-head
+        # transposes OpenVINO folds into its attention kernel (sbert/inference/onnx_rewrites.py).
+        q, k, v = (
+            part.view(B, T, self.num_heads, self.head_size).transpose(1, 2)
+            for part in self.qkv(x).split(C, dim=-1)
+        )
         # mask: (B, 1, 1, T), True where a key is a real token, so padding is never attended to.
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0

@@ -128,6 +128,19 @@ def test_the_attention_softmax_has_no_nan_guard(minilm_export):
     assert ops.count("Softmax") == 6 and "IsNaN" not in ops
 
 
+def test_each_attention_transposes_its_heads_in_single_4d_steps(minilm_export):
+    """Per layer: queries, keys and values each one 4-D Transpose to heads from their own
+    Reshape, the keys one more straight to (B, A, d, T) (not torch.onnx's Reshape, Transpose,
+    Reshape), and the output one back: the form OpenVINO folds into its attention kernel.
+    Values: the parity tests above."""
+    import onnx
+
+    graph = onnx.load(str(minilm_export / GRAPH)).graph
+    perms = [tuple(n.attribute[0].ints) for n in graph.node if n.op_type == "Transpose"]
+    assert sorted(perms) == sorted([(0, 2, 1, 3)] * 4 * 6 + [(0, 1, 3, 2)] * 6)
+    assert "Slice" not in {node.op_type for node in graph.node}  # the swap's shape arithmetic
+
+
 def test_encode_contract(fp32, reference):
     single = fp32.encode(REAL[3])
     np.testing.assert_allclose(single, reference[1][3], atol=1e-5, rtol=0)
