@@ -1,10 +1,12 @@
 """Rewrites of the attention torch.onnx writes, each computing the same values with less work,
 applied to the exported graph before any runtime reads it (export.py's `export_graph`).
 
-Both undo a general-purpose form of the exporter that our attention does not need, and both let
-OpenVINO fuse each layer's attention into one kernel: on all-MiniLM-L6-v2's int8 graph they
-made batch 32 about 5% and batch 1 about 10% faster each (2-core AMD EPYC, 2026-12-02,
-docs/performance.md); ONNX Runtime's fp32 output is bit for bit the same.
+Both undo a general form of the exporter that our attention does not need, and with them
+OpenVINO fuses each layer's attention into one kernel. On all-MiniLM-L6-v2's int8 graph
+(2-core AMD EPYC, 2026-12-02, docs/performance.md): without the NaN guards batch 32 ran about
+5% faster; the keys' single transpose, with `SelfAttention` splitting q, k, v before its
+transposes, then gave 5.6% more at batch 32 and 10% less time at batch 1 (the split alone 3.0%
+and 4.8%). ONNX Runtime's fp32 output is the same to the bit.
 """
 
 from __future__ import annotations
@@ -59,12 +61,15 @@ def transpose_keys_directly(graph) -> None:
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.input, *graph.value_info)}
     swaps = []  # (the Transpose, the Reshape after it, the keys)
     for node in graph.node:
-        squeeze = made_by.get(node.input[0]) if node.op_type == "Transpose" else None
-        readers = read_by.get(node.output[0], [])
+        if node.op_type != "Transpose":
+            continue
+        squeeze, readers = made_by.get(node.input[0]), read_by.get(node.output[0], [])
         if squeeze is None or squeeze.op_type != "Reshape" or len(readers) != 1:
             continue
         keys, unsqueeze = squeeze.input[0], readers[0]
-        if ranks.get(keys) == 4 and _swaps_last_axes(graph, squeeze, node, unsqueeze):
+        if unsqueeze.op_type != "Reshape" or unsqueeze.input[0] != node.output[0]:
+            continue
+        if ranks.get(keys) == 4 and _swaps_last_axes(graph, made_by, squeeze, node, unsqueeze):
             swaps.append((node, unsqueeze, keys))
     for node, unsqueeze, keys in swaps:
         # The one Transpose takes over the last Reshape's output; drop_unused removes the rest.
@@ -75,18 +80,17 @@ def transpose_keys_directly(graph) -> None:
         graph.node.insert(list(graph.node).index(node), transpose)
 
 
-def _swaps_last_axes(graph, squeeze, transpose, unsqueeze) -> bool:
+def _swaps_last_axes(graph, made_by: dict, squeeze, transpose, unsqueeze) -> bool:
     """Whether Reshape `squeeze` -> `transpose` -> Reshape `unsqueeze` is torch.onnx's swap of the
     last two axes: to (-1, [-2], [-1]), perm (0, 2, 1), to ([:-2], [-1], [-2]), where each [...]
     is a Slice of Shape(keys)."""
-    made_by = producers(graph)
     perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
     first, last = made_by.get(squeeze.input[1]), made_by.get(unsqueeze.input[1])
     if perm != [0, 2, 1] or first is None or last is None:
         return False
     if first.op_type != "Concat" or last.op_type != "Concat" or len(first.input) != 3:
         return False
-    minus_one = constant(graph, first.input[0])
+    minus_one = constant(graph, made_by, first.input[0])
     slices = [made_by.get(name) for name in (*first.input[1:], *last.input)]
     if minus_one is None or minus_one.tolist() != [-1]:
         return False
@@ -95,36 +99,47 @@ def _swaps_last_axes(graph, squeeze, transpose, unsqueeze) -> bool:
     shape = made_by.get(slices[0].input[0])
     if shape is None or shape.op_type != "Shape" or shape.input[0] != squeeze.input[0]:
         return False
+    part = {a.name: a.i for a in shape.attribute}  # torch.onnx writes start=0: the whole shape
+    if part.get("start", 0) != 0 or "end" in part:
+        return False
     same_shape = all(node.input[0] == slices[0].input[0] for node in slices)
-    axes = [_sliced_axes(graph, node) for node in slices]
+    axes = [_sliced_axes(graph, made_by, node) for node in slices]
     return same_shape and axes == [[2], [3], [0, 1], [3], [2]]
 
 
-def _sliced_axes(graph, node) -> list[int] | None:
+def _sliced_axes(graph, made_by: dict, node) -> list[int] | None:
     """Which axes of a 4-D shape a Slice with constant bounds keeps (Python's slice clamps out
     of range bounds as ONNX does), else None."""
-    start, end = constant(graph, node.input[1]), constant(graph, node.input[2])
-    if start is None or end is None or start.size != 1 or end.size != 1 or len(node.input) > 3:
+    if len(node.input) != 3:  # axes or steps given
         return None
-    return list(range(4))[int(start[0]) : int(end[0])]
+    start, end = constant(graph, made_by, node.input[1]), constant(graph, made_by, node.input[2])
+    if start is None or end is None or start.size != 1 or end.size != 1:
+        return None
+    return list(range(4))[int(start.flat[0]) : int(end.flat[0])]
 
 
-def constant(graph, name: str) -> np.ndarray | None:
-    """The value of `name` if it is an initializer or a Constant node's output."""
+def constant(graph, made_by: dict, name: str) -> np.ndarray | None:
+    """The value of `name` if it is an initializer or a Constant node's tensor, else None."""
     from onnx import numpy_helper
 
     for tensor in graph.initializer:
         if tensor.name == name:
             return numpy_helper.to_array(tensor)
-    node = producers(graph).get(name)
-    if node is not None and node.op_type == "Constant":
-        return numpy_helper.to_array(node.attribute[0].t)
-    return None
+    node = made_by.get(name)
+    if node is None or node.op_type != "Constant" or node.attribute[0].name != "value":
+        return None  # not a constant, or one of value_ints, value_float...: not torch.onnx's
+    return numpy_helper.to_array(node.attribute[0].t)
 
 
 def drop_unused(graph) -> None:
     """Remove the nodes whose outputs nothing reads (repeatedly), then the weights nothing reads
-    and the shapes of tensors no node makes."""
+    and the shapes of tensors no node makes. A graph with subgraphs (If, Loop, Scan: they read
+    outer tensors without naming them as inputs) is left as it is."""
+    from onnx import AttributeProto
+
+    subgraph = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+    if any(a.type in subgraph for node in graph.node for a in node.attribute):
+        return
     outputs = {value.name for value in graph.output}
     while True:
         read = {name for node in graph.node for name in node.input} | outputs
@@ -133,7 +148,6 @@ def drop_unused(graph) -> None:
             break
         for node in unused:
             graph.node.remove(node)
-    read = {name for node in graph.node for name in node.input}
     for tensor in [t for t in graph.initializer if t.name not in read]:
         graph.initializer.remove(tensor)
     made = {name for node in graph.node for name in node.output}

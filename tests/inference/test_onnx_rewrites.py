@@ -19,9 +19,9 @@ BIG = np.iinfo(np.int64).max
 SWAP = {"first": [(-2, -1), (-1, BIG)], "last": [(-BIG - 1, -2), (-1, BIG), (-2, -1)]}
 
 
-def keys_graph(first, last):
+def keys_graph(first=SWAP["first"], last=SWAP["last"], shape=("b", 2, 3, 4), reader="Reshape"):
     """keys (b, 2, 3, 4) -> Reshape(-1, ...first) -> Transpose(0, 2, 1) -> Reshape(...last)."""
-    nodes = [helper.make_node("Shape", ["keys"], ["shape"])]
+    nodes = [helper.make_node("Shape", ["keys"], ["shape"], start=0)]  # as torch.onnx does
     weights = [numpy_helper.from_array(np.array([-1], np.int64), "minus_one")]
     names = {}
     for group, bounds in (("first", first), ("last", last)):
@@ -41,9 +41,11 @@ def keys_graph(first, last):
         helper.make_node("Reshape", ["keys", "squeezed"], ["flat"]),
         helper.make_node("Transpose", ["flat"], ["flat_t"], perm=[0, 2, 1]),
         helper.make_node("Concat", names["last"], ["unsqueezed"], axis=0),
-        helper.make_node("Reshape", ["flat_t", "unsqueezed"], ["out"]),
+        helper.make_node(
+            reader, ["flat_t", "unsqueezed"][: 2 if reader == "Reshape" else 1], ["out"]
+        ),
     ]
-    keys = helper.make_tensor_value_info("keys", TensorProto.FLOAT, ["b", 2, 3, 4])
+    keys = helper.make_tensor_value_info("keys", TensorProto.FLOAT, list(shape))
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
     graph = helper.make_graph(nodes, "keys", [keys], [out], weights)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -57,7 +59,7 @@ def run(model, keys):
 
 
 def test_the_keys_swap_becomes_one_transpose_with_the_same_values():
-    model = keys_graph(SWAP["first"], SWAP["last"])
+    model = keys_graph()
     keys = np.random.default_rng(0).standard_normal((5, 2, 3, 4)).astype(np.float32)
     before = run(model, keys)
     transpose_keys_directly(model.graph)
@@ -79,7 +81,44 @@ def test_the_keys_swap_becomes_one_transpose_with_the_same_values():
     ],
 )
 def test_what_only_looks_like_the_keys_swap_is_left_alone(first, last):
-    model = keys_graph(first, last)
+    assert_left_alone(keys_graph(first, last))
+
+
+def test_keys_of_another_rank_reader_or_shape_are_left_alone():
+    assert_left_alone(keys_graph(shape=("b", 3, 4)))  # the swap itself, but of 3-D keys
+    assert_left_alone(keys_graph(reader="Relu"))  # the Transpose read by other than a Reshape
+    part = keys_graph()
+    part.graph.node[0].attribute[0].i = 1  # Shape(keys, start=1): the slices mean other axes
+    assert_left_alone(part)
+
+
+def test_a_constant_of_another_form_is_not_read_as_one():
+    """A Constant node holding value_ints (not torch.onnx's form) is left alone, not a crash."""
+    model = keys_graph()
+    weights = model.graph.initializer
+    weights.remove(next(t for t in weights if t.name == "minus_one"))
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["minus_one"], value_ints=[-1]))
+    assert_left_alone(model)
+
+
+def assert_left_alone(model):
     nodes = [n.SerializeToString() for n in model.graph.node]
     transpose_keys_directly(model.graph)
     assert [n.SerializeToString() for n in model.graph.node] == nodes
+
+
+def test_drop_unused_keeps_what_the_graph_gives_and_graphs_with_subgraphs():
+    weight = numpy_helper.from_array(np.ones(2, np.float32), "weight")
+    dead = helper.make_node("Neg", ["x"], ["unread"])
+    out = helper.make_tensor_value_info("weight", TensorProto.FLOAT, [2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([dead], "g", [x], [out], [weight])
+    drop_unused(graph)
+    assert not graph.node and [t.name for t in graph.initializer] == ["weight"]
+    # An If's branches read outer tensors without naming them: nothing is removed.
+    branch = helper.make_graph([helper.make_node("Neg", ["unread"], ["y"])], "branch", [], [out])
+    flag = helper.make_tensor_value_info("flag", TensorProto.BOOL, [])
+    choose = helper.make_node("If", ["flag"], ["chosen"], then_branch=branch, else_branch=branch)
+    graph = helper.make_graph([dead, choose], "g", [x, flag], [out], [weight])
+    drop_unused(graph)
+    assert [n.op_type for n in graph.node] == ["Neg", "If"]
