@@ -48,7 +48,8 @@ def keys_graph(first=SWAP["first"], last=SWAP["last"], shape=("b", 2, 3, 4), rea
     keys = helper.make_tensor_value_info("keys", TensorProto.FLOAT, list(shape))
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
     graph = helper.make_graph(nodes, "keys", [keys], [out], weights)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    # IR 8 (what opset 18 needs): the onnxruntime that still installs on Python 3.10 reads IR <= 11.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
 
 
 def run(model, keys):
