@@ -29,7 +29,8 @@ def simplify_attention(path: Path) -> None:
 
 
 def drop_softmax_nan_guards(graph) -> None:
-    """Remove the `Where(IsNaN(p), 0, p)` that torch.onnx puts after each attention softmax.
+    """Route around the `Where(IsNaN(p), 0, p)` torch.onnx puts after each attention softmax
+    (its readers read the softmax itself; `drop_unused` then removes the guard).
 
     The exporter guards attention with a boolean mask against a query row whose keys are all
     masked (a softmax of only -inf is NaN). Our mask hides padding keys only, and every
