@@ -140,6 +140,18 @@ def test_each_attention_transposes_its_heads_in_single_4d_steps(minilm_export):
     assert sorted(perms) == sorted([(0, 2, 1, 3)] * 4 * 6 + [(0, 1, 3, 2)] * 6)
 
 
+def test_queries_keys_and_values_are_projected_separately(minilm_export):
+    """No Split after a fused q, k, v projection: per layer six MatMuls by weights (q, k, v,
+    output, up, down) and the two of attention."""
+    import onnx
+
+    graph = onnx.load(str(minilm_export / GRAPH)).graph
+    weights = {t.name for t in graph.initializer}
+    by_weight = [n.input[1] in weights for n in graph.node if n.op_type == "MatMul"]
+    assert "Split" not in {n.op_type for n in graph.node}
+    assert sorted(by_weight) == [False] * 2 * 6 + [True] * 6 * 6
+
+
 def test_encode_contract(fp32, reference):
     single = fp32.encode(REAL[3])
     np.testing.assert_allclose(single, reference[1][3], atol=1e-5, rtol=0)

@@ -12,7 +12,11 @@ onnxruntime = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from sbert.inference.onnx_rewrites import drop_unused, transpose_keys_directly  # noqa: E402
+from sbert.inference.onnx_rewrites import (  # noqa: E402
+    drop_unused,
+    separate_projections,
+    transpose_keys_directly,
+)
 
 BIG = np.iinfo(np.int64).max
 # Slices of Shape(keys) as (start, end): torch.onnx's swap of the last two axes of a 4-D tensor.
@@ -48,15 +52,59 @@ def keys_graph(first=SWAP["first"], last=SWAP["last"], shape=("b", 2, 3, 4), rea
     keys = helper.make_tensor_value_info("keys", TensorProto.FLOAT, list(shape))
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
     graph = helper.make_graph(nodes, "keys", [keys], [out], weights)
+    return model_of(graph)
+
+
+def model_of(graph):
     # IR 8 (what opset 18 needs): the onnxruntime that still installs on Python 3.10 reads IR <= 11.
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
 
 
-def run(model, keys):
+def run(model, keys, name="keys"):
     session = onnxruntime.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    return session.run(None, {"keys": keys})[0]
+    return session.run(None, {name: keys})
+
+
+def projection_graph(
+    split_axis=2, parts=3, sizes=None, bias_is_input=False, bias_shape=(6,), fused_read=None
+):
+    """x (b, 3, 4) -> MatMul by a (4, 6) weight -> Add a bias (6) -> Split in `parts` (q, k, v
+    of width 2 as our attention's), each part a graph output; `fused_read` ("node" or
+    "output"): the Add's output read elsewhere too."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w")]
+    bias = helper.make_tensor_value_info("bias", TensorProto.FLOAT, [6])
+    if not bias_is_input:
+        values = rng.standard_normal(bias_shape).astype(np.float32)
+        weights.append(numpy_helper.from_array(values, "bias"))
+    split_inputs = ["fused"]
+    if sizes is not None:
+        weights.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        split_inputs.append("sizes")
+    parts_out = [f"part{i}" for i in range(parts)]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["product"]),
+        helper.make_node("Add", ["product", "bias"], ["fused"]),
+        helper.make_node(
+            "Split", split_inputs, parts_out, axis=split_axis,
+            **({} if sizes is not None else {"num_outputs": parts}),
+        ),
+    ]  # fmt: skip
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, 4])
+    fused = helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["b", 3, 6])
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in parts_out]
+    inputs = [x] + ([bias] if bias_is_input else [])
+    if fused_read == "node":
+        nodes.append(helper.make_node("Relu", ["fused"], ["relu"]))
+        outputs.append(helper.make_tensor_value_info("relu", TensorProto.FLOAT, None))
+    given = fused_read == "output"
+    graph = helper.make_graph(
+        nodes, "projection", inputs, outputs + ([fused] if given else []), weights,
+        value_info=[] if given else [fused],
+    )  # fmt: skip
+    return model_of(graph)
 
 
 def test_the_keys_swap_becomes_one_transpose_with_the_same_values():
@@ -69,8 +117,8 @@ def test_the_keys_swap_becomes_one_transpose_with_the_same_values():
         ("Transpose", [0, 1, 3, 2])
     ]
     assert not model.graph.initializer  # the shape constants went with their Slices
-    np.testing.assert_array_equal(run(model, keys), before)
-    np.testing.assert_array_equal(before, keys.transpose(0, 1, 3, 2))
+    np.testing.assert_array_equal(run(model, keys)[0], before[0])
+    np.testing.assert_array_equal(before[0], keys.transpose(0, 1, 3, 2))
 
 
 @pytest.mark.parametrize(
@@ -102,10 +150,42 @@ def test_a_constant_of_another_form_is_not_read_as_one():
     assert_left_alone(model)
 
 
-def assert_left_alone(model):
+def assert_left_alone(model, rewrite=transpose_keys_directly):
     nodes = [n.SerializeToString() for n in model.graph.node]
-    transpose_keys_directly(model.graph)
+    rewrite(model.graph)
     assert [n.SerializeToString() for n in model.graph.node] == nodes
+
+
+def test_a_split_projection_becomes_one_matmul_a_part_with_the_same_values():
+    model = projection_graph()
+    x = np.random.default_rng(1).standard_normal((5, 3, 4)).astype(np.float32)
+    before = run(model, x, "x")
+    separate_projections(model.graph)
+    drop_unused(model.graph)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Add"] * 3
+    assert [n.output[0] for n in model.graph.node][1::2] == ["part0", "part1", "part2"]
+    assert sorted(t.name for t in model.graph.initializer) == [
+        "bias_part0", "bias_part1", "bias_part2", "w_part0", "w_part1", "w_part2"
+    ]  # fmt: skip
+    after = run(model, x, "x")
+    for got, want in zip(after, before, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "graph",
+    [
+        dict(split_axis=1),  # split along the tokens, not the features
+        dict(sizes=[2, 2, 2]),  # sizes given as an input
+        dict(parts=4),  # 6 columns do not split in 4 equal parts
+        dict(bias_is_input=True),  # the bias is not a constant
+        dict(bias_shape=(1, 1, 6)),  # nor a vector
+        dict(fused_read="node"),  # the fused product is read by another node too
+        dict(fused_read="output"),  # or is one of the graph's outputs
+    ],
+)
+def test_what_only_looks_like_a_split_projection_is_left_alone(graph):
+    assert_left_alone(projection_graph(**graph), separate_projections)
 
 
 def test_drop_unused_keeps_what_the_graph_gives_and_graphs_with_subgraphs():
