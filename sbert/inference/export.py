@@ -219,9 +219,9 @@ def quantize_int8(source: Path, target: Path, model: SentenceBert, sentences: li
     that one fixed int8 range per tensor cannot hold without crushing the rest (Bondarenko et
     al. 2021, "Understanding and Overcoming the Challenges of Efficient Transformer
     Quantization", §3). On all-MiniLM-L6-v2 and the 3,000 STS-B dev sentences, keeping those 6
-    of 36 MatMuls in fp32 took the mean cosine to fp32 from 0.942 to 0.991 (worst 0.875 to
-    0.973) and STS-B Spearman from 86.44 to 86.59 (fp32 86.72), at no loss of speed
-    (2026-12-02, docs/performance.md)."""
+    MatMuls in fp32 took the mean cosine to fp32 from 0.942 to 0.991 (worst 0.875 to 0.973) and
+    STS-B Spearman from 86.44 to 86.59 (fp32 86.72), at no loss of speed (2026-12-02, with q,
+    k, v still one MatMul; docs/performance.md)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

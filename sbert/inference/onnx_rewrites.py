@@ -6,7 +6,7 @@ OpenVINO fuses each layer's attention into one kernel. On all-MiniLM-L6-v2's int
 (2-core AMD EPYC, 2026-12-02, docs/performance.md): without the NaN guards batch 32 ran about
 5% faster; the keys' single transpose, with `SelfAttention` splitting q, k, v before its
 transposes, then gave 5.6% more at batch 32 and 10% less time at batch 1 (the split alone 3.0%
-and 4.8%); q, k and v projected separately, 2-6% more again at batch 32. ONNX Runtime's fp32
+and 4.8%); q, k and v projected separately, 2-8% more again at batch 32. ONNX Runtime's fp32
 output is the same to the bit.
 """
 
@@ -90,12 +90,15 @@ def separate_projections(graph) -> None:
     The same products, each column computed once either way; ONNX Runtime's fp32 output is the
     same to the bit. OpenVINO then runs three int8 matmuls straight into its attention kernel,
     where it ran one, a reference-code Split in bf16 and a layout copy: all-MiniLM-L6-v2's int8
-    graph about 5% faster at batch 32 (docs/performance.md)."""
+    graph 2-8% faster at batch 32 (docs/performance.md). Graphs with subgraphs are left alone."""
     import onnx
     from onnx import numpy_helper
 
+    if has_subgraphs(graph):  # drop_unused could not remove the fused product: it would stay
+        return
     made_by, read_by = producers(graph), consumers(graph)
     given = {value.name for value in graph.output}
+    taken = _names(graph)
     for split in [node for node in graph.node if node.op_type == "Split"]:
         add = made_by.get(split.input[0])
         matmul = made_by.get(add.input[0]) if getattr(add, "op_type", None) == "Add" else None
@@ -106,26 +109,45 @@ def separate_projections(graph) -> None:
             continue  # the fused product is read elsewhere too: keep it
         weight = constant(graph, made_by, matmul.input[1])
         bias = constant(graph, made_by, add.input[1])
-        parts, axis = len(split.output), {a.name: a.i for a in split.attribute}.get("axis", 0)
         if weight is None or bias is None or weight.ndim != 2 or bias.shape != weight.shape[1:]:
             continue
-        if len(split.input) != 1 or axis not in (-1, len(_shape(graph, split.input[0])) - 1):
-            continue  # split sizes given, or another axis than the features'
-        if weight.shape[1] % parts:
-            continue
+        parts, attributes = len(split.output), {a.name: a for a in split.attribute}
+        axis = attributes["axis"].i if "axis" in attributes else 0
+        if len(split.input) != 1 or "split" in attributes:
+            continue  # part sizes given (an input, or before opset 13 an attribute)
+        if axis not in (-1, len(_shape(graph, split.input[0])) - 1) or weight.shape[1] % parts:
+            continue  # another axis than the features', or parts of unequal width
         width, at = weight.shape[1] // parts, list(graph.node).index(split)
         graph.node.remove(split)
         for i, output in enumerate(split.output):
-            columns, part = slice(i * width, (i + 1) * width), f"_part{i}"
-            w, b = matmul.input[1] + part, add.input[1] + part
+            columns = slice(i * width, (i + 1) * width)
+            w, b, product = (
+                _fresh(taken, f"{name}_part{i}")
+                for name in (matmul.input[1], add.input[1], output + "_product")
+            )
             graph.initializer.append(numpy_helper.from_array(weight[:, columns].copy(), w))
             graph.initializer.append(numpy_helper.from_array(bias[columns].copy(), b))
-            product = onnx.helper.make_node(
-                "MatMul", [matmul.input[0], w], [output + "_product"], name=output + "_product"
+            multiply = onnx.helper.make_node(
+                "MatMul", [matmul.input[0], w], [product], name=product
             )
-            biased = onnx.helper.make_node("Add", [product.output[0], b], [output], name=output)
-            graph.node.insert(at + 2 * i, product)
+            biased = onnx.helper.make_node("Add", [product, b], [output], name=output)
+            graph.node.insert(at + 2 * i, multiply)
             graph.node.insert(at + 2 * i + 1, biased)
+
+
+def _names(graph) -> set[str]:
+    """Every tensor and node name in use."""
+    names = {t.name for t in graph.initializer} | {v.name for v in graph.input}
+    return names | {name for node in graph.node for name in (*node.output, node.name)}
+
+
+def _fresh(taken: set[str], name: str) -> str:
+    """`name`, or with a number after it if that is in use; marked as in use."""
+    fresh, n = name, 1
+    while fresh in taken:
+        fresh, n = f"{name}_{n}", n + 1
+    taken.add(fresh)
+    return fresh
 
 
 def _shape(graph, name: str) -> list:
@@ -191,10 +213,7 @@ def drop_unused(graph) -> None:
     """Remove the nodes whose outputs nothing reads (repeatedly), then the weights nothing reads
     and the shapes of tensors no node makes. A graph with subgraphs (If, Loop, Scan: they read
     outer tensors without naming them as inputs) is left as it is."""
-    from onnx import AttributeProto
-
-    subgraph = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
-    if any(a.type in subgraph for node in graph.node for a in node.attribute):
+    if has_subgraphs(graph):
         return
     outputs = {value.name for value in graph.output}
     while True:
@@ -209,6 +228,15 @@ def drop_unused(graph) -> None:
     made = {name for node in graph.node for name in node.output}
     for value in [v for v in graph.value_info if v.name not in made]:
         graph.value_info.remove(value)
+
+
+def has_subgraphs(graph) -> bool:
+    """Whether a node holds a subgraph (If, Loop, Scan), which reads outer tensors without
+    naming them as inputs."""
+    from onnx import AttributeProto
+
+    subgraph = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+    return any(a.type in subgraph for node in graph.node for a in node.attribute)
 
 
 def producers(graph) -> dict:

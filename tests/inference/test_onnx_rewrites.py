@@ -68,42 +68,43 @@ def run(model, keys, name="keys"):
 
 
 def projection_graph(
-    split_axis=2, parts=3, sizes=None, bias_is_input=False, bias_shape=(6,), fused_read=None
-):
+    split_axis=2, parts=3, sizes=None, split_attribute=None, bias_is_input=False,
+    bias_shape=(6,), read=None, given=None, recorded=True,
+):  # fmt: skip
     """x (b, 3, 4) -> MatMul by a (4, 6) weight -> Add a bias (6) -> Split in `parts` (q, k, v
-    of width 2 as our attention's), each part a graph output; `fused_read` ("node" or
-    "output"): the Add's output read elsewhere too."""
+    of width 2 as our attention's), each part a graph output. Near misses: `read` names a
+    tensor a Relu reads too, `given` one the graph gives too; `recorded=False` records no
+    shape of the split tensor."""
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w")]
     bias = helper.make_tensor_value_info("bias", TensorProto.FLOAT, [6])
     if not bias_is_input:
         values = rng.standard_normal(bias_shape).astype(np.float32)
         weights.append(numpy_helper.from_array(values, "bias"))
-    split_inputs = ["fused"]
+    split_inputs, how = ["fused"], {"num_outputs": parts}
     if sizes is not None:
         weights.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
-        split_inputs.append("sizes")
+        split_inputs, how = ["fused", "sizes"], {}
+    if split_attribute is not None:  # the form before opset 13
+        how = {"split": split_attribute}
     parts_out = [f"part{i}" for i in range(parts)]
     nodes = [
         helper.make_node("MatMul", ["x", "w"], ["product"]),
         helper.make_node("Add", ["product", "bias"], ["fused"]),
-        helper.make_node(
-            "Split", split_inputs, parts_out, axis=split_axis,
-            **({} if sizes is not None else {"num_outputs": parts}),
-        ),
-    ]  # fmt: skip
+        helper.make_node("Split", split_inputs, parts_out, axis=split_axis, **how),
+    ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, 4])
-    fused = helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["b", 3, 6])
     outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in parts_out]
     inputs = [x] + ([bias] if bias_is_input else [])
-    if fused_read == "node":
-        nodes.append(helper.make_node("Relu", ["fused"], ["relu"]))
+    if read is not None:
+        nodes.append(helper.make_node("Relu", [read], ["relu"]))
         outputs.append(helper.make_tensor_value_info("relu", TensorProto.FLOAT, None))
-    given = fused_read == "output"
+    if given is not None:
+        outputs.append(helper.make_tensor_value_info(given, TensorProto.FLOAT, None))
+    shapes = [helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["b", 3, 6])]
     graph = helper.make_graph(
-        nodes, "projection", inputs, outputs + ([fused] if given else []), weights,
-        value_info=[] if given else [fused],
-    )  # fmt: skip
+        nodes, "projection", inputs, outputs, weights, value_info=shapes if recorded else []
+    )
     return model_of(graph)
 
 
@@ -156,36 +157,79 @@ def assert_left_alone(model, rewrite=transpose_keys_directly):
     assert [n.SerializeToString() for n in model.graph.node] == nodes
 
 
-def test_a_split_projection_becomes_one_matmul_a_part_with_the_same_values():
-    model = projection_graph()
+def same_values_after(model, rewrite):
     x = np.random.default_rng(1).standard_normal((5, 3, 4)).astype(np.float32)
     before = run(model, x, "x")
-    separate_projections(model.graph)
+    rewrite(model.graph)
     drop_unused(model.graph)
+    graph = model.graph
+    tensors = [t.name for t in graph.initializer] + [name for n in graph.node for name in n.output]
+    nodes = [n.name for n in graph.node if n.name]
+    assert len(set(tensors)) == len(tensors) and len(set(nodes)) == len(nodes)  # each once
+    for got, want in zip(run(model, x, "x"), before, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis, recorded", [(2, True), (-1, False)])
+def test_a_split_projection_becomes_one_matmul_a_part_with_the_same_values(axis, recorded):
+    model = projection_graph(split_axis=axis, recorded=recorded)
+    same_values_after(model, separate_projections)
     assert [n.op_type for n in model.graph.node] == ["MatMul", "Add"] * 3
     assert [n.output[0] for n in model.graph.node][1::2] == ["part0", "part1", "part2"]
     assert sorted(t.name for t in model.graph.initializer) == [
         "bias_part0", "bias_part1", "bias_part2", "w_part0", "w_part1", "w_part2"
     ]  # fmt: skip
-    after = run(model, x, "x")
-    for got, want in zip(after, before, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_projections_sharing_their_weights_get_parts_of_their_own_names():
+    """Two projections of one weight and bias (as weights tied across layers would be): each
+    gets its own parts, no name twice (ONNX's checker refuses a model that has one)."""
+    model = projection_graph()
+    nodes = model.graph.node
+    nodes.extend([
+        helper.make_node("MatMul", ["x", "w"], ["product2"]),
+        helper.make_node("Add", ["product2", "bias"], ["fused2"]),
+        helper.make_node("Split", ["fused2"], ["a", "b", "c"], axis=-1, num_outputs=3),
+    ])  # fmt: skip
+    model.graph.output.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in "abc"
+    )
+    same_values_after(model, separate_projections)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Add"] * 6
+    assert len({t.name for t in model.graph.initializer}) == 12
 
 
 @pytest.mark.parametrize(
     "graph",
     [
         dict(split_axis=1),  # split along the tokens, not the features
+        dict(split_axis=2, recorded=False),  # an axis that may not be the last
         dict(sizes=[2, 2, 2]),  # sizes given as an input
+        dict(parts=2, split_attribute=[1, 5]),  # or, before opset 13, as an attribute
         dict(parts=4),  # 6 columns do not split in 4 equal parts
         dict(bias_is_input=True),  # the bias is not a constant
         dict(bias_shape=(1, 1, 6)),  # nor a vector
-        dict(fused_read="node"),  # the fused product is read by another node too
-        dict(fused_read="output"),  # or is one of the graph's outputs
+        dict(read="fused"),  # the fused product is read by another node too
+        dict(read="product"),  # or the product before its bias
+        dict(given="fused"),  # or is one of the graph's outputs
+        dict(given="product"),
     ],
 )
 def test_what_only_looks_like_a_split_projection_is_left_alone(graph):
     assert_left_alone(projection_graph(**graph), separate_projections)
+
+
+def test_a_graph_with_subgraphs_keeps_its_projections():
+    """drop_unused cannot prune such a graph: the fused product would be computed as well."""
+    model = projection_graph()
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    branch = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "branch", [], [out])
+    flag = helper.make_tensor_value_info("flag", TensorProto.BOOL, [])
+    model.graph.input.append(flag)
+    model.graph.node.append(
+        helper.make_node("If", ["flag"], ["chosen"], then_branch=branch, else_branch=branch)
+    )
+    assert_left_alone(model, separate_projections)
 
 
 def test_drop_unused_keeps_what_the_graph_gives_and_graphs_with_subgraphs():
