@@ -121,16 +121,17 @@ def separate_projections(graph) -> None:
         graph.node.remove(split)
         for i, output in enumerate(split.output):
             columns = slice(i * width, (i + 1) * width)
-            w, b, product = (
-                _fresh(taken, f"{name}_part{i}")
-                for name in (matmul.input[1], add.input[1], output + "_product")
-            )
+            w = _fresh(taken, f"{matmul.input[1]}_part{i}")
+            b = _fresh(taken, f"{add.input[1]}_part{i}")
+            product = _fresh(taken, f"{output}_product")
             graph.initializer.append(numpy_helper.from_array(weight[:, columns].copy(), w))
             graph.initializer.append(numpy_helper.from_array(bias[columns].copy(), b))
             multiply = onnx.helper.make_node(
                 "MatMul", [matmul.input[0], w], [product], name=product
             )
-            biased = onnx.helper.make_node("Add", [product, b], [output], name=output)
+            biased = onnx.helper.make_node(
+                "Add", [product, b], [output], name=_fresh(taken, f"{output}_bias")
+            )
             graph.node.insert(at + 2 * i, multiply)
             graph.node.insert(at + 2 * i + 1, biased)
 
