@@ -61,7 +61,7 @@ def transpose_keys_directly(graph) -> None:
     import onnx
 
     made_by, read_by = producers(graph), consumers(graph)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.input, *graph.value_info)}
+    ranks = recorded_ranks(graph)
     swaps = []  # (the Transpose, the Reshape after it, the keys)
     for node in graph.node:
         if node.op_type != "Transpose":
@@ -96,7 +96,7 @@ def separate_projections(graph) -> None:
 
     if has_subgraphs(graph):  # drop_unused could not remove the fused product: it would stay
         return
-    made_by, read_by = producers(graph), consumers(graph)
+    made_by, read_by, ranks = producers(graph), consumers(graph), recorded_ranks(graph)
     given = {value.name for value in graph.output}
     taken = _names(graph)
     for split in [node for node in graph.node if node.op_type == "Split"]:
@@ -115,7 +115,7 @@ def separate_projections(graph) -> None:
         axis = attributes["axis"].i if "axis" in attributes else 0
         if len(split.input) != 1 or "split" in attributes:
             continue  # part sizes given (an input, or before opset 13 an attribute)
-        if axis not in (-1, len(_shape(graph, split.input[0])) - 1) or weight.shape[1] % parts:
+        if axis not in (-1, ranks.get(split.input[0], 0) - 1) or weight.shape[1] % parts:
             continue  # another axis than the features', or parts of unequal width
         width, at = weight.shape[1] // parts, list(graph.node).index(split)
         graph.node.remove(split)
@@ -149,14 +149,6 @@ def _fresh(taken: set[str], name: str) -> str:
         fresh, n = f"{name}_{n}", n + 1
     taken.add(fresh)
     return fresh
-
-
-def _shape(graph, name: str) -> list:
-    """The recorded dimensions of tensor `name` (empty where none are recorded)."""
-    for value in (*graph.input, *graph.value_info, *graph.output):
-        if value.name == name:
-            return list(value.type.tensor_type.shape.dim)
-    return []
 
 
 def _swaps_last_axes(graph, made_by: dict, squeeze, transpose, unsqueeze) -> bool:
@@ -238,6 +230,12 @@ def has_subgraphs(graph) -> bool:
 
     subgraph = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
     return any(a.type in subgraph for node in graph.node for a in node.attribute)
+
+
+def recorded_ranks(graph) -> dict:
+    """Each tensor's name -> its number of axes, where the graph records its shape."""
+    values = (*graph.input, *graph.value_info, *graph.output)
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in values}
 
 
 def producers(graph) -> dict:
