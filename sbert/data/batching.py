@@ -133,11 +133,41 @@ def mix(
 
 def collate(data: TokenizedPairs, index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Tensors for one batch: the B first sentences then the B second sentences, padded to the
-    longest of all 2B (one encoder call), plus labels (B,) and scores (B,)."""
+    longest of all 2B (one encoder call), their `sentence_ids`, and the targets: labels (B,)
+    only if a pair of the batch has a label, scores (B,) only if one has a score.
+
+    What depends on the data's values is decided here, on the host, where the batch is made:
+    a training step on a GPU then never waits for the device to find out which objectives its
+    batch feeds (`MultiTaskModel.forward` reads a missing key as "no such target").
+    """
     ids = [data.a[i] for i in index] + [data.b[i] for i in index]
     index = np.asarray(index)
-    return {
-        **pad_ids(ids, pad_id),
-        "labels": torch.from_numpy(data.labels[index]),
-        "scores": torch.from_numpy(data.scores[index]),
-    }
+    batch = pad_ids(ids, pad_id)
+    batch["sentence_ids"] = sentence_ids(batch["input_ids"], batch["attention_mask"])
+    labels, scores = data.labels[index], data.scores[index]
+    if any_label(labels):
+        batch["labels"] = torch.from_numpy(labels)
+    if any_score(scores):
+        batch["scores"] = torch.from_numpy(scores)
+    return batch
+
+
+def any_label(labels: np.ndarray) -> bool:
+    return bool((labels != IGNORE_LABEL).any())
+
+
+def any_score(scores: np.ndarray) -> bool:
+    return not np.isnan(scores).all()
+
+
+def sentence_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N,) long: equal ids for identical token sequences in a batch, (N, T) -> (N,).
+
+    How the contrastive objective recognises duplicates (sbert/models/losses.py): two sentences
+    are the same if their token ids are (after the same tokenizer, identical text up to what
+    the tokenizer normalises away, e.g. case for an uncased vocabulary). Padding is zeroed, so
+    the same sentence padded to different lengths within the batch still matches. (Its output
+    size depends on the values: on a GPU, `torch.unique` waits for the device; `collate` calls
+    it on the host.)
+    """
+    return torch.unique(input_ids * attention_mask, dim=0, return_inverse=True)[1]

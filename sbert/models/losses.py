@@ -11,8 +11,12 @@ embeddings, logits and targets.
   2017; van den Oord et al. 2018 "InfoNCE"), entailment pairs as positives.
 
 Each takes u, v of shape (B, H) (the B first and B second sentences of a batch, as
-`MultiTaskModel.forward` computes them) and returns a scalar, or None when the batch holds no
-pair the objective can use.
+`MultiTaskModel.forward` computes them) and returns a scalar. A pair without the target (label
+`IGNORE_LABEL`, score NaN) takes no part; at least one pair must have it (else the mean over no
+pair is NaN: `sbert.data.batching.collate` leaves a target out of a batch that has none, and the
+objective table then computes no loss). No function reads a value back to the host (no
+`.any()` in a condition, no boolean indexing, no `torch.unique`): on a GPU each would make the
+training step wait for the device.
 """
 
 from __future__ import annotations
@@ -23,24 +27,22 @@ import torch.nn.functional as F
 from sbert.data.batching import IGNORE_LABEL
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
-    """Mean cross-entropy over the pairs that have a label; None if none has."""
-    if not (labels != IGNORE_LABEL).any():
-        return None
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the pairs that have a label (IGNORE_LABEL = none)."""
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
 
 
-def regression_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
-    """Mean squared error of cos(u, v) against scores in [0, 1] (NaN = no score); None if none."""
+def regression_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of cos(u, v) against scores in [0, 1], over the pairs with a score
+    (NaN = none)."""
     has = ~scores.isnan()
-    if not has.any():
-        return None
-    return F.mse_loss(F.cosine_similarity(u[has], v[has], dim=-1), scores[has])
+    error = (F.cosine_similarity(u, v, dim=-1) - scores.nan_to_num()).square()
+    return torch.where(has, error, 0.0).sum() / has.sum()
 
 
 def cosent_loss(
     u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor, scale: float = 20.0
-) -> torch.Tensor | None:
+) -> torch.Tensor:
     """CoSENT: log(1 + sum over score(i) > score(j) of exp(scale * (cos_j - cos_i))).
 
     Su (2022), "CoSENT: a more efficient sentence vector scheme than Sentence-BERT", the
@@ -55,10 +57,7 @@ def cosent_loss(
         scores: (B,) gold similarity; NaN = no score (the pair is left out).
         scale: lambda, the inverse temperature.
     """
-    has = ~scores.isnan()
-    if not has.any():
-        return None
-    return _ranking_loss(F.cosine_similarity(u[has], v[has], dim=-1), scores[has], scale)
+    return _ranking_loss(F.cosine_similarity(u, v, dim=-1), scores, scale)
 
 
 def angle_similarity(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -79,17 +78,14 @@ def angle_similarity(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def angle_loss(
     u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor, scale: float = 20.0
-) -> torch.Tensor | None:
+) -> torch.Tensor:
     """AnglE's angle objective: CoSENT's ranking loss on `angle_similarity` instead of cosine.
 
     Li & Li (2023), "AnglE-optimized Text Embeddings", eq. 3 (L_angle), motivated by cosine's
     vanishing gradient near +-1. Equals sentence-transformers' `AnglELoss` on pairs.
-    Arguments as `cosent_loss` (NaN score = no score; None if no pair has one).
+    Arguments as `cosent_loss` (NaN score = no score).
     """
-    has = ~scores.isnan()
-    if not has.any():
-        return None
-    return _ranking_loss(angle_similarity(u[has], v[has]), scores[has], scale)
+    return _ranking_loss(angle_similarity(u, v), scores, scale)
 
 
 def _ranking_loss(sims: torch.Tensor, gold: torch.Tensor, scale: float) -> torch.Tensor:
@@ -97,26 +93,21 @@ def _ranking_loss(sims: torch.Tensor, gold: torch.Tensor, scale: float) -> torch
 
     Sort by gold score; for each pair j, every pair i ranked strictly higher contributes
     exp(scale sims_j) * exp(-scale sims_i), and the sum over i is a suffix log-sum-exp.
+
+    A pair without a gold score (NaN) takes no part, without leaving the tensor: it sorts below
+    every scored pair (gold -inf), so it is never the higher of two; and as the lower one its
+    terms are exp(-1e4 + ...) = 0 (a finite stand-in: -inf would reach logcumsumexp's backward).
     """
     # bf16 similarities under autocast would blur the ranking; fp64 inputs stay fp64.
     sims = sims.to(torch.promote_types(sims.dtype, torch.float32)) * scale
+    unscored = gold.isnan()
+    gold, sims = gold.masked_fill(unscored, -torch.inf), sims.masked_fill(unscored, -1e4)
     gold, order = gold.sort()
     sims = sims[order]
     higher = torch.searchsorted(gold, gold, right=True)  # first index with a strictly higher gold
     suffix = torch.logcumsumexp(-sims.flip(0), dim=0).flip(0)  # suffix[k] = lse(-sims[k:])
     suffix = torch.cat([suffix, sims.new_full((1,), -torch.inf)])  # no higher pair: exp(-inf)
     return torch.logsumexp(torch.cat([sims.new_zeros(1), sims + suffix[higher]]), dim=0)
-
-
-def sentence_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(N,) long: equal ids for identical token sequences in a batch, (N, T) -> (N,).
-
-    How `multiple_negatives_ranking_loss` recognises duplicates: two sentences are the same if
-    their token ids are (after the same tokenizer, identical text up to what the tokenizer
-    normalises away, e.g. case for an uncased vocabulary). Padding is zeroed, so the same
-    sentence padded to different lengths within the batch still matches.
-    """
-    return torch.unique(input_ids * attention_mask, dim=0, return_inverse=True)[1]
 
 
 def multiple_negatives_ranking_loss(
@@ -127,7 +118,7 @@ def multiple_negatives_ranking_loss(
     negative_label: int | None = None,
     ids: torch.Tensor | None = None,
     scale: float = 20.0,
-) -> torch.Tensor | None:
+) -> torch.Tensor:
     """In-batch contrastive loss for NLI pairs, with contradictions as hard negatives.
 
     Henderson et al. (2017), "Efficient Natural Language Response Suggestion for Smart Reply",
@@ -147,7 +138,7 @@ def multiple_negatives_ranking_loss(
       (its own positive again, or another hypothesis the batch says it entails). Left in,
       such false negatives would push apart sentences the data says agree. Identity is by
       `ids`, one per sentence, (2B,) for the B first then the B second sentences, as
-      `sentence_ids` computes from the batch's token ids.
+      `sbert.data.batching.sentence_ids` computes from the batch's token ids.
 
     With no duplicates this equals sentence-transformers' `MultipleNegativesRankingLoss`
     (defaults: cosine, scale 20, query_to_doc, joint) on (anchor, positive[, negative]) input.
@@ -159,26 +150,26 @@ def multiple_negatives_ranking_loss(
         ids: (2B,) long sentence identities, or None for no duplicate masking.
         scale: inverse temperature of the softmax over cosine similarities.
     Returns:
-        the mean over anchors, or None if the batch has no entailment pair.
+        the mean over anchors; 0 (and no gradient) if the batch has no entailment pair.
+
+    All B pairs stay in the (B, B) matrix, the ones outside the loss masked out: selecting
+    the anchors instead (a boolean index) would make a GPU step wait for the device.
     """
-    anchor = labels == positive_label  # (B,)
-    if not anchor.any():
-        return None
-    negative = labels == negative_label if negative_label is not None else torch.zeros_like(anchor)
-    n = int(anchor.sum())
-    # Columns: the positives first (anchor k's positive is column k), then the negatives.
-    order = torch.cat([anchor.nonzero()[:, 0], (negative & ~anchor).nonzero()[:, 0]])
-    logits = scale * _cos_matrix(u[anchor], v[order])  # (N, C)
+    anchor = labels == positive_label  # (B,) the rows that count
+    candidate = anchor | (labels == negative_label) if negative_label is not None else anchor
+    left_out = ~candidate[None, :]  # (B, B): row i, column c (the B second sentences)
     if ids is not None:
         first, second = ids.chunk(2)  # (B,) ids of the premises and of the hypotheses
-        a_id, p_id, c_id = first[anchor], second[anchor], second[order]
-        same_premise = (a_id[:, None] == a_id[None, :]).float()  # (N, N)
-        is_positive = (p_id[:, None] == c_id[None, :]).float()  # (N, C): column = k's positive
+        same_premise = ((first[:, None] == first[None, :]) & anchor[None, :]).float()  # (i, k)
+        same_hypothesis = (second[:, None] == second[None, :]).float()  # (k, c)
         # Column c is entailed by anchor i if it is the positive of any anchor k with i's premise.
-        duplicate = (same_premise @ is_positive > 0) | (c_id[None, :] == a_id[:, None])
-        duplicate[:, :n].fill_diagonal_(False)  # the anchor's own positive stays
-        logits = logits.masked_fill(duplicate, -torch.inf)
-    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()  # diagonal: (N,)
+        entailed = same_premise @ same_hypothesis > 0
+        left_out = left_out | entailed | (second[None, :] == first[:, None])
+    # The diagonal stays: an anchor's own positive, and for any other row a finite logsumexp.
+    diagonal = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    logits = (scale * _cos_matrix(u, v)).masked_fill(left_out & ~diagonal, -torch.inf)
+    per_row = torch.logsumexp(logits, dim=1) - logits.diagonal()  # (B,)
+    return torch.where(anchor, per_row, 0.0).sum() / anchor.sum().clamp(min=1)
 
 
 def _cos_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

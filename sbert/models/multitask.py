@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from sbert.data.batching import IGNORE_LABEL
 from sbert.errors import CheckpointError
 from sbert.fileio import atomic_dir
 from sbert.heads import Classifier, Heads
@@ -55,7 +54,9 @@ class MultiTaskModel(nn.Module):
             that a prediction can answer on it; None when unknown.
     Shapes:
         forward: input_ids, attention_mask (2B, T) holding the B first sentences then the B
-        second sentences; labels (B,) long (IGNORE_LABEL = none); scores (B,) float (NaN = none).
+        second sentences; labels (B,) long (IGNORE_LABEL = none), None when no pair has one;
+        scores (B,) float (NaN = none), None when no pair has one; sentence_ids (2B,) as
+        `sbert.data.batching.collate` gives them (the contrastive objective's duplicates).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class MultiTaskModel(nn.Module):
         attention_mask: torch.Tensor,
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
+        sentence_ids: torch.Tensor | None = None,
         regression: str = "cosine-mse",
         objectives: Sequence[str] = DEFAULT_OBJECTIVES,
     ) -> Output:
@@ -83,12 +85,22 @@ class MultiTaskModel(nn.Module):
         u, v = self.encoder(input_ids, attention_mask).chunk(2)
         # A training batch without labels leaves the classifier out of the graph altogether:
         # under DDP an output that takes no part in the loss would stall the gradient sync.
-        unlabelled = labels is not None and not (labels != IGNORE_LABEL).any()
+        # (Whether it has any is the caller's to say, labels=None, decided where the batch is
+        # made: reading it here would make a GPU step wait for the device.)
         logits = None
-        if self.classifier is not None and not unlabelled:
+        if self.classifier is not None and labels is not None:
             logits = self.classifier(pair_features(u, v))
         batch = Pass(
-            u, v, logits, labels, scores, input_ids, attention_mask, self.labels, regression
+            u,
+            v,
+            logits,
+            labels,
+            scores,
+            input_ids,
+            attention_mask,
+            self.labels,
+            regression,
+            sentence_ids,
         )
         losses = {}
         for name in objectives:

@@ -18,8 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
+from sbert.data.batching import any_label, any_score, sentence_ids
 from sbert.errors import ConfigError
 from sbert.models.losses import (
     angle_loss,
@@ -27,7 +29,6 @@ from sbert.models.losses import (
     cosent_loss,
     multiple_negatives_ranking_loss,
     regression_loss,
-    sentence_ids,
 )
 
 # What a pair must carry for an objective to use it: a label (NLI) or a similarity score.
@@ -47,8 +48,10 @@ class Pass:
     """What one forward pass over B pairs gives the objectives.
 
     Shapes: u, v (B, H); logits (B, k) or None (no classifier, or no labelled pair); labels (B,)
-    long, IGNORE_LABEL = none; scores (B,) float in [0, 1], NaN = none; input_ids and
-    attention_mask (2B, T), the B first sentences then the B second ones.
+    long, IGNORE_LABEL = none, or None when no pair has one; scores (B,) float in [0, 1], NaN =
+    none, or None when no pair has one; input_ids and attention_mask (2B, T), the B first
+    sentences then the B second ones; sentence_ids (2B,) their identities
+    (`sbert.data.batching.sentence_ids`), or None to compute them here.
     """
 
     u: torch.Tensor
@@ -60,6 +63,7 @@ class Pass:
     attention_mask: torch.Tensor
     label_names: Sequence[str] = ()  # the classifier's labels, in output order
     regression: str = "cosine-mse"  # this batch's regression loss (REGRESSION_LOSSES)
+    sentence_ids: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class Objective:
     name: str  # how weights, logs, balancers and plots name it
     target: Target  # what a pair needs for this objective to use it
     loss: Callable[[Pass], torch.Tensor | None]
+    # Whether a batch feeds it, from its labels and scores on the host (and the label names).
+    fed: Callable[[np.ndarray, np.ndarray, Sequence[str]], bool]
     metrics: tuple[str, ...]  # the dev metrics that judge it (sbert/training/evaluate.py)
     default: bool  # trained whenever the data has its target; else only when asked for
     weight: float  # its loss weight unless --loss-weights names it
@@ -100,11 +106,34 @@ def nli_labels(label_names: Sequence[str]) -> tuple[int, int | None]:
     return lower.index("entailment"), negative
 
 
+def _has_label(labels: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> bool:
+    return any_label(labels)
+
+
+def _has_score(labels: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> bool:
+    return any_score(scores)
+
+
+def _has_entailment(labels: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> bool:
+    return bool((labels == nli_labels(names)[0]).any())
+
+
+def objectives_fed(
+    asked: Sequence[str], labels: np.ndarray, scores: np.ndarray, label_names: Sequence[str]
+) -> tuple[str, ...]:
+    """The objectives among `asked` that a batch feeds, decided on the host from its labels and
+    scores (numpy, before they go to the device), so that a GPU step never reads the device to
+    find out; e.g. the contrastive objective only when the batch has an entailment pair."""
+    return tuple(n for n in asked if OBJECTIVES[n].fed(labels, scores, label_names))
+
+
 def _contrastive(p: Pass) -> torch.Tensor | None:
     if p.labels is None:
         return None
     positive, negative = nli_labels(p.label_names)
-    ids = sentence_ids(p.input_ids, p.attention_mask)  # duplicates are no negatives
+    ids = p.sentence_ids  # duplicates are no negatives; collate computes them on the host
+    if ids is None:
+        ids = sentence_ids(p.input_ids, p.attention_mask)
     return multiple_negatives_ranking_loss(p.u, p.v, p.labels, positive, negative, ids)
 
 
@@ -115,6 +144,7 @@ OBJECTIVES: dict[str, Objective] = {
             "classification",
             "label",
             _classification,
+            _has_label,
             ("accuracy",),
             True,
             # 0.1 against regression's 1: chosen on the demo's dev scores (docs/training.md).
@@ -125,6 +155,7 @@ OBJECTIVES: dict[str, Objective] = {
             "regression",
             "score",
             _regression,
+            _has_score,
             ("spearman", "pearson"),
             True,
             1.0,
@@ -134,6 +165,7 @@ OBJECTIVES: dict[str, Objective] = {
             "contrastive",
             "label",
             _contrastive,
+            _has_entailment,
             (),
             False,
             1.0,

@@ -33,7 +33,7 @@ from sbert.data.batching import IGNORE_LABEL, TokenizedPairs
 from sbert.errors import CheckpointError, ConfigError, TrainingError
 from sbert.models.device import native_bf16
 from sbert.models.multitask import MultiTaskModel
-from sbert.models.objectives import DEV_METRICS
+from sbert.models.objectives import DEV_METRICS, objectives_fed
 from sbert.training.balance import Balancer, make_balancer
 from sbert.training.checkpoints import checkpoint_path, prune_checkpoints, write_checkpoint
 from sbert.training.config import TrainConfig
@@ -483,7 +483,12 @@ class Trainer:
                 output = self.module(
                     **tensors,
                     regression=self.regression[set_index],
-                    objectives=self.plan.objectives,
+                    objectives=objectives_fed(
+                        self.plan.objectives,
+                        data.labels[part],
+                        data.scores[part],
+                        self.model.labels,
+                    ),
                 )
             losses = output.losses
             share_of_batch = len(part) / len(share)

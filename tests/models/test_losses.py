@@ -9,13 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sbert.data.batching import IGNORE_LABEL
-from sbert.models.losses import (
-    angle_loss,
-    cosent_loss,
-    multiple_negatives_ranking_loss,
-    sentence_ids,
-)
+from sbert.data.batching import IGNORE_LABEL, sentence_ids
+from sbert.models.losses import angle_loss, cosent_loss, multiple_negatives_ranking_loss
 
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
 
@@ -46,7 +41,10 @@ def test_ranking_losses_equal_sentence_transformers(ours, theirs, dim):
             [u[has], v[has]], scores[has].double()
         )
         close(ours(u, v, scores.double(), scale=scale), expected)
-    assert ours(u, v, torch.full((12,), math.nan)) is None
+    # The pairs without a score stay in the tensors: no gradient reaches them, and none is NaN.
+    u.requires_grad_(True)
+    ours(u, v, scores.double()).backward()
+    assert u.grad[~has].eq(0).all() and u.grad[has].ne(0).all() and u.grad.isfinite().all()
 
 
 def test_cosent_is_the_pairwise_formula():
@@ -99,7 +97,8 @@ def test_mnrl_hard_negatives_equals_sentence_transformers():
     )
     close(multiple_negatives_ranking_loss(u, v, labels, ENT, CON), expected)
     close(multiple_negatives_ranking_loss(u, v, labels, ENT, CON, ids=ids), expected)
-    assert multiple_negatives_ranking_loss(u, v, torch.full((11,), CON), ENT, CON) is None
+    none = multiple_negatives_ranking_loss(u, v, torch.full((11,), CON), ENT, CON)
+    assert none.item() == 0  # no anchor: nothing to learn from this batch
 
 
 def test_mnrl_masks_duplicates():

@@ -42,7 +42,8 @@ def test_classification_loss_is_cross_entropy_over_labelled_pairs_only():
     row0 = -(2 - math.log(math.exp(2) + 2))
     row1 = -(1 - math.log(math.exp(1) + 2))
     assert classification_loss(logits, labels).item() == pytest.approx((row0 + row1) / 2)
-    assert classification_loss(logits, torch.full((3,), IGNORE_LABEL)) is None
+    # No labelled pair: a mean over none (collate leaves such labels out of the batch).
+    assert classification_loss(logits, torch.full((3,), IGNORE_LABEL)).isnan()
 
 
 def test_regression_loss_is_mse_of_cosine_over_scored_pairs_only():
@@ -51,7 +52,7 @@ def test_regression_loss_is_mse_of_cosine_over_scored_pairs_only():
     scores = torch.tensor([0.5, 0.25, float("nan")])
     # cosines 0 and 1 against 0.5 and 0.25: ((0-0.5)^2 + (1-0.25)^2) / 2
     assert regression_loss(u, v, scores).item() == pytest.approx((0.25 + 0.5625) / 2)
-    assert regression_loss(u, v, torch.full((3,), float("nan"))) is None
+    assert regression_loss(u, v, torch.full((3,), float("nan"))).isnan()  # a mean over none
 
 
 def _pairs() -> PairSet:
@@ -99,6 +100,17 @@ def test_objective_choice_drops_the_other_target(tiny):
     only_reg = tokenize_pairs(data, tiny.tokenizer, index, "regression")
     assert np.isnan(only_cls.scores).all() and (only_cls.labels >= 0).all()
     assert (only_reg.labels == IGNORE_LABEL).all() and not np.isnan(only_reg.scores).any()
+    # A batch carries only the targets it has: decided on the host, where it is made.
+    assert set(collate(only_cls, [0, 1], tiny.tokenizer.pad_id)) == {
+        "input_ids",
+        "attention_mask",
+        "sentence_ids",
+        "labels",
+    }
+    assert "labels" not in collate(only_reg, [0, 1], tiny.tokenizer.pad_id)
+    both = collate(tokenize_pairs(data, tiny.tokenizer, index), [2, 0], tiny.tokenizer.pad_id)
+    assert both["labels"].tolist() == [index["neutral"], index["entailment"]]
+    assert both["scores"].tolist() == pytest.approx([0.5, 0.95])
 
 
 def test_classifier_is_saved_in_the_model_folder_and_sentence_transformers_loads_it(tiny, tmp_path):

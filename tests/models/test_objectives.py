@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typing
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from sbert.models.objectives import (
     REGRESSION_LOSSES,
     TARGETS,
     Pass,
+    objectives_fed,
 )
 
 LABELS = ["contradiction", "entailment", "neutral"]
@@ -65,10 +67,25 @@ def test_the_model_computes_the_objectives_asked_for_by_name(model):
 
 
 def test_an_objective_without_its_target_is_left_out(model):
-    unlabelled = batch(model, [IGNORE_LABEL] * 4, [0.9, 0.1, 0.5, 1.0])
+    unlabelled = batch(model, None, [0.9, 0.1, 0.5, 1.0])
     out = model(**unlabelled, objectives=tuple(OBJECTIVES))
     assert set(out.losses) == {"regression"} and out.logits is None
-    unscored = batch(model, [1, 0, 2, 1], [float("nan")] * 4)
+    unscored = batch(model, [1, 0, 2, 1], None)
     assert "regression" not in model(**unscored).losses
     no_targets = Pass(*(torch.zeros(2, 3),) * 2, None, None, None, *(torch.ones(4, 2),) * 2)
     assert all(o.loss(no_targets) is None for o in OBJECTIVES.values())
+
+
+def test_which_objectives_a_batch_feeds_is_decided_from_its_host_arrays():
+    everything = tuple(OBJECTIVES)
+    nan, none = float("nan"), IGNORE_LABEL
+    fed = lambda labels, scores: objectives_fed(  # noqa: E731
+        everything, np.array(labels), np.array(scores, dtype=np.float32), LABELS
+    )
+    assert fed([1, 0], [0.5, nan]) == everything  # 1 = entailment in LABELS
+    assert fed([0, 2], [0.5, 0.1]) == ("classification", "regression")  # no entailment pair
+    assert fed([none, none], [0.5, 0.1]) == ("regression",)
+    assert fed([none, 1], [nan, nan]) == ("classification", "contrastive")
+    assert objectives_fed(("regression",), np.array([1]), np.array([0.5]), LABELS) == (
+        "regression",
+    )
