@@ -12,14 +12,18 @@ embeddings, logits and targets.
 
 Each takes u, v of shape (B, H) (the B first and B second sentences of a batch, as
 `MultiTaskModel.forward` computes them) and returns a scalar. A pair without the target (label
-`IGNORE_LABEL`, score NaN) takes no part; at least one pair must have it (else the mean over no
-pair is NaN: `sbert.data.batching.collate` leaves a target out of a batch that has none, and the
-objective table then computes no loss). No function reads a value back to the host (no
-`.any()` in a condition, no boolean indexing, no `torch.unique`): on a GPU each would make the
-training step wait for the device.
+`IGNORE_LABEL`, score NaN) takes no part, not even through a non-finite vector; a batch in which
+no pair has the target is not for these functions (the means, classification and cosine-MSE,
+are NaN, the ranking and contrastive losses 0): `sbert.data.batching.collate` leaves out a target
+no pair of the batch has, and the objective table then computes no loss. No function reads a
+value back to the host (no `.any()` in a condition, no boolean indexing, no `torch.unique`):
+pairs outside a loss are masked, not selected, since on a GPU a read would make the training
+step wait for the device.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +40,15 @@ def regression_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> t
     """Mean squared error of cos(u, v) against scores in [0, 1], over the pairs with a score
     (NaN = none)."""
     has = ~scores.isnan()
+    u, v = _only(has, u), _only(has, v)
     error = (F.cosine_similarity(u, v, dim=-1) - scores.nan_to_num()).square()
     return torch.where(has, error, 0.0).sum() / has.sum()
+
+
+def _only(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x with the rows outside `rows` (B,) bool zeroed: they get an exact zero gradient, even
+    where x is not finite (a selection's behaviour, without the selection's host read)."""
+    return torch.where(rows[:, None], x, 0.0)
 
 
 def cosent_loss(
@@ -57,7 +68,8 @@ def cosent_loss(
         scores: (B,) gold similarity; NaN = no score (the pair is left out).
         scale: lambda, the inverse temperature.
     """
-    return _ranking_loss(F.cosine_similarity(u, v, dim=-1), scores, scale)
+    has = ~scores.isnan()
+    return _ranking_loss(F.cosine_similarity(_only(has, u), _only(has, v), dim=-1), scores, scale)
 
 
 def angle_similarity(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -85,7 +97,8 @@ def angle_loss(
     vanishing gradient near +-1. Equals sentence-transformers' `AnglELoss` on pairs.
     Arguments as `cosent_loss` (NaN score = no score).
     """
-    return _ranking_loss(angle_similarity(u, v), scores, scale)
+    has = ~scores.isnan()
+    return _ranking_loss(angle_similarity(_only(has, u), _only(has, v)), scores, scale)
 
 
 def _ranking_loss(sims: torch.Tensor, gold: torch.Tensor, scale: float) -> torch.Tensor:
@@ -167,13 +180,18 @@ def multiple_negatives_ranking_loss(
         left_out = left_out | entailed | (second[None, :] == first[:, None])
     # The diagonal stays: an anchor's own positive, and for any other row a finite logsumexp.
     diagonal = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    logits = (scale * _cos_matrix(u, v)).masked_fill(left_out & ~diagonal, -torch.inf)
+    cos = _cos_matrix(_only(anchor, u), _only(candidate, v))
+    logits = (scale * cos).masked_fill(left_out & ~diagonal, -torch.inf)
     per_row = torch.logsumexp(logits, dim=1) - logits.diagonal()  # (B,)
     return torch.where(anchor, per_row, 0.0).sum() / anchor.sum().clamp(min=1)
 
 
 def _cos_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, M) cosine similarities of (N, H) and (M, H), in at least fp32 (bf16 under autocast
+    """(N, M) cosine similarities of (N, H) and (M, H), in at least fp32, autocast or not (bf16
     would blur a softmax at scale 20)."""
-    dtype = torch.promote_types(a.dtype, torch.float32)
-    return F.normalize(a.to(dtype), dim=-1) @ F.normalize(b.to(dtype), dim=-1).T
+    dtype, device = torch.promote_types(a.dtype, torch.float32), a.device.type
+    exact = contextlib.nullcontext()
+    if torch.amp.is_autocast_available(device):  # (not the meta device's)
+        exact = torch.autocast(device, enabled=False)
+    with exact:
+        return F.normalize(a.to(dtype), dim=-1) @ F.normalize(b.to(dtype), dim=-1).T

@@ -1,11 +1,14 @@
 """The objective table: every training objective of the multi-task model, one entry each.
 
 An objective turns one forward pass (`Pass`: the vectors u, v of a batch's pairs, the
-classifier's logits, the targets) into a scalar loss, or None when the batch holds no pair it can
-use. Everything else reads this table: the model computes the losses of the objectives a stage
-asks for, the trainer weights them by name (`--loss-weights classification=0.1,regression=1`),
-the balancers learn or project per name, metrics.jsonl logs each by name and the plot draws
-each. Adding an objective is one entry here, its loss function in losses.py, and a test.
+classifier's logits, the targets) into a scalar loss, or None when the batch lacks its target
+(the Pass has no labels, or no scores). Whether a batch feeds an objective at all is decided
+before, on the host, from the batch's labels and scores (`fed`, `objectives_fed`): the trainer
+asks only for those. Everything else reads this table: the model computes the losses of the
+objectives a stage asks for, the trainer weights them by name (`--loss-weights
+classification=0.1,regression=1`), the balancers learn or project per name, metrics.jsonl logs
+each by name and the plot draws each. Adding an objective is one entry here, its loss function
+in losses.py, and a test.
 
 The regression objective's loss is chosen per data file among `REGRESSION_LOSSES` (cosine-MSE,
 SBERT's; CoSENT; AnglE): one objective, one target, one weight, three ways to fit it.

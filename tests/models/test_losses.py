@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from sbert.data.batching import IGNORE_LABEL, sentence_ids
-from sbert.models.losses import angle_loss, cosent_loss, multiple_negatives_ranking_loss
+from sbert.models.losses import (
+    angle_loss,
+    cosent_loss,
+    multiple_negatives_ranking_loss,
+    regression_loss,
+)
 
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
 
@@ -131,3 +136,44 @@ def test_sentence_ids_from_token_ids():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
     ids = sentence_ids(input_ids, mask)
     assert ids[0] == ids[1] != ids[2]
+
+
+@pytest.mark.parametrize("loss", [regression_loss, cosent_loss, angle_loss])
+def test_a_pair_without_a_score_takes_no_part_even_with_a_nan_vector(loss):
+    """Masking instead of selecting must not let a left-out pair's NaN (say, one sentence's
+    overflow) into the gradient: the step would be skipped for a pair that is not in it."""
+    u, v, _ = embeddings(6)
+    scores = torch.tensor([0.1, 0.9, math.nan, 0.4, 0.7, math.nan], dtype=torch.float64)
+    clean = loss(u, v, scores)
+    u = u.clone().requires_grad_(True)
+    with torch.no_grad():
+        u[2] = math.nan
+    value = loss(u, v, scores)
+    value.backward()
+    close(value.detach(), clean)
+    assert u.grad.isfinite().all() and u.grad[[2, 5]].eq(0).all()
+
+
+def test_mnrl_rows_outside_the_loss_take_no_part_even_with_a_nan_vector():
+    a, p, _ = embeddings(5)
+    u, v = a.clone(), p.clone()
+    labels = torch.tensor([ENT, ENT, NEU, ENT, IGNORE_LABEL])
+    clean = multiple_negatives_ranking_loss(u, v, labels, ENT, CON)
+    u[2], v[4] = math.nan, math.nan
+    u.requires_grad_(True), v.requires_grad_(True)
+    value = multiple_negatives_ranking_loss(u, v, labels, ENT, CON)
+    value.backward()
+    close(value.detach(), clean)
+    assert u.grad.isfinite().all() and v.grad.isfinite().all()
+    assert u.grad[[2, 4]].eq(0).all() and v.grad[[2, 4]].eq(0).all()
+
+
+def test_mnrl_similarities_stay_fp32_under_bf16_autocast():
+    a, p, _ = embeddings(8)
+    u, v = a.float(), p.float()
+    labels = torch.full((8,), ENT)
+    exact = multiple_negatives_ranking_loss(u, v, labels, ENT, CON)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = multiple_negatives_ranking_loss(u, v, labels, ENT, CON)
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, exact, atol=1e-6, rtol=1e-6)  # bf16: ~1e-2 off

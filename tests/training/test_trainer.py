@@ -211,6 +211,35 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, monkeypatc
     assert seen == {frozenset(OBJECTIVES), without_entailment, frozenset({"regression"})}
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync debug mode needs a GPU")
+@pytest.mark.parametrize("balance", ["fixed", "uncertainty", "pcgrad", "gradnorm"])
+def test_a_training_step_makes_no_host_sync_on_a_gpu(tmp_path, balance):
+    """What the meta device cannot show: no copy or kernel of a step makes the host wait. The
+    steps run once to warm up (first calls allocate and cache), then again under "error"."""
+    device = torch.device("cuda")
+    config = tiny_config(
+        tmp_path,
+        train=[f"{SICK}@TRAIN", str(STS_DEV)],
+        balance=balance,
+        contrastive=True,
+        grad_share_every=1,
+        grad_accum=2,
+        precision="bf16",
+        device="cuda",
+    )
+    trainer = Trainer.from_config(config, tmp_path, device, Processes())
+    steps = trainer.schedule(0)[:8]
+    for set_index, batch in steps:
+        trainer.step(set_index, batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for set_index, batch in steps:
+            trainer.step(set_index, batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_log_every_reads_and_logs_every_step_as_before(tmp_path):
     """Steps are read back in groups, yet metrics.jsonl has one record per step, in order, with
     the same values as a run that reads every step."""
