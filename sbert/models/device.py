@@ -24,6 +24,15 @@ def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`, without making the host wait: on CUDA it is copied from
+    pinned pages, asynchronously (from pageable memory the copy waits for the device to finish
+    its queue), so the host prepares the next batch while this one runs."""
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls run natively on `device`: CUDA GPUs from Ampere on, or a CPU with a
     bf16 unit (sbert/hardware.py). Where bf16 is emulated it is slower than fp32, so `--precision

@@ -22,6 +22,7 @@ from sbert.folders import DEFAULT_MODEL, resolve
 from sbert.heads import Heads
 from sbert.models import folder as model_folder
 from sbert.models.bert import Bert, BertConfig, preset
+from sbert.models.device import to_device
 from sbert.models.pooling import PoolingMode, pool
 from sbert.tokenizer import WordPiece, length_batches
 
@@ -141,21 +142,24 @@ class SentenceBert(nn.Module):
         """Embed already-tokenized sentences: (N, H) float32 on `device`, in input order.
 
         Sentences are batched by length (`length_batches`), then the vectors are put back in
-        input order.
+        input order, once at the end: on a GPU no batch waits for the one before (`to_device`).
         """
         device = torch.device(device) if device is not None else self.device
         was_training = self.training
         self.eval().to(device)
         out = torch.empty((len(ids), self.dim), dtype=torch.float32, device=device)
         batches = length_batches(ids, batch_size)
+        order = torch.tensor([i for index in batches for i in index], dtype=torch.long)
         if show_progress_bar:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="encode", unit="batch")
+        vectors = []
         for index in batches:
             batch = self.tokenizer.pad([ids[i] for i in index])
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            out[torch.tensor(index, device=device)] = self(**batch).float()
+            vectors.append(self(**{k: to_device(v, device) for k, v in batch.items()}).float())
+        if vectors:
+            out[to_device(order, device)] = torch.cat(vectors)
         self.train(was_training)
         return out
 

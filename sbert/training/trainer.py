@@ -31,7 +31,7 @@ import torch
 from sbert.data import batching
 from sbert.data.batching import IGNORE_LABEL, TokenizedPairs
 from sbert.errors import CheckpointError, ConfigError, TrainingError
-from sbert.models.device import native_bf16
+from sbert.models.device import native_bf16, to_device
 from sbert.models.multitask import MultiTaskModel
 from sbert.models.objectives import DEV_METRICS, objectives_fed
 from sbert.training.balance import Balancer, make_balancer
@@ -474,9 +474,7 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         for i, part in enumerate(parts):
             tensors = batching.collate(data, part, self.model.encoder.tokenizer.pad_id)
-            if self.device.type == "cuda":  # pinned pages let the copy overlap with compute
-                tensors = {k: v.pin_memory() for k, v in tensors.items()}
-            tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+            tensors = {k: to_device(v, self.device) for k, v in tensors.items()}
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
             sync = i == len(parts) - 1 or self.procs.world == 1
             with contextlib.nullcontext() if sync else self.module.no_sync(), self.autocast():
