@@ -83,6 +83,32 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+@dataclass(frozen=True)
+class RealTokens:
+    """Where a batch's real tokens are: `index` (N,) long, their flat positions in (B, T).
+
+    With them (`Bert.forward`'s `token_index`) every position-wise part of a layer (the
+    projections, the feed-forward, the layer norms, dropout) runs on the N real tokens only,
+    and attention on them scattered back into (B, T), zeros at padding (masked, as without):
+    no FLOP of the linear layers goes to padding, which is 16-19% of a training batch's
+    tokens on STS-B (a pair's two sentences pad to the longer). Index ops, no host read: the
+    index comes from the host with the batch (`sbert.data.batching.collate`).
+    """
+
+    index: torch.Tensor
+    batch: int
+    length: int
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) -> (N, ...)."""
+        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, ...) -> (B, T, ...), zeros at padding."""
+        out = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
+        return out.view(self.batch, self.length, *x.shape[1:])
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection (one matmul instead of three)."""
 
@@ -93,20 +119,27 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, tokens: RealTokens | None = None
+    ) -> torch.Tensor:
+        qkv = self.qkv(x)
+        if tokens is not None:  # (N, 3C) real tokens -> (B, T, 3C), zeros where padding
+            qkv = tokens.pad(qkv)
+        B, T, C3 = qkv.shape
+        C = C3 // 3
         # (B, T, 3C) -> 3 x (B, A, T, C/A): views, no copy. Split first, then one 4-D transpose
         # each: the same strides as one 5-D permute, but the exported graph then has the per-head
         # transposes OpenVINO folds into its attention kernel (sbert/inference/onnx_rewrites.py).
         q, k, v = (
             part.view(B, T, self.num_heads, self.head_size).transpose(1, 2)
-            for part in self.qkv(x).split(C, dim=-1)
+            for part in qkv.split(C, dim=-1)
         )
         # mask: (B, 1, 1, T), True where a key is a real token, so padding is never attended to.
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )
-        return self.out(y.transpose(1, 2).reshape(B, T, C))
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.out(y if tokens is None else tokens.unpad(y))
 
 
 class FeedForward(nn.Module):
@@ -132,8 +165,10 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, tokens: RealTokens | None = None
+    ) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, mask, tokens)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -143,7 +178,9 @@ class Bert(nn.Module):
     Args:
         config: the hyper-parameters.
     Shapes:
-        input_ids, attention_mask, token_type_ids: (B, T) -> hidden states (B, T, H).
+        input_ids, attention_mask, token_type_ids: (B, T) -> hidden states (B, T, H);
+        token_index (N,): the real tokens' flat positions (`RealTokens`; the states are then
+        zeros at padding), or None to compute every position.
     """
 
     def __init__(self, config: BertConfig):
@@ -173,16 +210,20 @@ class Bert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        token_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        tokens = RealTokens(token_index, *input_ids.shape) if token_index is not None else None
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = attention_mask.bool()[
             :, None, None, :
         ]  # (B, 1, 1, T), broadcast over heads, queries
         x = self.embeddings(input_ids, token_type_ids)
+        if tokens is not None:
+            x = tokens.unpad(x)
         for layer in self.layers:
-            x = layer(x, mask)
-        return x
+            x = layer(x, mask, tokens)
+        return x if tokens is None else tokens.pad(x)
 
     def set_dropout(self, p: float) -> None:
         """Change every dropout rate, e.g. to 0 for runs that must match exactly."""

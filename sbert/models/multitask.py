@@ -55,8 +55,9 @@ class MultiTaskModel(nn.Module):
     Shapes:
         forward: input_ids, attention_mask (2B, T) holding the B first sentences then the B
         second sentences; labels (B,) long (IGNORE_LABEL = none), None when no pair has one;
-        scores (B,) float (NaN = none), None when no pair has one; sentence_ids (2B,) as
-        `sbert.data.batching.collate` gives them (the contrastive objective's duplicates).
+        scores (B,) float (NaN = none), None when no pair has one; sentence_ids (2B,) and
+        token_index (N,) as `sbert.data.batching.collate` gives them (the contrastive
+        objective's duplicates; the real tokens, `sbert.models.bert.RealTokens`).
     """
 
     def __init__(
@@ -78,11 +79,12 @@ class MultiTaskModel(nn.Module):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         sentence_ids: torch.Tensor | None = None,
+        token_index: torch.Tensor | None = None,
         regression: str = "cosine-mse",
         objectives: Sequence[str] = DEFAULT_OBJECTIVES,
     ) -> Output:
         # One encoder call over all 2B sentences: every objective shares this forward pass.
-        u, v = self.encoder(input_ids, attention_mask).chunk(2)
+        u, v = self.encoder(input_ids, attention_mask, token_index=token_index).chunk(2)
         # A training batch without labels leaves the classifier out of the graph altogether:
         # under DDP an output that takes no part in the loss would stall the gradient sync.
         # (Whether it has any is the caller's to say, labels=None, decided where the batch is

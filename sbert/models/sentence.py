@@ -85,8 +85,9 @@ class SentenceBert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        token_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, token_index)
         return self.sentence_vectors(hidden, attention_mask)
 
     def sentence_vectors(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

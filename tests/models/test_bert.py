@@ -111,6 +111,28 @@ def test_padding_does_not_change_real_tokens(pair, batch):
     torch.testing.assert_close(padded, unpadded, atol=1e-5, rtol=1e-5)
 
 
+def test_computing_real_tokens_only_changes_no_real_token_and_no_gradient(pair, batch):
+    """`token_index` (what collate gives a training batch): the linear layers skip padding,
+    the real tokens' states and every weight's gradient stay HF's/the padded pass's."""
+    ours, hf = pair
+    index = batch["attention_mask"].reshape(-1).nonzero()[:, 0]
+    real = batch["attention_mask"].bool()
+    grads = []
+    for token_index in (None, index):
+        ours.zero_grad()
+        hidden = ours(**batch, token_index=token_index)
+        (hidden[real] ** 2).sum().backward()
+        grads.append([p.grad.clone() for p in ours.parameters() if p.grad is not None])
+        if token_index is not None:
+            assert hidden[~real].eq(0).all()  # zeros at padding
+            expected = hf_hidden(hf, batch)[real]
+            torch.testing.assert_close(hidden[real], expected, atol=1e-5, rtol=1e-5)
+    ours.zero_grad()
+    assert len(grads[0]) == len(grads[1]) == len(list(ours.parameters()))
+    for padded, unpadded in zip(*grads, strict=True):
+        torch.testing.assert_close(unpadded, padded, atol=1e-5, rtol=1e-4)
+
+
 def test_weights_round_trip_to_hf_names(pair, batch):
     ours, hf = pair
     theirs = ours_to_hf(ours)

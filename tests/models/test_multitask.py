@@ -105,6 +105,7 @@ def test_objective_choice_drops_the_other_target(tiny):
         "input_ids",
         "attention_mask",
         "sentence_ids",
+        "token_index",
         "labels",
     }
     assert "labels" not in collate(only_reg, [0, 1], tiny.tokenizer.pad_id)
