@@ -133,8 +133,9 @@ def mix(
 
 def collate(data: TokenizedPairs, index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Tensors for one batch: the B first sentences then the B second sentences, padded to the
-    longest of all 2B (one encoder call), their `sentence_ids`, `token_index` (the flat
-    positions of the real tokens: the encoder spends no FLOP on padding), and the targets:
+    longest of all 2B (one encoder call), their `sentence_ids`, `token_index` where there is
+    padding (the flat positions of the real tokens: the encoder spends no FLOP of its layers on
+    padding), and the targets:
     labels (B,) only if a pair of the batch has a label, scores (B,) only if one has a score.
 
     What depends on the data's values is decided here, on the host, where the batch is made:
@@ -145,7 +146,9 @@ def collate(data: TokenizedPairs, index: Sequence[int], pad_id: int) -> dict[str
     index = np.asarray(index)
     batch = pad_ids(ids, pad_id)
     batch["sentence_ids"] = sentence_ids(batch["input_ids"], batch["attention_mask"])
-    batch["token_index"] = torch.from_numpy(np.flatnonzero(batch["attention_mask"].numpy()))
+    real = np.flatnonzero(batch["attention_mask"].numpy())
+    if len(real) < batch["attention_mask"].numel():  # without padding the index only costs
+        batch["token_index"] = torch.from_numpy(real)
     labels, scores = data.labels[index], data.scores[index]
     if any_label(labels):
         batch["labels"] = torch.from_numpy(labels)

@@ -90,9 +90,11 @@ class RealTokens:
     With them (`Bert.forward`'s `token_index`) every position-wise part of a layer (the
     projections, the feed-forward, the layer norms, dropout) runs on the N real tokens only,
     and attention on them scattered back into (B, T), zeros at padding (masked, as without):
-    no FLOP of the linear layers goes to padding, which is 16-19% of a training batch's
-    tokens on STS-B (a pair's two sentences pad to the longer). Index ops, no host read: the
-    index comes from the host with the batch (`sbert.data.batching.collate`).
+    no FLOP of the layers' linear parts goes to padding, which is 16% of STS-B train's
+    positions in training batches (a pair's two sentences pad to the longer; the embeddings
+    still run on every position). Index ops, no host read: the index comes from the host with
+    the batch (`sbert.data.batching.collate`), and it must be the mask's real positions (it is
+    not checked against the mask: that would read the device).
     """
 
     index: torch.Tensor
@@ -105,7 +107,7 @@ class RealTokens:
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(N, ...) -> (B, T, ...), zeros at padding."""
-        out = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
+        out = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy_(0, self.index, x)
         return out.view(self.batch, self.length, *x.shape[1:])
 
 

@@ -79,6 +79,7 @@ class MultiTaskModel(nn.Module):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         sentence_ids: torch.Tensor | None = None,
+        *,
         token_index: torch.Tensor | None = None,
         regression: str = "cosine-mse",
         objectives: Sequence[str] = DEFAULT_OBJECTIVES,

@@ -36,7 +36,8 @@ class SentenceBert(nn.Module):
         pooling: "mean" (default, SBERT §3), "cls" or "max".
         normalize: L2-normalise every sentence vector (sentence-transformers' `Normalize`).
     Shapes:
-        forward: input_ids, attention_mask (B, T) -> (B, H).
+        forward: input_ids, attention_mask (B, T) -> (B, H); token_index (N,) the real
+        tokens' flat positions, if given (`sbert.models.bert.RealTokens`: padding skipped).
     """
 
     def __init__(

@@ -110,6 +110,11 @@ def test_objective_choice_drops_the_other_target(tiny):
     }
     assert "labels" not in collate(only_reg, [0, 1], tiny.tokenizer.pad_id)
     both = collate(tokenize_pairs(data, tiny.tokenizer, index), [2, 0], tiny.tokenizer.pad_id)
+    real = both["attention_mask"].reshape(-1).nonzero()[:, 0]
+    assert both["token_index"].tolist() == real.tolist() and len(real) < both["input_ids"].numel()
+    same_length = [1]  # a pair whose two sentences tokenize to equal lengths: no padding
+    assert len(only_cls.a[1]) == len(only_cls.b[1])
+    assert "token_index" not in collate(only_cls, same_length, tiny.tokenizer.pad_id)
     assert both["labels"].tolist() == [index["neutral"], index["entailment"]]
     assert both["scores"].tolist() == pytest.approx([0.5, 0.95])
 
