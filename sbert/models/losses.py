@@ -172,18 +172,23 @@ def multiple_negatives_ranking_loss(
     candidate = anchor | (labels == negative_label) if negative_label is not None else anchor
     left_out = ~candidate[None, :]  # (B, B): row i, column c (the B second sentences)
     if ids is not None:
-        first, second = ids.chunk(2)  # (B,) ids of the premises and of the hypotheses
-        same_premise = ((first[:, None] == first[None, :]) & anchor[None, :]).float()  # (i, k)
-        same_hypothesis = (second[:, None] == second[None, :]).float()  # (k, c)
-        # Column c is entailed by anchor i if it is the positive of any anchor k with i's premise.
-        entailed = same_premise @ same_hypothesis > 0
-        left_out = left_out | entailed | (second[None, :] == first[:, None])
+        left_out = left_out | _duplicates(ids, anchor)
     # The diagonal stays: an anchor's own positive, and for any other row a finite logsumexp.
     diagonal = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     cos = _cos_matrix(_only(anchor, u), _only(candidate, v))
     logits = (scale * cos).masked_fill(left_out & ~diagonal, -torch.inf)
     per_row = torch.logsumexp(logits, dim=1) - logits.diagonal()  # (B,)
     return torch.where(anchor, per_row, 0.0).sum() / anchor.sum().clamp(min=1)
+
+
+def _duplicates(ids: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """(B, B) bool: column c is a false negative for row i, the same sentence as premise i or
+    as the positive of any anchor k with premise i's (diagonal included: the caller keeps it)."""
+    first, second = ids.chunk(2)  # (B,) ids of the premises and of the hypotheses
+    same_premise = ((first[:, None] == first[None, :]) & anchor[None, :]).float()  # (i, k)
+    same_hypothesis = (second[:, None] == second[None, :]).float()  # (k, c)
+    entailed = same_premise @ same_hypothesis > 0
+    return entailed | (second[None, :] == first[:, None])
 
 
 def _cos_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
