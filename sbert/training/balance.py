@@ -258,7 +258,9 @@ class GradNorm(Balancer):
     its gradient is analytic: sign(G_i - target_i) ||grad_W L_i||, no second-order backward. The
     model itself gets the gradient of sum_i w_i L_i. Weights are renormalised to sum to the
     number of tasks when used, i.e. after each optimiser step. L_i(0) is each loss at its
-    first appearance (a buffer: saved with `state_dict`).
+    first appearance where it is positive and finite (a buffer: saved with `state_dict`); until
+    then that objective's rate is 1, so a first loss of exactly 0 (CoSENT on a batch whose gold
+    scores are all equal) cannot divide by zero.
 
     Args:
         names: the objectives; weights: their starting weights (default 1).
@@ -296,16 +298,17 @@ class GradNorm(Balancer):
             self._index[key] = torch.tensor([self.names.index(n) for n in key], device=device)
         index = self._index[key]
         values = torch.stack([loss.detach().float() for loss in losses.values()]).to(device)
-        with torch.no_grad():
+        with torch.no_grad():  # L_i(0): the first positive, finite loss (a rate needs one)
             seen = self.initial[index]
-            self.initial[index] = torch.where(seen.isnan(), values, seen)
+            usable = seen.isnan() & values.isfinite() & (values > 0)
+            self.initial[index] = torch.where(usable, values, seen)
             initial = self.initial[index]
         layer = list(self.layer) if self.layer is not None else list(shared)
         raw = task_gradients(losses, layer)
         norms = torch.stack([g.norm() for g in raw.values()])  # ||grad_W L_i||
         w = self.task_weights[index].detach()
         g = w * norms
-        rate = values / initial
+        rate = torch.where(initial.isnan(), 1.0, values / initial)  # no L_i(0) yet: r_i = 1
         target = g.mean() * (rate / rate.mean()) ** self.alpha
         grad = torch.zeros_like(self.task_weights)
         grad[index] = torch.sign(g - target) * norms * scale

@@ -151,3 +151,16 @@ def test_balanced_beats_fixed_on_the_weak_task(method, fixed_toy):
     # uncertainty 0.26, pcgrad 0.32, gradnorm 0.26; the strong task stays at 0.25-0.30.
     assert weak < 0.5 * fixed_weak
     assert strong < 1.3 * fixed_strong
+
+
+def test_gradnorm_waits_for_a_positive_first_loss():
+    """A first loss of exactly 0 (CoSENT on a batch whose gold scores are all equal) is no
+    L_i(0): the rate would divide by it and turn every weight NaN."""
+    theta = torch.zeros(2, requires_grad=True)
+    balancer = make_balancer("gradnorm", ["a", "b"])
+    balancer.backward({"a": 1 + G1 @ theta, "b": 0 * (1 + G2 @ theta)}, [theta])
+    assert balancer.initial[0] == 1.0 and balancer.initial[1].isnan()
+    assert balancer.task_weights.grad.isfinite().all()
+    balancer.backward({"a": 2 + G1 @ theta, "b": 4 + G2 @ theta}, [theta])
+    torch.testing.assert_close(balancer.initial, torch.tensor([1.0, 4.0]))
+    assert balancer.task_weights.grad.isfinite().all()
