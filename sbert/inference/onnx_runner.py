@@ -15,7 +15,7 @@ once and grown only when a longer batch comes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,22 +149,30 @@ class OnnxEncoder:
         ids = self.tokenize([sentences] if single else list(sentences))
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         batches = length_batches(ids, batch_size)
-        if show_progress_bar:
+        if show_progress_bar:  # counts batches as their vectors come back
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="encode", unit="batch")
-        self._run_batches(ids, batches, out)
+            with tqdm(total=len(batches), desc="encode", unit="batch") as bar:
+                self._run_batches(ids, batches, out, bar.update)
+        else:
+            self._run_batches(ids, batches, out)
         if normalize:
             # As torch.nn.functional.normalize: eps keeps a zero vector finite.
             out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
         return out[0] if single else out
 
     def _run_batches(
-        self, ids: list[list[int]], batches: Collection[list[int]], out: np.ndarray
+        self,
+        ids: list[list[int]],
+        batches: Collection[list[int]],
+        out: np.ndarray,
+        finished: Callable[[int], object] = lambda count: None,
     ) -> None:
-        """Write each batch's vectors (`batches`: lists of indices into `ids`) into `out`."""
+        """Write each batch's vectors (`batches`: lists of indices into `ids`) into `out`,
+        calling `finished(1)` as each batch's vectors are in (a progress bar's update)."""
         for index in batches:
             out[index] = self._run(self._pad([ids[i] for i in index]))
+            finished(1)
 
     def _pad(self, ids: list[list[int]], length: int | None = None) -> dict[str, np.ndarray]:
         """input_ids and attention_mask (B, T) int64, padded to the batch's longest (or to

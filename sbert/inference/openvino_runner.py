@@ -30,7 +30,6 @@ time, never needs.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -160,19 +159,18 @@ class OpenVinoEncoder(OnnxEncoder):
             precision, float_precision,
         )  # fmt: skip
 
-    def _run_batches(
-        self, ids: list[list[int]], batches: Collection[list[int]], out: np.ndarray
-    ) -> None:
+    def _run_batches(self, ids, batches, out, finished=lambda count: None) -> None:
         """One batch on the latency request; more, side by side on the streams."""
         if len(batches) < 2 or self.streams is None:  # (compiled at the first call with two)
-            return super()._run_batches(ids, batches, out)
+            return super()._run_batches(ids, batches, out, finished)
 
-        finished, failed = [], []
+        written, failed = [], []
 
         def done(request, index: list[int]) -> None:  # in OpenVINO's thread, on rows of its own
             try:  # an exception raised out of this callback aborts the process
                 out[index] = request.get_tensor(SENTENCE_OUTPUT).data
-                finished.append(len(index))
+                written.append(len(index))
+                finished(1)
             except Exception as e:
                 failed.append(" ".join(str(e).split()))
 
@@ -180,10 +178,10 @@ class OpenVinoEncoder(OnnxEncoder):
         for index in batches:  # start_async copies the padded inputs (the buffer is reused)
             self.streams.start_async(self._pad([ids[i] for i in index]), index)
         self.streams.wait_all()
-        if sum(finished) != len(out):  # never rows of uninitialised memory as vectors
+        if sum(written) != len(out):  # never rows of uninitialised memory as vectors
             why = f": {failed[0]}" if failed else ""
             raise SbertError(
-                f"{self.folder}: OpenVINO returned {sum(finished)} of {len(out)} vectors{why}"
+                f"{self.folder}: OpenVINO returned {sum(written)} of {len(out)} vectors{why}"
             )
 
     def _pad(self, ids: list[list[int]], length: int | None = None) -> dict[str, np.ndarray]:

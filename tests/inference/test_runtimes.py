@@ -127,6 +127,24 @@ def test_openvino_runs_batches_side_by_side_each_vector_in_its_row(openvino_expo
     assert cosines(alone, side_by_side).min() >= 0.9999
 
 
+def test_openvino_progress_counts_batches_whose_vectors_are_in(openvino_export):
+    """The progress bar's update comes from OpenVINO's callback, once a batch's rows are
+    written: not as batches are handed to the streams, up to 4 ahead of the work."""
+    from sbert.inference.openvino_runner import OpenVinoEncoder
+    from sbert.tokenizer import length_batches
+
+    encoder = OpenVinoEncoder.load(openvino_export, threads=2)
+    ids = encoder.tokenize(SENTENCES)
+    batches = length_batches(ids, 4)
+    out = np.full((len(ids), encoder.dim), np.nan, np.float32)
+    rows_in = []  # rows written when each update came
+    encoder._run_batches(ids, batches, out, lambda n: rows_in.append(np.isfinite(out[:, 0]).sum()))
+    assert vars(encoder)["streams"] is not None  # the side-by-side path
+    smallest = min(map(len, batches))
+    assert len(rows_in) == len(batches)
+    assert all(rows >= (k + 1) * smallest for k, rows in enumerate(sorted(rows_in)))
+
+
 def test_openvino_side_by_side_failure_is_an_error_not_a_crash(openvino_export, monkeypatch):
     """A failure inside OpenVINO's callback thread would abort the process, and leave rows of
     uninitialised memory: it is an SbertError naming the folder instead."""
