@@ -208,10 +208,16 @@ def _sentence(ctx: _Ctx, n: int, text: str, name: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
         raise ctx.error(n, f"{name} contains an unpaired surrogate") from None
     clean = text.translate(_CONTROLS)
-    # Empty means nothing a tokenizer would keep: only whitespace, controls, format marks.
-    if not any(not c.isspace() and unicodedata.category(c)[0] != "C" for c in clean):
+    if blank(clean):
         raise ctx.error(n, f"{name} is empty")
     return clean
+
+
+def blank(text: str) -> bool:
+    """Whether `text` holds nothing a tokenizer would keep: only whitespace, control and
+    format characters (zero-width spaces, direction marks). Its vector would be that of no
+    words at all."""
+    return not any(not c.isspace() and unicodedata.category(c)[0] != "C" for c in text)
 
 
 def _pair(

@@ -60,22 +60,31 @@ async def parse(request: Request, model: type[Model]) -> Model:
 
 def describe(errors: list[dict]) -> str:
     """Pydantic's errors as one sentence naming the field, e.g. `inputs[2]: ...`. Of a union
-    (a string or a list of strings) the branch that went deepest into the input says most; where
-    no branch got past the input's type, the sentence names the types that would do."""
-    specific = [e for e in errors if not e["type"].endswith("_type")]
-    deepest = max(len(e["loc"]) for e in errors)
-    candidates = specific or [e for e in errors if len(e["loc"]) == deepest]
-    err = candidates[0]
-    where = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            where += f"[{part}]"
-        elif part != "str" and "[" not in part:  # not the union's branch names
-            where += f".{part}" if where else part
+    (a string or a list of strings; a pair or a list of pairs) the branch that went deepest into
+    the input says most, a missing item counting as deep as the container the input has; there,
+    a broken rule says more than a missing item, and that more than a wrong type. Where no branch
+    got past the input's type, the sentence names the types that would do."""
+
+    def path(err) -> list:  # the union's branch names left out
+        return [p for p in err["loc"] if isinstance(p, int) or (p != "str" and "[" not in p)]
+
+    def depth(err) -> int:
+        return len(path(err)) - (err["type"] == "missing")
+
+    def kind(err) -> int:
+        return 2 if err["type"].endswith("_type") else 1 if err["type"] == "missing" else 0
+
+    deepest = max(map(depth, errors))
+    found = [e for e in errors if depth(e) == deepest]
+    err = min(found, key=kind)  # the first of the most telling kind
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path(err)).lstrip(".")
     message = err["msg"].removeprefix("Value error, ")
-    if not specific and len(candidates) > 1:
+    if kind(err) == 2:
         kinds = {"string_type": "a string", "list_type": "a list", "tuple_type": "a pair"}
-        message = "expected " + " or ".join(kinds.get(e["type"], e["type"]) for e in candidates)
+        wanted = dict.fromkeys(kinds.get(e["type"], e["type"]) for e in found
+                               if kind(e) == 2 and path(e) == path(err))  # fmt: skip
+        if len(wanted) > 1:
+            message = "expected " + " or ".join(wanted)
     return f"{where or 'body'}: {message}"
 
 

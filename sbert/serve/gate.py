@@ -1,6 +1,7 @@
 """The gate every request passes (pure ASGI middleware, cheaper than Starlette's
 BaseHTTPMiddleware): a request id, the refusals made before any work (draining, API key, body
-size, too many requests waiting), timing, metrics and the access log."""
+size, too many requests in), reading the body of a route that runs the model, timing, metrics
+and the access log."""
 
 from __future__ import annotations
 
@@ -48,11 +49,16 @@ class Gate:
         try:
             self.refuse(path, headers)
             if path in INFERENCE:
-                state.in_flight += 1
-                try:
-                    await self.app(scope, self.limited(receive), send_with_id)
-                finally:
-                    state.in_flight -= 1
+                body = await self.body(receive)
+                if body is None:  # the client left before its body was in: nobody to answer
+                    status = 499
+                else:
+                    self.refuse_when_full()
+                    state.in_flight += 1
+                    try:
+                        await self.app(scope, replay(body, receive), send_with_id)
+                    finally:
+                        state.in_flight -= 1
             else:
                 await self.app(scope, receive, send_with_id)
         except ApiError as e:
@@ -78,24 +84,47 @@ class Gate:
         length = headers.get("content-length", "0")
         if not length.isdigit() or int(length) > state.config.max_body_bytes:
             raise self.too_large()
-        if path in INFERENCE and state.in_flight >= state.config.max_concurrent_requests:
-            raise ApiError(429, "overloaded", f"more than {state.config.max_concurrent_requests} "
-                           "requests waiting: try again shortly", {"retry-after": "1"})  # fmt: skip
+
+    def refuse_when_full(self) -> None:
+        """429 when --max-concurrent-requests requests are already in: asked once a body is
+        read, so that clients slow to send theirs hold no place (text-embeddings-inference
+        takes its permit after reading the body too)."""
+        limit = self.state.config.max_concurrent_requests
+        if self.state.in_flight >= limit:
+            raise ApiError(429, "overloaded", f"more than {limit} requests waiting: try again "
+                           "shortly", {"retry-after": "1"})  # fmt: skip
 
     def too_large(self) -> ApiError:
         limit = self.state.config.max_body_bytes
         return ApiError(413, "payload_too_large", f"the request body is over {limit:,} bytes")
 
-    def limited(self, receive):
-        """`receive`, refusing a body (sent without a length) once it outgrows the limit."""
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+    async def body(self, receive) -> bytes | None:
+        """The whole request body, refused (413) once it outgrows the limit, which a body sent
+        without a length can only be as it arrives; None if the client disconnects first."""
+        limit, parts, seen = self.state.config.max_body_bytes, [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.state.config.max_body_bytes:
+            if message["type"] == "http.disconnect":
+                return None
+            part = message.get("body", b"")
+            seen += len(part)
+            if seen > limit:
                 raise self.too_large()
-            return message
+            parts.append(part)
+            if not message.get("more_body", False):
+                return b"".join(parts)
 
-        return counted
+
+def replay(body: bytes, receive):
+    """`receive` for an app whose body was already read: the body once, then the client's own
+    messages (a disconnect, which the routes watch for)."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

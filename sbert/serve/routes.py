@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -55,17 +56,21 @@ class Embedded:
         return JSON(content, headers=self.headers)
 
 
-async def embed(request: Request, texts: list[str], truncate: bool) -> Embedded:
-    """Embed a request's texts through the batcher."""
+async def embed(
+    request: Request, texts: list[str], truncate: bool, inputs: int, field: Callable[[int], str]
+) -> Embedded:
+    """Embed a request's texts through the batcher. `inputs`: what the client sent, counted
+    against --max-client-batch-size as text-embeddings-inference counts them (texts; pairs;
+    not a query or source sentence); `field(i)`: the body's name for text i, for errors."""
     state = state_of(request)
     limit = state.config.max_client_batch_size
-    if len(texts) > limit:
-        raise ApiError(413, "payload_too_large", f"{len(texts)} inputs; at most {limit} a request")
+    if inputs > limit:
+        raise ApiError(413, "payload_too_large", f"{inputs} inputs; at most {limit} a request")
     lengths, truncated = state.encoder.tokenizer.lengths(texts)
     if not truncate and any(truncated):
-        i = truncated.index(True)
+        where = field(truncated.index(True))
         window = state.encoder.max_seq_length
-        message = f"input {i} is longer than the model's {window} tokens (truncate: true cuts it)"
+        message = f"{where} is longer than the model's {window} tokens (truncate: true cuts it)"
         raise ApiError(413, "payload_too_large", message)
     try:
         job = state.batcher.submit(texts, lengths)
@@ -108,6 +113,16 @@ def as_list(texts: str | list[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else texts
 
 
+def named(name: str, texts: str | list[str]) -> Callable[[int], str]:
+    """The body's name for text i of a field holding one text or a list."""
+    return (lambda i: name) if isinstance(texts, str) else (lambda i: f"{name}[{i}]")
+
+
+def first_then(first: str, rest: str) -> Callable[[int], str]:
+    """Names for [first, *rest]: a query or source sentence, then its list."""
+    return lambda i: first if i == 0 else f"{rest}[{i - 1}]"
+
+
 def normalized(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
@@ -117,7 +132,8 @@ async def openai_embeddings(request: Request) -> JSON:
     body, state = await parse(request, schemas.OpenAIEmbeddings), state_of(request)
     if body.dimensions is not None and body.dimensions != state.encoder.dim:
         raise ApiError(422, "validation", f"dimensions: this model gives {state.encoder.dim}")
-    embedded = await embed(request, as_list(body.input), truncate=True)
+    texts = as_list(body.input)
+    embedded = await embed(request, texts, True, len(texts), named("input", body.input))
     vectors, tokens = normalized(embedded.vectors), embedded.tokens
     if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends them
         encoded = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
@@ -135,7 +151,8 @@ async def openai_embeddings(request: Request) -> JSON:
 async def tei_embed(request: Request) -> JSON:
     """Text-embeddings-inference's /embed: one vector per input."""
     body = await parse(request, schemas.Embed)
-    embedded = await embed(request, as_list(body.inputs), body.truncate)
+    texts = as_list(body.inputs)
+    embedded = await embed(request, texts, body.truncate, len(texts), named("inputs", body.inputs))
     vectors = embedded.vectors
     return embedded.answer(normalized(vectors) if body.normalize else vectors)
 
@@ -144,7 +161,8 @@ async def tei_similarity(request: Request) -> JSON:
     """Text-embeddings-inference's /similarity: cosine of the source with each sentence."""
     body = await parse(request, schemas.Similarity)
     texts = [body.inputs.source_sentence, *body.inputs.sentences]
-    embedded = await embed(request, texts, body.truncate)
+    names = first_then("inputs.source_sentence", "inputs.sentences")
+    embedded = await embed(request, texts, body.truncate, len(texts) - 1, names)
     vectors = normalized(embedded.vectors)
     return embedded.answer(vectors[1:] @ vectors[0])
 
@@ -153,7 +171,8 @@ async def tei_rerank(request: Request) -> JSON:
     """Text-embeddings-inference's /rerank shape, best first; the score is the cosine of the
     query and the text's sentence vectors (a bi-encoder, not a cross-encoder)."""
     body = await parse(request, schemas.Rerank)
-    embedded = await embed(request, [body.query, *body.texts], body.truncate)
+    texts, names = [body.query, *body.texts], first_then("query", "texts")
+    embedded = await embed(request, texts, body.truncate, len(body.texts), names)
     vectors = normalized(embedded.vectors)
     scores = (vectors[1:] @ vectors[0]).tolist()
     ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
@@ -166,8 +185,11 @@ async def predict(request: Request) -> JSON:
     body, state = await parse(request, schemas.Predict), state_of(request)
     if state.encoder.heads.classifier is None:
         raise ApiError(422, "no_classifier", "this model has no classifier: use /similarity")
-    pairs = [body.inputs] if isinstance(body.inputs, tuple) else body.inputs
-    embedded = await embed(request, [t for pair in pairs for t in pair], body.truncate)
+    one = isinstance(body.inputs, tuple)
+    pairs = [body.inputs] if one else body.inputs
+    texts = [t for pair in pairs for t in pair]
+    names = (lambda i: f"inputs[{i}]") if one else (lambda i: f"inputs[{i // 2}][{i % 2}]")
+    embedded = await embed(request, texts, body.truncate, len(pairs), names)
     u, v = embedded.vectors[0::2], embedded.vectors[1::2]
     return embedded.answer([p.to_json() for p in predictions(u, v, state.encoder.heads)])
 
@@ -178,7 +200,8 @@ async def search(request: Request) -> JSON:
     if state.index is None:
         raise ApiError(404, "no_index", "no index is served: start with --index DIR")
     queries = as_list(body.queries)
-    embedded = await embed(request, queries, body.truncate)
+    names = named("queries", body.queries)
+    embedded = await embed(request, queries, body.truncate, len(queries), names)
     # The scan is numpy work over the whole corpus: off the event loop too.
     vectors = normalized(embedded.vectors)
     found = await asyncio.to_thread(state.index.hits, vectors, body.k)  # an Index or a store

@@ -9,9 +9,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from sbert.data.readers import blank
+
 
 def _not_blank(text: str) -> str:
-    if not text.strip():
+    if blank(text):  # the readers' rule: spaces, controls, zero-width characters only
         raise ValueError("an empty text: give at least one word")
     return text
 

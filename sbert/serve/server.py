@@ -90,8 +90,17 @@ def api_key(config: ServeConfig) -> str | None:
             raise ConfigError(f"{path}: the API key file is not UTF-8") from None
         if not key:
             raise ConfigError(f"{path}: the API key file is empty")
-        return key
-    return os.environ.get(API_KEY_VARIABLE) or None
+        return header_safe(key, str(path))
+    key = os.environ.get(API_KEY_VARIABLE)
+    return header_safe(key, f"${API_KEY_VARIABLE}") if key else None
+
+
+def header_safe(key: str, source: str) -> str:
+    """`key`, refused unless a client can send it as it is: printable ASCII without spaces
+    (HTTP carries header values as bytes, and a client encodes others as it likes)."""
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        raise ConfigError(f"{source}: the API key must be printable ASCII without spaces")
+    return key
 
 
 def startup_line(state: ServerState) -> str:

@@ -52,6 +52,8 @@ def refused(answer, status: int, error_type: str, words: str) -> None:
     [
         ({"inputs": []}, 422, "validation", "inputs: List should have at least 1 item"),
         ({"inputs": ["a cat", "  "]}, 422, "validation", "inputs[1]: an empty text"),
+        ({"inputs": "\u200b\u200f"}, 422, "validation", "inputs: an empty text"),  # no tokens
+        ({"inputs": ["a", "\u0000"]}, 422, "validation", "inputs[1]: an empty text"),
         ({"inputs": 3}, 422, "validation", "inputs: expected a string or a list"),
         ({"inputs": ["a", 3]}, 422, "validation", "inputs[1]: Input should be a valid string"),
         ({"text": "a cat"}, 422, "validation", "inputs: Field required"),
@@ -84,11 +86,43 @@ def test_route_specific_refusals(client, tiny):
     refused(client.post("/search", json={"queries": "a"}), 404, "no_index", "--index")
     pair = {"inputs": ["a cat", "a dog"]}
     assert client.post("/predict", json=pair).json()[0]["label"] in ("no", "yes")
-    refused(client.post("/predict", json={"inputs": [["a"]]}), 422, "validation", "inputs")
+    refused(client.post("/predict", json={"inputs": [["a"]]}), 422, "validation", "inputs[0][1]")
+    refused(client.post("/predict", json={"inputs": []}), 422, "validation", "at least 1 item")
+    refused(client.post("/v1/embeddings", json={"input": [1, 2]}), 422, "validation",
+            "input[0]: Input should be a valid string")  # fmt: skip
     dims = {"input": "a", "dimensions": 7}
     refused(client.post("/v1/embeddings", json=dims), 422, "validation", "gives 32")
     with app_for(MultiTaskModel(tiny.encoder)) as plain:  # no classifier
         refused(plain.post("/predict", json=pair), 422, "no_classifier", "no classifier")
+
+
+def test_each_route_counts_its_inputs_and_names_the_field_at_fault(client):
+    """--max-client-batch-size (4 here) counts texts, pairs, not a query or source sentence, as
+    text-embeddings-inference does; an error names the field in the body, not a flat index."""
+    ok = {"query": "a", "texts": ["b", "c", "d", "e"]}
+    assert client.post("/rerank", json=ok).status_code == 200
+    refused(client.post("/rerank", json={**ok, "texts": ["b"] * 5}), 413, "payload_too_large",
+            "5 inputs")  # fmt: skip
+    similar = {"inputs": {"source_sentence": "a", "sentences": ["b", "c", "d", "e"]}}
+    assert client.post("/similarity", json=similar).status_code == 200
+    pairs = {"inputs": [["a", "b"]] * 4}
+    assert client.post("/predict", json=pairs).status_code == 200
+    long = "word " * 300
+    cases = [
+        ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b", long]}},
+         "inputs.sentences[1] is longer"),
+        ("/similarity", {"inputs": {"source_sentence": long, "sentences": ["b"]}},
+         "inputs.source_sentence is longer"),
+        ("/rerank", {"query": "a", "texts": ["b", long]}, "texts[1] is longer"),
+        ("/predict", {"inputs": [["a", "b"], ["c", long]]}, "inputs[1][1] is longer"),
+        ("/predict", {"inputs": ["a", long]}, "inputs[1] is longer"),
+        ("/embed", {"inputs": long}, "inputs is longer"),
+        ("/v1/embeddings", {"input": ["a", long]}, "input[1] is longer"),
+    ]  # fmt: skip
+    for route, body, words in cases:
+        if route != "/v1/embeddings":  # OpenAI's route always truncates
+            refused(client.post(route, json={**body, "truncate": False}), 413,
+                    "payload_too_large", words)  # fmt: skip
 
 
 def test_a_form_content_type_is_read_as_json(client):
@@ -121,7 +155,8 @@ def test_no_request_gets_a_5xx(client, route, body):
 
 
 def test_an_api_key_file_must_be_a_small_regular_file(tiny, tmp_path):
-    """A FIFO or /dev/zero as the key file is one line, at once (it would hang or never end)."""
+    """A FIFO or /dev/zero as the key file is one line, at once (it would hang or never end);
+    so is a key a client cannot send as it is (non-ASCII, spaces)."""
     import os
 
     from sbert.errors import SbertError
@@ -129,8 +164,11 @@ def test_an_api_key_file_must_be_a_small_regular_file(tiny, tmp_path):
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "zero").symlink_to("/dev/zero")
     (tmp_path / "empty").write_text("\n")
+    (tmp_path / "accented").write_text("s3cr\u00e9t\n")  # a client would send it as it likes
+    (tmp_path / "spaced").write_text("two words\n")
     for name, words in (("fifo", "not a regular file"), ("zero", "not a regular file"),
-                        ("empty", "is empty")):  # fmt: skip
+                        ("empty", "is empty"), ("accented", "printable ASCII"),
+                        ("spaced", "without spaces")):  # fmt: skip
         config = ServeConfig(model="tiny", api_key_file=str(tmp_path / name))
         with pytest.raises(SbertError, match=words):
             build_state(config, tiny)

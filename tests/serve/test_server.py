@@ -206,6 +206,31 @@ def test_a_flood_gets_429s_no_5xx_and_bounded_memory(folders):
         assert rss_kib(process.pid) - before < 200 * 1024
 
 
+def test_bodies_begun_then_stalled_or_abandoned_hold_no_place(folders):
+    """A request counts against --max-concurrent-requests once its body is in: three clients
+    that start a body and stall do not lock out a fourth (the limit is 2), and leaving
+    mid-body is a 499 in the metrics, with no traceback in the log."""
+    limits = ["--max-concurrent-requests", "2"]
+    with server("--model", str(folders["fp32"]), *limits) as (url, process):
+        port = int(url.rsplit(":", 1)[1])
+        head = (b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                b'content-length: 100\r\n\r\n{"inputs": ')  # fmt: skip
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        for connection in stalled:
+            connection.sendall(head)
+        time.sleep(0.3)
+        assert httpx.post(f"{url}/embed", json={"inputs": "a"}, timeout=10).status_code == 200
+        for connection in stalled:
+            connection.close()
+        left = 'sbert_requests_total{route="/embed",status="499"} 3.0'
+        for _ in range(100):  # until the server has seen all three leave (10 s)
+            if left in httpx.get(f"{url}/metrics").text:
+                break
+            time.sleep(0.1)
+        assert left in httpx.get(f"{url}/metrics").text
+    assert "Traceback" not in process.stderr.read()
+
+
 def admitted(metrics: str) -> float:
     """/embed requests the server has taken: those in flight plus those answered 200."""
     wanted = ("sbert_requests_in_flight ", 'sbert_requests_total{route="/embed",status="200"} ')
