@@ -81,8 +81,12 @@ def read_bounded(path: Path, limit: int = MAX_METADATA_BYTES) -> bytes:
         raise CheckpointError(path, "file not found") from None
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:  # before fdopen, which refuses a folder with an error naming the descriptor
         _check_regular(path, os.fstat(fd), limit)
+    except CheckpointError:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         try:
             data = f.read(limit + 1)
         except OSError as e:
@@ -342,15 +346,22 @@ def _running(pid: int) -> bool:
 
 def check_output_file(output: str | Path, inputs: Sequence[str | Path] = ()) -> None:
     """Refuse, before any work, an output file that cannot or must not be written: its folder
-    missing, a folder, block device or socket in its place (`output_target`), or one of the
-    command's own inputs. A symlink, a FIFO or a character device is written through."""
+    missing, a folder, block device or socket in its place (`output_target`), one of the
+    command's own inputs, or a file inside an input folder (a model's tokenizer, an index's
+    texts). A symlink, a FIFO or a character device is written through."""
     output = Path(output)
     target, stream = output_target(output)
     if not stream and not target.parent.is_dir():
         raise ConfigError(f"{output}: output folder {target.parent} not found")
-    for source in inputs:
-        if output.exists() and Path(source).exists() and output.samefile(source):
+    where = Path(os.path.realpath(output))
+    for source in (Path(s) for s in inputs if s is not None):
+        if not source.exists():  # a packaged model's name, say
+            continue
+        if output.exists() and output.samefile(source):
             raise ConfigError(f"{output}: is also an input of this command: not overwritten")
+        if source.is_dir() and where.is_relative_to(os.path.realpath(source)):
+            raise ConfigError(f"{output}: inside {source}, an input of this command: not "
+                              "written there")  # fmt: skip
 
 
 def check_output_dir(output: str | Path, ours: Callable[[Path], bool], kind: str) -> None:

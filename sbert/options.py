@@ -34,6 +34,7 @@ def option(
     required: bool = False,
     positional: bool = False,
     minimum: float | None = None,
+    maximum: float | None = None,
     flag: bool = True,
     const: str | None = None,
 ):
@@ -43,12 +44,13 @@ def option(
         help: the flag's --help text (its default is appended).
         required: no default: the flag or the config file must give it.
         positional: an optional positional argument instead of a flag.
-        minimum: the smallest value a number may take (checked for flags and files alike).
+        minimum, maximum: the range a number may take (checked for flags and files alike;
+            a float must be finite in any case).
         flag: False for a setting that only a config file can give.
         const: the value of the flag given without one (`--ray` alone: "local").
     """
-    meta = dict(help=help, required=required, positional=positional, minimum=minimum, flag=flag,
-                const=const)  # fmt: skip
+    meta = dict(help=help, required=required, positional=positional, minimum=minimum,
+                maximum=maximum, flag=flag, const=const)  # fmt: skip
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -139,13 +141,24 @@ def build(options: type, values: dict):
     for f in fields(options):
         if f.metadata.get("required") and values.get(f.name) is None:
             raise ConfigError(f"{flag_name(f.name)} is required")
-        minimum, value = f.metadata.get("minimum"), values.get(f.name)
-        if minimum is not None and value is not None and not value >= minimum:
-            raise ConfigError(f"{flag_name(f.name)} must be at least {minimum:g}, not {value}")
+    check_ranges(options, values)
     try:
         return options(**values)
     except TypeError as e:
         raise ConfigError(f"bad settings: {e}") from None
+
+
+def check_ranges(options: type, values: dict) -> None:
+    """Every number finite and within its field's minimum and maximum."""
+    for f in fields(options):
+        value, name = values.get(f.name), flag_name(f.name)
+        if isinstance(value, float) and not math.isfinite(value):  # --grace-seconds inf
+            raise ConfigError(f"{name} must be a finite number, not {value}")
+        minimum, maximum = f.metadata.get("minimum"), f.metadata.get("maximum")
+        if minimum is not None and value is not None and not value >= minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+        if maximum is not None and value is not None and not value <= maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, not {value}")
 
 
 def from_args(options: type, args: argparse.Namespace):

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Options:
     name: str | None = option("a required string", required=True)
     first: str | None = option("a positional", positional=True)
-    size: int = option("at least 1", 4, minimum=1)
+    size: int = option("from 1 to 65535", 4, minimum=1, maximum=65535)
     rate: float | None = option("a float")
     mode: Literal["a", "b"] = option("a choice", "a")
     on: bool = option("a switch", False)
@@ -49,11 +49,16 @@ def test_flags_come_from_the_types():
         parse(["--name", "x", "--weights", "a:1"])
 
 
-def test_required_and_minimum_are_one_line_errors():
+def test_required_range_and_finite_are_one_line_errors():
     with pytest.raises(ConfigError, match="^--name is required$"):
         parse([])
     with pytest.raises(ConfigError, match="^--size must be at least 1, not 0$"):
         parse(["--name", "x", "--size", "0"])
+    with pytest.raises(ConfigError, match="^--size must be at most 65535, not 70000$"):
+        parse(["--name", "x", "--size", "70000"])
+    for bad in ("inf", "-inf", "nan"):  # no float option means anything by these
+        with pytest.raises(ConfigError, match=f"^--rate must be a finite number, not {bad}$"):
+            parse(["--name", "x", f"--rate={bad}"])
 
 
 def test_a_config_file_sets_the_same_fields_and_flags_win(tmp_path):

@@ -30,7 +30,7 @@ def run(o: Options) -> None:
     from sbert.inference.load import load
 
     sentences = read_sentences(o.input)
-    check_output_file(o.output, [o.input])  # before encoding, not after
+    check_output_file(o.output, [o.input, o.model])  # before encoding, not after
     model = load(o.model)
     vectors = model.encode(
         sentences,

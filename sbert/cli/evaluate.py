@@ -27,6 +27,7 @@ class Options:
 def run(o: Options) -> None:
     import json
     import math
+    import sys
 
     from sbert.data import batching
     from sbert.data.specs import read_spec
@@ -38,6 +39,11 @@ def run(o: Options) -> None:
     data = read_spec(o.data, format=o.format, columns=o.columns)
     device = pick_device(o.device)
     model = MultiTaskModel.from_pretrained(o.model).to(device)
+    if data.has_labels and model.classifier is None:
+        if not data.has_scores:  # a pair count alone is no evaluation
+            raise SbertError(f"{o.data}: labels only, and {o.model} has no classifier to score")
+        print(f"note: {o.model} has no classifier: {o.data}'s labels are not scored",
+              file=sys.stderr)  # fmt: skip
     index = {name: i for i, name in enumerate(model.labels)} or None
     pairs = batching.tokenize_pairs(data, model.encoder.tokenizer, index)
     metrics = evaluate(model, pairs, o.batch_size, device, show_progress_bar=on_terminal())

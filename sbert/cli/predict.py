@@ -48,7 +48,7 @@ def run(o: Options) -> None:
     else:
         pairs = read_input(o.input, o.columns)
         if o.output is not None:
-            check_output_file(o.output, [o.input])
+            check_output_file(o.output, [o.input, o.model])
     model = load(o.model)  # an ONNX export too: its classifier in numpy
     if model.heads.classifier is None:
         print(f"note: {o.model} has no classifier: similarity only", file=sys.stderr)

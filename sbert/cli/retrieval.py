@@ -32,13 +32,10 @@ def run(o: Options) -> None:
     import json
     import sys
 
-    from sbert.data.specs import parse_spec
     from sbert.inference.load import load
     from sbert.inference.retrieval import evaluate_retrieval, retrieval_set_from_pairs
 
-    spec = parse_spec(o.data)
-    columns = spec.columns or o.columns
-    data = retrieval_set_from_pairs(spec.path, o.min_score, spec.split, columns)
+    data = retrieval_set_from_pairs(o.data, o.min_score, o.columns)  # its split and rows too
     model = load(o.model)
     device = device_for(model, o.device)
     metrics = evaluate_retrieval(model, data, o.batch_size, device, on_terminal())

@@ -13,10 +13,11 @@ from sbert.serve.config import ServeConfig as Options
 def run(config: Options) -> None:
     from sbert.cli.common import device_for
     from sbert.inference.load import load
-    from sbert.serve.server import serve
+    from sbert.serve.server import listen, serve
 
+    sock = listen(config.host, config.port)  # a port in use fails here, before the model loads
     encoder = load(config.model)
     device = device_for(encoder, config.device)
     if device is not None:
         encoder.to(device)
-    serve(config, encoder, device)
+    serve(config, encoder, device, sock)

@@ -763,14 +763,20 @@ def _table_names(path: str | os.PathLike[str]) -> list[str]:
     n, header = first
     if Path(path).suffix.lower() in (".jsonl", ".json"):
         return list(_json_object(ctx, n, header))
-    try:
-        return [h.strip() for h in next(csv.reader([header], delimiter=_delimiter(header)))]
-    except csv.Error as e:
-        raise ctx.error(n, f"bad CSV header ({e})") from None
+    return [h.strip() for h in _csv_row(ctx, n, header, _delimiter(header), "header")]
 
 
 def _delimiter(header: str) -> str:
     return "\t" if "\t" in header else ","
+
+
+def _csv_row(ctx: _Ctx, n: int, line: str, delimiter: str, what: str = "row") -> list[str]:
+    """One CSV/TSV line's fields, strictly (a stray quote is an error, not a silently merged
+    field, as in the pair readers), a field past csv's size limit a DataError naming the line."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        raise ctx.error(n, f"bad CSV {what} ({e})") from None
 
 
 def read_column(path: str | os.PathLike[str], column: str) -> list[str]:
@@ -803,15 +809,12 @@ def read_column(path: str | os.PathLike[str], column: str) -> list[str]:
             raise DataError(path, None, "empty file: no texts")
         hn, header = first
         delimiter = _delimiter(header)
-        names = [h.strip() for h in next(csv.reader([header], delimiter=delimiter))]
+        names = [h.strip() for h in _csv_row(ctx, hn, header, delimiter, "header")]
         if column not in names:
             raise ctx.error(hn, f"no column {_short(column)} in the header ({', '.join(names)})")
         i = names.index(column)
         for n, line in lines:
-            try:
-                row = next(csv.reader([line], delimiter=delimiter))
-            except csv.Error as e:
-                raise ctx.error(n, f"bad CSV row ({e})") from None
+            row = _csv_row(ctx, n, line, delimiter)
             if len(row) != len(names):
                 raise ctx.error(n, f"expected {len(names)} fields, found {len(row)}")
             texts.append(_sentence(ctx, n, row[i], column))

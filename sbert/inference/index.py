@@ -344,10 +344,11 @@ class Index:
                 )
             if ef_search < 1:
                 raise ConfigError(f"ef_search must be at least 1, got {ef_search}")
+        k = min(k, len(self))  # more hits than texts: all of them (no (Q, 2**31) arrays)
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        if self.graph is not None:
-            self.graph.hnsw.efSearch = max(ef_search or HNSW_EF_SEARCH, k)
-            scores, ids = self.graph.search(queries, min(k, len(self)))
+        if self.graph is not None:  # a beam wider than the corpus finds nothing more
+            self.graph.hnsw.efSearch = min(max(ef_search or HNSW_EF_SEARCH, k), len(self))
+            scores, ids = self.graph.search(queries, k)
             # The graph keeps its own copy of the vectors, not scanned at load: a damaged one
             # shows as a cosine beyond [-1, 1].
             if not (np.abs(scores[ids >= 0]) <= 1 + NORM_TOLERANCE).all():

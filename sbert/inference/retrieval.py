@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sbert.data.readers import read_pairs
+from sbert.data.specs import DataSpec, parse_spec, read_spec
 from sbert.errors import DataError
 from sbert.inference.encoder import Encoder, check_finite
 from sbert.inference.topk import chunked_topk
@@ -33,17 +33,17 @@ class RetrievalSet:
 
 
 def retrieval_set_from_pairs(
-    path: str,
-    min_score: float = 4.0,
-    split: str | None = None,
-    columns: dict[str, str] | None = None,
+    spec: str | DataSpec, min_score: float = 4.0, columns: dict[str, str] | None = None
 ) -> RetrievalSet:
     """Pairs scoring >= min_score: first sentence = query, second = its relevant text; every
-    distinct second sentence of the file is in the corpus. Each distinct text appears once, so
-    no two corpus entries tie. `columns`: a table's columns by role (read_pairs)."""
-    data = read_pairs(path, split=split, columns=columns)
+    distinct second sentence of the pairs is in the corpus. Each distinct text appears once, so
+    no two corpus entries tie. `spec`: a file, with a split and a range of its pairs
+    (`sick.txt@TRIAL[0:200]`, read as training data is: sbert/data/specs.py); `columns`: a
+    table's columns by role where the spec names none."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    data = read_spec(spec, columns=columns)
     if not data.has_scores:
-        raise DataError(path, None, "a retrieval set needs scored pairs; this file has none")
+        raise DataError(spec.path, None, "a retrieval set needs scored pairs; this file has none")
     corpus = list(dict.fromkeys(p.b for p in data.pairs))
     position = {text: i for i, text in enumerate(corpus)}
     relevant: dict[str, set[int]] = {}
@@ -51,7 +51,7 @@ def retrieval_set_from_pairs(
         if p.score >= min_score:
             relevant.setdefault(p.a, set()).add(position[p.b])
     if not relevant:
-        raise DataError(path, None, f"no pair scores {min_score:g} or more")
+        raise DataError(spec.path, None, f"no pair scores {min_score:g} or more")
     return RetrievalSet(list(relevant), corpus, list(relevant.values()))
 
 

@@ -14,8 +14,13 @@ def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
             device = torch.device(name)
         except RuntimeError:
             raise ConfigError(f"--device {name}: not a device (cpu, cuda, cuda:1 ...)") from None
+        if device.type not in ("cpu", "cuda"):  # meta, mps, xpu...: untested here, refused
+            raise ConfigError(f"--device {name}: not supported (cpu, cuda, cuda:1 ...)")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: this torch sees no CUDA device")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")  # fmt: skip
         if device.type == "cuda" and device.index is None:
             return torch.device("cuda", local_rank)
         return device

@@ -16,7 +16,7 @@ class ServeConfig:
     )
     index: str | None = option("an `sbert index` folder to serve POST /search from")
     host: str = option("address to bind; 0.0.0.0 serves every interface", "127.0.0.1")
-    port: int = option("port to listen on", 8080, minimum=1)
+    port: int = option("port to listen on", 8080, minimum=1, maximum=65535)
     max_batch_tokens: int = option(
         "most padded tokens in one model call (longest sentence x sentences)", 16384, minimum=1
     )
@@ -35,6 +35,7 @@ class ServeConfig:
         "answered 503",
         30.0,
         minimum=0,
+        maximum=86400,  # a day; threading's timers refuse far larger ones
     )
     device: str | None = option("cpu, cuda, cuda:1 ... for a PyTorch model (default: cuda when "
                                 "available)")  # fmt: skip

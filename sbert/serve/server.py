@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -25,9 +26,28 @@ from sbert.serve.state import ServerState
 API_KEY_VARIABLE = "SBERT_API_KEY"
 
 
-def serve(config: ServeConfig, encoder: Encoder, device=None) -> None:
-    """Serve `encoder` (loaded from `config.model`) until a signal ends the server."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, as uvicorn binds one (IPv6 where the host has a colon), made
+    before the model loads: a port in use or a host that is not this machine's is a one-line
+    error at once, not uvicorn's log line and exit 3 after the start-up message."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as e:
+        sock.close()
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({why})") from None
+    return sock
+
+
+def serve(config: ServeConfig, encoder: Encoder, device=None, sock=None) -> None:
+    """Serve `encoder` (loaded from `config.model`) until a signal ends the server, on `sock`
+    (default: `listen(config.host, config.port)`)."""
     import uvicorn
+
+    sock = sock or listen(config.host, config.port)
 
     state = build_state(config, encoder, device)
     app = create_app(state)
@@ -59,7 +79,7 @@ def serve(config: ServeConfig, encoder: Encoder, device=None) -> None:
         )
     )
     print(startup_line(state), file=sys.stderr, flush=True)
-    server.run()
+    server.run(sockets=[sock])
     deadline.cancel()
 
 

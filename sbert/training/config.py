@@ -13,7 +13,7 @@ from typing import Literal
 from sbert.choices import Balance, RegressionLoss, Strategy
 from sbert.errors import ConfigError
 from sbert.folders import REPO_DATA
-from sbert.options import check_table, finite, option, read_toml
+from sbert.options import check_ranges, check_table, finite, option, read_toml
 
 DEMO_TRAIN = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRAIN"]
 DEMO_DEV = [f"{REPO_DATA}/sick/SICK_train_trial.txt@TRIAL", f"{REPO_DATA}/stsbenchmark/sts-dev.csv"]
@@ -95,7 +95,9 @@ class TrainConfig:
     layer_decay: float | None = option(
         "layer-wise learning-rate decay factor (strategy layer-decay; default 0.8)"
     )
-    seed: int = option("seed of the sampler, dropout and head initialisation", 42)
+    seed: int = option(
+        "seed of the sampler, dropout and head initialisation", 42, minimum=0, maximum=2**63 - 1
+    )  # torch.manual_seed's range, from 0
     eval_every: int | None = option("also evaluate every N steps (default: after each epoch only)")
     save_every: int | None = option(
         "write a resumable checkpoint every N steps (default: at epoch ends)"
@@ -185,6 +187,7 @@ def make_config(values: dict) -> TrainConfig:
 
 def check(config: TrainConfig) -> None:
     """Values no stage may have."""
+    check_ranges(TrainConfig, vars(config))
     at_least_one = ("batch_size", "grad_accum", "epochs", "keep_checkpoints", "eval_batch_size")
     for name in at_least_one:
         if getattr(config, name) < 1:

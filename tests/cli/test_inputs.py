@@ -109,6 +109,24 @@ def test_search_output_may_not_be_its_queries(tiny, corpus, tmp_path, capsys):
     assert "is also an input" in error_of(capsys, *args)
 
 
+def test_an_output_inside_an_input_folder_is_refused(tiny, corpus, tmp_path, capsys):
+    """--output into the model or index a command reads would damage it (the tokenizer, the
+    index's texts), even as a new file."""
+    index = tmp_path / "index"
+    assert (
+        cli.main(["index", "--model", str(tiny), "--corpus", str(corpus), "--out", str(index)]) == 0
+    )
+    before = snapshot(index), snapshot(tiny)
+    for args in (
+        ["search", "--index", index, "--queries", corpus, "--output", index / "texts.jsonl"],
+        ["encode", "--model", tiny, "--input", corpus, "--output", tiny / "tokenizer.json"],
+        ["encode", "--model", tiny, "--input", corpus, "--output", tiny / "new.npy"],
+    ):
+        line = error_of(capsys, *args)
+        assert "an input of this command: not written there" in line
+    assert (snapshot(index), snapshot(tiny)) == before
+
+
 def test_written_files_and_folders_follow_the_umask(tiny, corpus, tmp_path, capsys):
     old = os.umask(0o022)
     try:
@@ -157,6 +175,9 @@ def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, capsys):
         ("--warmup 2", "--warmup"),
         ("--loss-weights classification=nan", "--loss-weights"),
         ("--max-seq-length 100000", "--max-seq-length 100000"),
+        ("--seed 99999999999999999999999", "--seed must be at most"),
+        ("--seed -1", "--seed must be at least 0"),
+        ("--device meta", "--device meta: not supported"),
     ],
 )
 def test_settings_that_would_train_garbage_are_refused(tmp_path, capsys, flags, named):
@@ -194,6 +215,27 @@ def test_an_empty_sentence_argument_is_refused(tiny, corpus, tmp_path, capsys, c
         args = [command, "--model", tiny, "a cat sits", " \t"]
     line = error_of(capsys, *args)
     assert "is empty" in line and "command line" in line
+
+
+def test_a_column_reader_refuses_what_csv_would_mangle(tiny, tmp_path, capsys):
+    """A header field past csv's size limit, a stray quote that csv would silently merge."""
+    for name, text, words in (
+        ("huge.csv", "text," + "x" * 200_000 + "\na cat,1\n", "huge.csv:1: bad CSV header"),
+        ("quote.csv", 'text,n\n"abc"def,x\n', "quote.csv:2: bad CSV row"),
+    ):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        out = tmp_path / f"index-{name}"
+        args = ["index", "--model", tiny, "--corpus", path, "--column", "text", "--out", out]
+        assert words in error_of(capsys, *args)
+        assert not out.exists()
+
+
+def test_a_folder_where_a_small_file_belongs_is_named(tiny, tmp_path, capsys):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    line = error_of(capsys, "similarity", "--model", tiny, "a", "b", "--config", folder)
+    assert line.endswith(f"{folder}: is a folder, not a regular file"), line
 
 
 def test_skipped_and_repaired_rows_are_said(tmp_path, capsys):

@@ -104,6 +104,24 @@ def test_an_undefined_metric_is_said_not_printed_as_nan(model, tmp_path, capsys)
     assert "spearman, pearson undefined" in line and "gold scores are all equal" in line
 
 
+def test_labels_a_model_cannot_score_are_said(tmp_path, capsys):
+    """A model without a classifier on labelled pairs: with scores too, a note; with labels
+    alone, an error (a pair count is no evaluation), never {"pairs": 2} and exit 0."""
+    plain = tmp_path / "plain"
+    torch.manual_seed(0)
+    MultiTaskModel(SentenceBert.from_config("tiny")).save(plain)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("premise,hypothesis,label\na cat,a dog,entailment\nrain,sun,neutral\n")
+    line = error_of(capsys, "evaluate", "--model", plain, "--data", labels)
+    assert "labels only" in line and "no classifier" in line
+    both = tmp_path / "both.csv"
+    both.write_text("sentence1,sentence2,label,score\na cat,a dog,entailment,4\n"
+                    "rain,sun,neutral,1\nx y,y x,entailment,5\n")  # fmt: skip
+    assert cli.main(["evaluate", "--model", str(plain), "--data", str(both)]) == 0
+    out, err = capsys.readouterr()
+    assert "labels are not scored" in err and "spearman" in out
+
+
 def on_a_terminal(*args) -> tuple[int, str]:
     """`sbert ARGS` with stderr on a pseudo-terminal: the exit code and what it showed."""
     main, follower = pty.openpty()

@@ -198,6 +198,20 @@ def test_building_the_graph_says_so_first(model_dir, capsys):
     assert "building the HNSW graph over 30 vectors" in capsys.readouterr().err
 
 
+def test_more_hits_or_a_wider_beam_than_the_corpus_has_gives_every_text(one_thread):
+    """k or ef_search past the corpus (or past a C int, which faiss's beam is): all texts,
+    at once, from either kind of index."""
+    pytest.importorskip("faiss")
+    corpus, queries = clustered(50, 8, 0), clustered(2, 8, 1)
+    for approximate in (False, True):
+        index = Index(corpus, ["t"] * 50, {"fingerprint": "-"}, approximate=approximate)
+        if approximate:
+            index._derive()  # the HNSW graph (built lazily otherwise)
+        beam = 3_000_000_000 if approximate else None
+        scores, ids = index.search_vectors(queries, 2**31, beam)
+        assert ids.shape == (2, 50) and sorted(ids[0]) == list(range(50))
+
+
 def test_approximate_without_faiss_names_the_install_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     index = Index(clustered(10, 8, 0), ["t"] * 10, {"fingerprint": "-"}, approximate=True)

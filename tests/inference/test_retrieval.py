@@ -36,6 +36,11 @@ def test_the_sts_dev_retrieval_set():
     assert found == set(gold)
     with pytest.raises(DataError, match="no pair scores"):
         retrieval_set_from_pairs(str(STS_DEV), 6.0)
+    # A range of the pairs is read as training data's is (it was silently ignored).
+    first = retrieval_set_from_pairs(f"{STS_DEV}[0:40]", 4.0)
+    pairs = read_pairs(STS_DEV, limit=40).pairs
+    assert first.corpus == list(dict.fromkeys(p.b for p in pairs))
+    assert first.queries == list(dict.fromkeys(p.a for p in pairs if p.score >= 4.0))
 
 
 def test_metrics_of_a_hand_made_ranking():
@@ -49,7 +54,7 @@ def test_metrics_of_a_hand_made_ranking():
 
 
 def test_equals_information_retrieval_evaluator_on_the_real_checkpoint(one_thread):
-    full = retrieval_set_from_pairs(str(SICK), 4.5, "TRIAL")
+    full = retrieval_set_from_pairs(f"{SICK}@TRIAL", 4.5)
     data = RetrievalSet(full.queries[:60], full.corpus, full.relevant[:60])
     ours = evaluate_retrieval(SentenceBert.from_pretrained("all-MiniLM-L6-v2"), data)
     evaluator = InformationRetrievalEvaluator(

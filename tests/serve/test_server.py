@@ -231,6 +231,23 @@ def test_bodies_begun_then_stalled_or_abandoned_hold_no_place(folders):
     assert "Traceback" not in process.stderr.read()
 
 
+def test_a_port_in_use_is_one_line_before_the_model_loads(folders):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [sys.executable, "-m", "sbert", "serve", "--model", str(folders["fp32"]),
+                   "--port", str(port)]  # fmt: skip
+        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(command, env=environment, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"sbert serve: error: --host 127.0.0.1 --port {port}: cannot listen there "
+        "(Address already in use)"
+    )
+
+
 def admitted(metrics: str) -> float:
     """/embed requests the server has taken: those in flight plus those answered 200."""
     wanted = ("sbert_requests_in_flight ", 'sbert_requests_total{route="/embed",status="200"} ')
