@@ -28,6 +28,7 @@ tokenizer handles those).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -458,17 +459,20 @@ def _read_jsonl(
         if cols is None:
             ctx.header = True
             cols = _columns(ctx, n, list(row), mapping)
-        yield from _table_pairs(ctx, n, lambda key, row=row, n=n: _field(ctx, n, row, key), cols)
+        get = functools.partial(_field, ctx, n, row, cols=cols)
+        yield from _table_pairs(ctx, n, get, cols)
 
 
-def _field(ctx: _Ctx, n: int, row: dict, key: str) -> str | None:
-    """A JSON or Parquet field as text: a string; a label or score may be a number."""
+def _field(ctx: _Ctx, n: int, row: dict, key: str, *, cols: _Columns) -> str | None:
+    """A JSON or Parquet field as text: a string; a label or score may be a number, a
+    sentence may not (a number where a text belongs is a mistake, not the text "3.5")."""
     value = row.get(key)
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    target = key in (cols.label, cols.score)
+    if target and isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(value)
-    raise ctx.error(n, f"{key} is not a string or a number")
+    raise ctx.error(n, f"{key} is not a string" + (" or a number" if target else ""))
 
 
 def _json_object(ctx: _Ctx, n: int, text: str) -> dict:
@@ -519,7 +523,8 @@ def _read_parquet(
     cols = _columns(ctx, None, names, mapping)
     for n, row in rows:
         ctx.rows += 1
-        yield from _table_pairs(ctx, n, lambda key, row=row, n=n: _field(ctx, n, row, key), cols)
+        get = functools.partial(_field, ctx, n, row, cols=cols)
+        yield from _table_pairs(ctx, n, get, cols)
 
 
 # A reader yields each pair with a flag: were control characters replaced in it?

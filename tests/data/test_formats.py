@@ -66,6 +66,10 @@ def test_json_lines_tables(tmp_path):
     scored = write(tmp_path, "s.jsonl", json.dumps({"sentence1": "a", "sentence2": "b",
                                                      "score": 4.5}) + "\n")  # fmt: skip
     assert read_pairs(scored).pairs == [Pair("a", "b", None, 4.5, 1)]
+    numbers = write(tmp_path, "n.jsonl", json.dumps({"sentence1": 1, "sentence2": "b",
+                                                     "score": 4.5}) + "\n")  # fmt: skip
+    with pytest.raises(DataError, match=r"n.jsonl:1: sentence1 is not a string$"):
+        read_pairs(numbers)  # a number where a text belongs: not the text "1"
     # SNLI's own JSON lines still read as before (gold_label, "-" skipped)
     snli = json.dumps({"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}) + "\n"
     assert read_pairs(write(tmp_path, "snli.jsonl", snli)).format == "nli"
