@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 
@@ -32,3 +33,17 @@ class ConfigError(SbertError):
 
 class TrainingError(SbertError):
     """Training cannot go on (a non-finite loss, out of memory, a locked output folder)."""
+
+
+def whole_number(value, name: str, least: int = 1) -> int:
+    """`value` as an int of at least `least`; anything else (a float, None, a bool, less) is a
+    ConfigError naming `name`: a batch size of -5 must not quietly make no batches."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}")
+    try:
+        number = operator.index(value)  # an int or a numpy integer
+    except TypeError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if number < least:
+        raise ConfigError(f"{name} must be at least {least}, not {number}")
+    return number

@@ -245,7 +245,9 @@ def sync_tree(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(
+    path: Path, ours: Callable[[Path], bool] | None = None, kind: str = ""
+) -> Iterator[Path]:
     """Build a folder under a temporary name, then swap it in place of `path` in one rename.
 
     Yields the temporary folder to write into; `manifest.json` is added after the caller's
@@ -254,13 +256,17 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     so at every moment the folder on disk is either the complete old one or the complete new one.
     A `path` that is a symlink to a folder replaces the folder it names (the link stays); one
     that is a file, FIFO, device or socket is refused: a folder renamed over it would lose it.
+    With `ours` (a predicate naming an earlier folder of this `kind`), a non-empty folder that is
+    not one is refused too: `model.save("~/thesis")` must not replace someone's files.
     """
     path = Path(path)
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     if path.exists() and not path.is_dir():
-        kind = file_kind(os.stat(path).st_mode)
-        raise CheckpointError(path, f"exists and is {kind}, not a folder: not replaced")
+        found = file_kind(os.stat(path).st_mode)
+        raise CheckpointError(path, f"exists and is {found}, not a folder: not replaced")
+    if ours is not None and path.is_dir() and any(path.iterdir()) and not ours(path):
+        raise CheckpointError(path, f"folder exists and is not {kind}: left as it is")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(path)
     tmp = Path(

@@ -55,6 +55,14 @@ def looks_like_a_hub_id(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", name) is not None
 
 
+def is_model_folder(folder: str | Path) -> bool:
+    """True when `folder` holds a model `save` wrote (config.json beside model.safetensors),
+    not an export."""
+    folder = Path(folder)
+    saved = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    return saved and not is_exported(folder)
+
+
 def is_exported(folder: str | Path) -> bool:
     """True when `folder` was written by `sbert export` (a record that is no regular file
     counts: reading it then refuses it, rather than loading the folder as another kind)."""

@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from sbert.errors import CheckpointError
+from sbert.errors import CheckpointError, whole_number
 from sbert.fileio import json_field, read_bounded, read_json, write_error
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ class WordPiece:
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, lowercase: bool = False):
         self.tokenizer = tokenizer
-        self.max_length = max_length
+        # [CLS], [SEP] and room for one word; below that `tokenizers` stops truncating at all.
+        self.max_length = whole_number(max_length, "max_seq_length", least=3)
         self.lowercase = lowercase
         tokenizer.no_padding()  # we pad per batch, to the batch's longest sentence only
         tokenizer.enable_truncation(max_length)
@@ -111,6 +112,7 @@ class WordPiece:
         return [len(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings]
 
     def _encode(self, sentences: Sequence[str]) -> list:
+        sentences = text_list(sentences, "sentences")
         # sentence-transformers strips surrounding whitespace before tokenizing; so do we.
         texts = [s.strip().lower() if self.lowercase else s.strip() for s in sentences]
         # A lone surrogate (e.g. from os.fsdecode) cannot cross into `tokenizers`, which raises
@@ -194,8 +196,22 @@ def pad_arrays(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, np.ndarra
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def text_list(texts: Sequence[str], name: str) -> list[str]:
+    """`texts` as a list of strings. A lone string or bytes is refused, not split into its
+    characters, and so is an item that is not a string (None, bytes, a number): a TypeError
+    naming it, not an AttributeError from inside the tokenizer."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{name}: expected a list of strings, not one {type(texts).__name__}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] is {type(text).__name__}, not a string: {text!r}"[:200])
+    return texts
+
+
 def length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
     """Indices of `ids` in batches of `batch_size`, longest sentences first: each batch then pads
     to a similar length, so little compute is spent on padding."""
+    batch_size = whole_number(batch_size, "batch_size")
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

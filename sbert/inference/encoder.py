@@ -53,6 +53,8 @@ def check_finite(vectors: np.ndarray, model: object, what: str = "sentence") -> 
     """`vectors` (N, H), refused with an SbertError naming the model and the first bad row
     unless every value is finite: weights of NaN (an ONNX graph's are not scanned at load)
     would otherwise become NaN vectors, "nan%" labels and JSON that is not JSON."""
+    if len(vectors) == 0:  # nothing to check (and no row length to reshape by)
+        return vectors
     rows = np.asarray(vectors).reshape(len(vectors), -1)
     bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
     if bad.size:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from sbert.choices import PRECISIONS
-from sbert.errors import CheckpointError, ConfigError, SbertError
+from sbert.errors import CheckpointError, ConfigError, SbertError, whole_number
 from sbert.fileio import (
     atomic_dir,
     atomic_write_bytes,
@@ -53,6 +53,7 @@ from sbert.folders import PACKAGED
 from sbert.inference.encoder import Encoder
 from sbert.inference.load import load
 from sbert.inference.topk import best_k, chunked_topk
+from sbert.tokenizer import text_list
 
 INDEX, VECTORS, TEXTS, CODES, SCALES, GRAPH = (
     "index.json",
@@ -132,7 +133,9 @@ def int8_codes(vectors: np.ndarray, scales: np.ndarray | None = None):
     """Symmetric per-dimension int8 codes: x ~ code * scale, scale = max |x| / 127 over the
     corpus (values beyond a later add's range are clipped)."""
     if scales is None:
-        scales = np.maximum(np.abs(vectors).max(axis=0), 1e-12).astype(np.float32) / 127
+        # No corpus yet: any unit vector's components lie in [-1, 1], so 1 / 127 covers them.
+        largest = np.abs(vectors).max(axis=0) if len(vectors) else np.ones(vectors.shape[1])
+        scales = np.maximum(largest, 1e-12).astype(np.float32) / 127
     codes = np.clip(np.rint(vectors / scales), -127, 127).astype(np.int8)
     return codes, scales
 
@@ -247,7 +250,7 @@ class Index:
             approximate,
             corpus,
         )
-        texts = list(texts)
+        texts = text_list(texts, "texts")
         index.vectors = embed_in_chunks(
             model,
             texts,
@@ -286,9 +289,10 @@ class Index:
 
     def add(self, texts: Sequence[str], batch_size: int = 64) -> None:
         """Embed more texts with the index's model and append them (ids continue)."""
-        vectors = self._encode(list(texts), batch_size)
+        texts = text_list(texts, "texts")
+        vectors = self._encode(texts, batch_size)
         self.vectors = np.concatenate([np.asarray(self.vectors), vectors])
-        self.texts = self.texts + list(texts)
+        self.texts = self.texts + texts
         if self.precision == "int8":
             codes, _ = int8_codes(vectors, self.scales)
             self.codes = np.concatenate([self.codes, codes])
@@ -311,7 +315,7 @@ class Index:
     ) -> list[list[Hit]] | list[Hit]:
         """The k best texts for each query, best first (one list for a single string)."""
         single = isinstance(queries, str)
-        vectors = self._encode([queries] if single else list(queries), batch_size)
+        vectors = self._encode([queries] if single else text_list(queries, "queries"), batch_size)
         hits = self.hits(vectors, k, ef_search)
         return hits[0] if single else hits
 
@@ -334,18 +338,25 @@ class Index:
         `ef_search`: the HNSW search beam of an approximate index (default 128; never below
         k); wider finds more of the true neighbours, slower. An exact index refuses it.
         """
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
+        k = whole_number(k, "k")
         if ef_search is not None:
             if not self.approximate:
                 raise ConfigError(
                     "ef_search (--ef-search) applies to an approximate index "
                     "(sbert index --approximate); this one is exact"
                 )
-            if ef_search < 1:
-                raise ConfigError(f"ef_search must be at least 1, got {ef_search}")
+            ef_search = whole_number(ef_search, "ef_search")
         k = min(k, len(self))  # more hits than texts: all of them (no (Q, 2**31) arrays)
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None]
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ConfigError(f"query vectors of shape {queries.shape}: this index holds "
+                              f"{self.dim}-dimensional vectors (Q, {self.dim})")  # fmt: skip
+        if len(queries) == 0 or k == 0:  # no queries, or an empty index
+            return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+        if not np.isfinite(queries).all():
+            raise ConfigError("a query vector holds NaN or Inf")
         if self.graph is not None:  # a beam wider than the corpus finds nothing more
             self.graph.hnsw.efSearch = min(max(ef_search or HNSW_EF_SEARCH, k), len(self))
             scores, ids = self.graph.search(queries, k)
@@ -385,7 +396,7 @@ class Index:
         for key in ("path", "vectors"):  # where the texts came from: relative too, never followed
             if corpus.get(key):
                 corpus[key] = os.path.relpath(corpus[key], os.path.realpath(path))
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, is_index, "an index") as tmp:
             settings = {
                 "format": FORMAT,
                 "model": identity,
@@ -414,11 +425,14 @@ class Index:
                     faiss.write_index(self.graph, str(tmp / GRAPH))
 
     @classmethod
-    def load(cls, path: str | Path, model: Encoder | None = None) -> Index:
-        """Read an index folder (checked against its manifest) with its model: `model`, or the
-        one it records. A model other than the one that built the index is refused, and so is
-        a file that disagrees with index.json (a folder without a manifest is checked here)."""
+    def load(cls, path: str | Path, model: Encoder | str | Path | None = None) -> Index:
+        """Read an index folder (checked against its manifest) with its model: `model` (loaded
+        or a folder or packaged name to load), or the one it records. A model other than the
+        one that built the index is refused, and so is a file that disagrees with index.json (a
+        folder without a manifest is checked here)."""
         path = Path(path)
+        if isinstance(model, (str, Path)):
+            model = load(model)
         if not is_index(path):
             raise CheckpointError(path, "not an index folder (no index.json)")
         verify_manifest(path)
@@ -696,6 +710,8 @@ def embed_in_chunks(
     float32 (rows, H), finite, unit length."""
     from tqdm.auto import tqdm
 
+    chunk_size = whole_number(chunk_size, "chunk_size")  # -1 left rows of garbage unfilled
+    batch_size = whole_number(batch_size, "batch_size")  # before it sizes the bar's steps
     n, starts = len(texts), range(0, len(texts), chunk_size)
     out = np.empty((n, model.dim), np.float32)
     done: set[int] = set()

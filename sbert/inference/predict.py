@@ -55,10 +55,9 @@ def predict(
         pairs: `Pair`s (their targets are ignored) or (first, second) string tuples.
         device: where a PyTorch encoder runs; an ONNX export's session decides for itself.
     """
-    texts = [(p.a, p.b) if isinstance(p, Pair) else tuple(p) for p in pairs]
-    for i, t in enumerate(texts):
-        if len(t) != 2 or not all(isinstance(s, str) for s in t):
-            raise ConfigError(f"pair {i}: expected two strings, got {t!r}"[:200])
+    if isinstance(pairs, (str, bytes)):
+        raise ConfigError(f"pairs: expected a list of pairs, not one {type(pairs).__name__}")
+    texts = [_two_strings(i, p) for i, p in enumerate(pairs)]
     # Each distinct sentence is encoded once (SICK repeats its sentences across pairs), both
     # sides in one length-sorted pass so that similar lengths share batches.
     unique: dict[str, int] = {}
@@ -70,6 +69,16 @@ def predict(
     )
     vectors = check_finite(np.asarray(vectors, dtype=np.float32), model)[rows]
     return predictions(vectors[: len(texts)], vectors[len(texts) :], model.heads)
+
+
+def _two_strings(i: int, pair) -> tuple[str, str]:
+    """Pair i as (first, second): a `Pair`, or a tuple or list of two strings (a string of two
+    letters is no pair of sentences); anything else is a ConfigError naming it."""
+    if isinstance(pair, Pair):
+        return pair.a, pair.b
+    if isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(s, str) for s in pair):
+        return pair[0], pair[1]
+    raise ConfigError(f"pair {i}: expected two strings, got {pair!r}"[:200])
 
 
 def predictions(u: np.ndarray, v: np.ndarray, heads: Heads) -> list[Prediction]:

@@ -24,6 +24,7 @@ from torch import nn
 
 from sbert.errors import CheckpointError
 from sbert.fileio import atomic_dir
+from sbert.folders import is_model_folder
 from sbert.heads import Classifier, Heads
 from sbert.models.folder import read_model
 from sbert.models.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Pass
@@ -156,7 +157,7 @@ class MultiTaskModel(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """A SentenceBert folder (loadable by sentence-transformers) plus the heads."""
-        with atomic_dir(Path(path)) as tmp:
+        with atomic_dir(Path(path), is_model_folder, "a model folder") as tmp:
             self.encoder.write(tmp)
             self.heads.write(tmp)
 

@@ -18,13 +18,13 @@ from torch import nn
 from sbert.errors import ConfigError
 from sbert.fileio import atomic_dir
 from sbert.fingerprint import digest
-from sbert.folders import DEFAULT_MODEL, resolve
+from sbert.folders import DEFAULT_MODEL, is_model_folder, resolve
 from sbert.heads import Heads
 from sbert.models import folder as model_folder
 from sbert.models.bert import Bert, BertConfig, preset
 from sbert.models.device import to_device
 from sbert.models.pooling import PoolingMode, pool
-from sbert.tokenizer import WordPiece, length_batches
+from sbert.tokenizer import WordPiece, length_batches, text_list
 
 
 class SentenceBert(nn.Module):
@@ -125,7 +125,7 @@ class SentenceBert(nn.Module):
             string gives a single vector (H,).
         """
         single = isinstance(sentences, str)
-        ids = self.tokenize([sentences] if single else list(sentences))
+        ids = self.tokenize([sentences] if single else text_list(sentences, "sentences"))
         out = self.encode_ids(ids, batch_size, device, show_progress_bar)
         if normalize:
             out = F.normalize(out, dim=-1)
@@ -212,7 +212,7 @@ class SentenceBert(nn.Module):
         The folder is built under a temporary name and renamed into place: a crash leaves either
         the old folder or the new one, never a mix.
         """
-        with atomic_dir(Path(path)) as tmp:
+        with atomic_dir(Path(path), is_model_folder, "a model folder") as tmp:
             self.write(tmp)
 
     def write(self, folder: Path, weights: bool = True) -> None:
