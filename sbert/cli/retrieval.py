@@ -17,7 +17,7 @@ from sbert.options import option
 class Options:
     model: str = option(MODEL_HELP, DEFAULT_MODEL)
     data: str = option(
-        "scored pair file, PATH[@SPLIT][:COLUMNS] (default: STS-B dev)",
+        "scored pair file, PATH[@SPLIT][[FROM:TO]][:COLUMNS]",
         str(REPO_DATA / "stsbenchmark" / "sts-dev.csv"),
     )
     columns: dict[str, str] | None = option(

@@ -23,7 +23,7 @@ SPEC_OBJECTIVES = ("classification", "regression", "both", *REGRESSION_LOSSES)
 
 @dataclass(frozen=True)
 class DataSpec:
-    """`PATH[@SPLIT][[FROM:TO]][:OBJECTIVE]` taken apart, e.g.
+    """`PATH[@SPLIT][[FROM:TO]][:COLUMNS][:OBJECTIVE]` taken apart, e.g.
     `data/sick/SICK_train_trial.txt@TRAIN[1000:]:regression`."""
 
     path: str

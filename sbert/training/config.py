@@ -29,7 +29,7 @@ class TrainConfig:
     """Settings of one run (or one stage); every field is a `sbert train` flag and a config key."""
 
     train: list[str] = option(
-        "training data PATH[@SPLIT][[FROM:TO]][:OBJECTIVE], repeatable; OBJECTIVE is "
+        "training data PATH[@SPLIT][[FROM:TO]][:COLUMNS][:OBJECTIVE], repeatable; OBJECTIVE is "
         "classification, regression, cosent, angle or both (default: every target the file "
         "has); SPLIT picks a SICK split, [FROM:TO] a range of its pairs. "
         "Default: the demo, the first 1,000 SICK TRAIN pairs",

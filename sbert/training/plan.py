@@ -30,7 +30,7 @@ from sbert.training.strategies import Trainable, trainable
 class TrainSet:
     """One training file of a stage, and how it trains."""
 
-    spec: str  # PATH[@SPLIT][[FROM:TO]][:OBJECTIVE] as given
+    spec: str  # PATH[@SPLIT][[FROM:TO]][:COLUMNS][:OBJECTIVE] as given
     data: PairSet
     objective: str  # classification, regression or both
     regression: str  # the regression loss for this file's scores
