@@ -53,8 +53,11 @@ async def parse(request: Request, model: type[Model]) -> Model:
         return model.model_validate_json(body)
     except ValidationError as e:
         errors = e.errors()
-        if any(err["type"] == "json_invalid" for err in errors):
-            raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+        for err in errors:
+            if err["type"] == "json_invalid":  # with the parser's reason: "EOF while parsing..."
+                reason = err.get("ctx", {}).get("error")
+                why = f" ({reason})" if reason else ""
+                raise ApiError(400, "bad_request", f"the body is not valid JSON{why}") from None
         raise ApiError(422, "validation", describe(errors)) from None
 
 

@@ -255,6 +255,7 @@ async def metrics(request: Request) -> Response:
 
 POSTS = {  # path -> (handler, request model)
     "/v1/embeddings": (openai_embeddings, schemas.OpenAIEmbeddings),
+    "/embeddings": (openai_embeddings, schemas.OpenAIEmbeddings),  # OpenAI clients without /v1
     "/embed": (tei_embed, schemas.Embed),
     "/similarity": (tei_similarity, schemas.Similarity),
     "/rerank": (tei_rerank, schemas.Rerank),
@@ -276,7 +277,6 @@ OPENAPI = document(
 )
 ROUTES = [
     *(Route(path, handler, methods=["POST"]) for path, (handler, _) in POSTS.items()),
-    Route("/embeddings", openai_embeddings, methods=["POST"]),  # OpenAI clients without /v1
     *(Route(path, handler, methods=["GET"]) for path, handler in GETS.items()),
     Route("/openapi.json", openapi, methods=["GET"]),
 ]

@@ -67,7 +67,8 @@ def test_bad_embed_requests(client, body, status, error_type, words):
 
 
 def test_unreadable_bodies_are_400(client):
-    refused(client.post("/embed", content=b'{"inputs": '), 400, "bad_request", "not valid JSON")
+    refused(client.post("/embed", content=b'{"inputs": '), 400, "bad_request",
+            "not valid JSON (EOF while parsing")  # fmt: skip
     refused(client.post("/embed", content=b'{"inputs": "\xff"}'), 400, "bad_request", "UTF-8")
 
 

@@ -162,7 +162,8 @@ def test_health_info_metrics_and_headers(folders, model_server):
     metrics = httpx.get(f"{model_server}/metrics").text
     assert 'sbert_requests_total{route="/embed",status="200"}' in metrics
     assert "sbert_batch_tokens_bucket" in metrics and "sbert_queue_depth" in metrics
-    assert "/v1/embeddings" in httpx.get(f"{model_server}/openapi.json").json()["paths"]
+    paths = httpx.get(f"{model_server}/openapi.json").json()["paths"]
+    assert {"/v1/embeddings", "/embeddings"} <= set(paths)  # the alias is documented too
 
 
 async def flood(url: str, bodies: list[dict], route: str = "/embed") -> list[httpx.Response]:
