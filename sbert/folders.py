@@ -24,6 +24,7 @@ PACKAGED = {
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 # How `sbert export` marks its folder: the record of the graph, and how it was made.
 EXPORT_RECORD = "onnx_export.json"
+INDEX_RECORD = "index.json"  # an index's (or a LanceDB store's) settings
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -61,6 +62,11 @@ def is_model_folder(folder: str | Path) -> bool:
     folder = Path(folder)
     saved = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     return saved and not is_exported(folder)
+
+
+def is_index(folder: str | Path) -> bool:
+    """True when `folder` was written by `Index.save` (or is a LanceDB store)."""
+    return os.path.lexists(Path(folder) / INDEX_RECORD)
 
 
 def is_exported(folder: str | Path) -> bool:

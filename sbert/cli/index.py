@@ -49,7 +49,8 @@ def run(o: Options) -> None:
     from sbert.data.readers import read_corpus
     from sbert.errors import ConfigError
     from sbert.fileio import check_output_dir
-    from sbert.inference.index import Index, is_index, work_folder
+    from sbert.folders import is_index
+    from sbert.inference.index import Index, work_folder
     from sbert.inference.load import load
 
     out = Path(o.out)

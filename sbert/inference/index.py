@@ -49,14 +49,14 @@ from sbert.fileio import (
     sha256,
     verify_manifest,
 )
-from sbert.folders import PACKAGED
+from sbert.folders import INDEX_RECORD, PACKAGED, is_index
 from sbert.inference.encoder import Encoder
 from sbert.inference.load import load
 from sbert.inference.topk import best_k, chunked_topk
 from sbert.tokenizer import text_list
 
 INDEX, VECTORS, TEXTS, CODES, SCALES, GRAPH = (
-    "index.json",
+    INDEX_RECORD,
     "vectors.npy",
     "texts.jsonl",
     "codes.npy",
@@ -83,11 +83,6 @@ class Hit:
     id: int  # 0-based position of the text in the corpus
     score: float  # cosine similarity
     text: str
-
-
-def is_index(folder: Path) -> bool:
-    """True when `folder` was written by `Index.save`."""
-    return os.path.lexists(Path(folder) / INDEX)
 
 
 def model_identity(model: Encoder, name: str | None = None) -> dict:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sbert.errors import CheckpointError
 from sbert.fileio import read_json
-from sbert.folders import DEFAULT_MODEL, EXPORT_RECORD, is_exported, resolve
+from sbert.folders import DEFAULT_MODEL, EXPORT_RECORD, is_exported, is_index, resolve
 from sbert.inference.encoder import Encoder
 from sbert.inference.onnx_runner import OnnxEncoder
 
@@ -32,6 +33,8 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
         else:
             encoder = OnnxEncoder.load(folder)
     else:
+        if is_index(folder):  # not "config.json: file not found"
+            raise CheckpointError(folder, "an index, not a model: open it with sbert.Index.load")
         from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
 
         encoder = MultiTaskModel.from_pretrained(name_or_path)

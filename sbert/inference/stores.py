@@ -33,12 +33,12 @@ import numpy as np
 
 from sbert.errors import CheckpointError, ConfigError
 from sbert.fileio import atomic_dir, json_field, read_json, verify_manifest
+from sbert.folders import is_index
 from sbert.inference.encoder import Encoder
 from sbert.inference.index import (
     INDEX,
     Hit,
     Index,
-    is_index,
     model_identity,
     recorded_model,
     recorded_name,

@@ -93,3 +93,5 @@ def test_save_never_replaces_a_folder_of_another_kind(model, tmp_path):
     with pytest.raises(CheckpointError, match="not a model folder"):
         model.save(tmp_path / "index")
     assert sbert.Index.load(tmp_path / "index", tmp_path / "model").search("a dog", k=1)[0].id == 1
+    with pytest.raises(CheckpointError, match="an index, not a model: open it with sbert.Index"):
+        sbert.load(tmp_path / "index")
