@@ -459,14 +459,8 @@ class Index:
             check_rows(vectors, None, path / VECTORS)  # one is checked as rows are read)
         texts = _read_texts(path / TEXTS, count)
         corpus = field(settings, "corpus", dict, default=None)
-        codes = scales = graph = None
-        if precision == "int8":
-            codes = _read_array(path / CODES, np.int8, (count, dim))
-            scales = _read_array(path / SCALES, np.float32, (dim,))
-        elif precision == "binary":
-            codes = _read_array(path / CODES, np.uint8, (count, (dim + 7) // 8))
-        if approximate:
-            graph = _read_graph(path / GRAPH, count, dim)
+        codes, scales = _read_codes(path, precision, count, dim)
+        graph = _read_graph(path / GRAPH, count, dim) if approximate else None
         if model is None:
             model = load(source)
         theirs = model_identity(model)["fingerprint"]
@@ -483,6 +477,16 @@ class Index:
         index = cls(vectors, texts, identity, model, precision, approximate, corpus)
         index.folder, index.codes, index.scales, index.graph = path, codes, scales, graph
         return index
+
+
+def _read_codes(path: Path, precision: str, count: int, dim: int) -> tuple:
+    """A quantised index's codes and int8 scales (None where fp32), checked as `_read_array`."""
+    if precision == "int8":
+        codes = _read_array(path / CODES, np.int8, (count, dim))
+        return codes, _read_array(path / SCALES, np.float32, (dim,))
+    if precision == "binary":
+        return _read_array(path / CODES, np.uint8, (count, (dim + 7) // 8)), None
+    return None, None
 
 
 def _read_array(path: Path, dtype: type, shape: tuple[int, ...], mmap: bool = False) -> np.ndarray:
