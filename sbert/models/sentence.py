@@ -24,7 +24,7 @@ from sbert.models import folder as model_folder
 from sbert.models.bert import Bert, BertConfig, preset
 from sbert.models.device import to_device
 from sbert.models.pooling import PoolingMode, pool
-from sbert.tokenizer import WordPiece, length_batches, text_list
+from sbert.tokenizer import WordPiece, length_batches
 
 
 class SentenceBert(nn.Module):
@@ -125,7 +125,7 @@ class SentenceBert(nn.Module):
             string gives a single vector (H,).
         """
         single = isinstance(sentences, str)
-        ids = self.tokenize([sentences] if single else text_list(sentences, "sentences"))
+        ids = self.tokenize([sentences] if single else sentences)  # checked: text_list
         out = self.encode_ids(ids, batch_size, device, show_progress_bar)
         if normalize:
             out = F.normalize(out, dim=-1)
