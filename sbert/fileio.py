@@ -259,9 +259,11 @@ def atomic_dir(
     With `ours` (a predicate naming an earlier folder of this `kind`), a non-empty folder that is
     not one is refused too: `model.save("~/thesis")` must not replace someone's files.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # "." and ".." have no name to write beside
     if path.is_symlink():
         path = Path(os.path.realpath(path))
+    if Path.cwd().is_relative_to(path):  # swapped out, the working folder would be deleted
+        raise CheckpointError(path, "is the current folder or holds it: name a folder inside it")
     if path.exists() and not path.is_dir():
         found = file_kind(os.stat(path).st_mode)
         raise CheckpointError(path, f"exists and is {found}, not a folder: not replaced")

@@ -95,3 +95,16 @@ def test_save_never_replaces_a_folder_of_another_kind(model, tmp_path):
     assert sbert.Index.load(tmp_path / "index", tmp_path / "model").search("a dog", k=1)[0].id == 1
     with pytest.raises(CheckpointError, match="an index, not a model: open it with sbert.Index"):
         sbert.load(tmp_path / "index")
+
+
+def test_save_to_the_working_folder_is_refused(model, tmp_path, monkeypatch):
+    """save(".") raised pathlib's "has an empty name"; swapped out, the working folder (and
+    every folder holding it) would be deleted under the user."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for path in (".", "..", work):
+        with pytest.raises(CheckpointError, match="is the current folder or holds it"):
+            model.save(path)
+    model.save("model")  # a folder inside it is fine
+    assert os.listdir(work) == ["model"]
