@@ -26,6 +26,13 @@ class ServeConfig:
         "most requests waiting or running at once; more are answered 429 at once", 512, minimum=1
     )
     max_body_bytes: int = option("largest request body (413 beyond)", 2_000_000, minimum=1)
+    body_timeout_seconds: float = option(
+        "how long a request's body may take to arrive (408 beyond): a client that stalls "
+        "mid-body holds its connection and the part it sent until then",
+        60.0,
+        minimum=0.001,
+        maximum=86400,
+    )
     api_key_file: str | None = option(
         "a file holding the API key that requests must send as `Authorization: Bearer KEY` "
         "(or set SBERT_API_KEY); the key is never printed"

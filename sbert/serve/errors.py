@@ -1,7 +1,8 @@
 """Error bodies: every refusal is a JSON body `{"error": ..., "error_type": ...}` with its
 status, as text-embeddings-inference answers (router/src/http/server.rs): 400 unreadable body,
-401 no or wrong API key, 404/405 no such route, 413 too large, 422 invalid, 429 too many
-requests waiting (with Retry-After), 503 shutting down. Client input never gets a 500.
+401 no or wrong API key, 404/405 no such route, 408 body too slow, 413 too large, 422 invalid,
+429 too many requests waiting (with Retry-After), 503 shutting down. Client input never gets a
+500.
 """
 
 from __future__ import annotations

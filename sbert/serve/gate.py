@@ -5,6 +5,7 @@ and the access log."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -100,7 +101,31 @@ class Gate:
 
     async def body(self, receive) -> bytes | None:
         """The whole request body, refused (413) once it outgrows the limit, which a body sent
-        without a length can only be as it arrives; None if the client disconnects first."""
+        without a length can only be as it arrives, and (408) if it is not all in within
+        --body-timeout-seconds; None if the client disconnects first."""
+        seconds = self.state.config.body_timeout_seconds
+        task, expired = asyncio.current_task(), False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        # What asyncio.timeout (Python 3.11) does, without wait_for's task per request.
+        timer = asyncio.get_running_loop().call_later(seconds, expire)
+        try:
+            return await self.read(receive)
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            if hasattr(task, "uncancel"):  # 3.11+: this cancellation is ours, not the server's
+                task.uncancel()
+            message = f"the request body did not arrive within {seconds:g} s"
+            raise ApiError(408, "timeout", message) from None
+        finally:
+            timer.cancel()
+
+    async def read(self, receive) -> bytes | None:
         limit, parts, seen = self.state.config.max_body_bytes, [], 0
         while True:
             message = await receive()

@@ -241,6 +241,7 @@ async def info(request: Request) -> JSON:
                 "max_client_batch_size",
                 "max_concurrent_requests",
                 "max_body_bytes",
+                "body_timeout_seconds",
             )  # fmt: skip
         },
         "version": version(),

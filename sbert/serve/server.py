@@ -134,5 +134,5 @@ def startup_line(state: ServerState) -> str:
         f"dim {encoder.dim}, {encoder.max_seq_length} tokens{index}); limits: "
         f"{c.max_batch_tokens} tokens / {c.max_batch_size} sentences a batch, "
         f"{c.max_client_batch_size} inputs a request, {c.max_concurrent_requests} requests, "
-        f"{c.max_body_bytes:,} bytes a body; {auth}"
+        f"{c.max_body_bytes:,} bytes a body, in within {c.body_timeout_seconds:g} s; {auth}"
     )

@@ -232,6 +232,26 @@ def test_bodies_begun_then_stalled_or_abandoned_hold_no_place(folders):
     assert "Traceback" not in process.stderr.read()
 
 
+def test_a_body_that_stalls_is_answered_408_in_time(folders):
+    """A client that stops mid-body would hold its connection and what it sent forever; past
+    --body-timeout-seconds it hears 408 (our JSON), and the server serves on."""
+    with server("--model", str(folders["fp32"]), "--body-timeout-seconds", "0.5") as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(
+                b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: "
+                b'application/json\r\ncontent-length: 100\r\n\r\n{"inputs": '
+            )
+            began = time.monotonic()
+            answer = connection.recv(4096).decode()
+            waited = time.monotonic() - began
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert '"error_type":"timeout"' in answer and "within 0.5 s" in answer, answer
+        assert 0.4 < waited < 5, waited
+        assert httpx.post(f"{url}/embed", json={"inputs": "a"}, timeout=10).status_code == 200
+        assert 'route="/embed",status="408"} 1.0' in httpx.get(f"{url}/metrics").text
+
+
 def test_a_port_in_use_is_one_line_before_the_model_loads(folders):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
