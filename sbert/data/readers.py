@@ -32,6 +32,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,6 +65,8 @@ MAPPING_KEYS = ("a", "b", "negative", "label", "score")
 # The Hugging Face NLI data sets store labels as numbers: 0, 1, 2, and -1 where the
 # annotators did not agree (dropped, as SNLI's gold_label "-" is).
 HF_NLI_LABELS = {"0": "entailment", "1": "neutral", "2": "contradiction"}
+_WHOLE_NUMBER = re.compile(r"-?\d+(\.0*)?")
+_NUMBER = re.compile(r"-?\d*\.?\d+|-?\d+\.")
 # The accepted table layouts, as error messages and docs/training.md state them.
 LAYOUTS = (
     "columns sentence1,sentence2 | sentence_a,sentence_b | premise,hypothesis | text_a,text_b "
@@ -376,12 +379,14 @@ def _table_pairs(
         label = label.strip()
         if any(unicodedata.category(c) == "Cc" for c in label):
             raise ctx.error(n, f"label {_short(label)} contains a control character")
+        if cols.hf_nli and _WHOLE_NUMBER.fullmatch(label):  # pandas writes 0 as 0.0
+            label = str(int(float(label)))
         if (cols.hf_nli and label == "-1") or (label == "-" and cols.label.lower() == "gold_label"):
             ctx.skipped += 1  # no annotator majority: by convention not used
             return
         if cols.hf_nli and label in HF_NLI_LABELS:
             label = HF_NLI_LABELS[label]
-        elif cols.hf_nli and label.lstrip("-").isdigit():
+        elif cols.hf_nli and _NUMBER.fullmatch(label):
             raise ctx.error(
                 n, f"label {_short(label)}: premise/hypothesis files label 0 entailment, 1 "
                    f"neutral, 2 contradiction (-1: no gold label, skipped)"
@@ -688,10 +693,15 @@ def shared_score_range(sets: Iterable[PairSet]) -> tuple[float, float] | None:
 
 def read_sentences(path: str | os.PathLike[str]) -> list[str]:
     """One sentence a line (for `sbert encode`), validated like a pair's sentences: a blank
-    line, a NUL or non-UTF-8 bytes are a DataError naming the line; an empty file too."""
+    line among them (line i is row i of the answer: none may be left out), a NUL or non-UTF-8
+    bytes are a DataError naming the line; an empty file too. Blank lines at the end, after
+    the last sentence, are skipped: they shift no row."""
     _check_path(path)
     ctx = _Ctx(str(path))
-    sentences = [_sentence(ctx, n, text, "sentence") for n, text in _lines(path)]
+    lines = list(_lines(path))
+    while lines and not lines[-1][1]:
+        lines.pop()
+    sentences = [_sentence(ctx, n, text, "sentence") for n, text in lines]
     if not sentences:
         raise DataError(path, None, "empty file: no sentences")
     return sentences

@@ -72,12 +72,16 @@ def parse_spec(spec: str) -> DataSpec:
     if match:
         path = match[1]
         rows = slice(int(match[2]) if match[2] else None, int(match[3]) if match[3] else None)
-    path, sep, split = path.rpartition("@") if "@" in Path(path).name else (path, "", "")
-    # "data.csv:foo" is no file; if "data.csv" is one, the user meant an objective.
+    at = "@" in Path(path).name and not Path(path).exists()  # "run@2024.csv" is a file's name
+    path, sep, split = path.rpartition("@") if at else (path, "", "")
+    # "data.csv:foo" (or "data.csv@TRAIN:foo") is no file; if "data.csv" is one, the user
+    # meant an objective.
     if (
         sep_objective
         and tail not in SPEC_OBJECTIVES
-        and not Path(path).exists()
+        and columns is None
+        and not tail.endswith("]")  # the colon of [FROM:TO]
+        and not Path(spec).exists()
         and Path(parse_spec(head).path).is_file()
     ):
         raise ConfigError(

@@ -7,6 +7,7 @@ to log and what to keep.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,7 +51,8 @@ def evaluate(
     show_progress_bar: bool | None = None,
 ) -> dict[str, float]:
     """Metrics of `model` on `data`: spearman and pearson where the pairs have scores,
-    accuracy where they have labels and the model has a classifier, and the pair count.
+    accuracy where they have labels and the model has a classifier, and the pair count. A
+    metric that is undefined (every cosine or every gold score the same) is NaN.
 
     A progress bar shows on a terminal (`show_progress_bar=None`: when stderr is one), never in
     a log or a pipe. Non-finite sentence vectors (weights of NaN) are a TrainingError, not NaN
@@ -72,8 +74,10 @@ def evaluate(
     if has_score.any():
         cosine = F.cosine_similarity(u, v, dim=-1).cpu().numpy()[has_score]
         gold = data.scores[has_score]
-        metrics["spearman"] = 100 * float(spearmanr(cosine, gold).statistic)
-        metrics["pearson"] = 100 * float(pearsonr(cosine, gold).statistic)
+        with warnings.catch_warnings():  # constant input: NaN, which callers say in a line
+            warnings.simplefilter("ignore")
+            metrics["spearman"] = 100 * float(spearmanr(cosine, gold).statistic)
+            metrics["pearson"] = 100 * float(pearsonr(cosine, gold).statistic)
     has_label = data.labels != IGNORE_LABEL
     if model.classifier is not None and has_label.any():
         was_training = model.training

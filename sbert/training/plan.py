@@ -72,12 +72,26 @@ def plan_stage(index: int, config: TrainConfig, world: int) -> StagePlan:
         index,
         config,
         sets,
-        {} if config.no_eval else {parse_spec(s).name: read_spec(s) for s in config.dev},
+        {} if config.no_eval else read_dev_sets(config.dev),
         objectives,
         loss_weights(config, objectives),
         trainable(config.strategy, config.freeze_layers, config.layer_decay),
         micro_batches(config, world),
     )
+
+
+def read_dev_sets(specs: list[str]) -> dict[str, PairSet]:
+    """Dev data by the name its metrics carry; two specs of one name would share their rows."""
+    dev: dict[str, PairSet] = {}
+    for spec in specs:
+        name = parse_spec(spec).name
+        if name in dev:
+            raise ConfigError(
+                f"--dev {spec}: its metrics would be named {name}/..., as another dev set's: "
+                f"give one of them a different file name"
+            )
+        dev[name] = read_spec(spec)
+    return dev
 
 
 def read_train_sets(config: TrainConfig) -> list[TrainSet]:
@@ -87,7 +101,13 @@ def read_train_sets(config: TrainConfig) -> list[TrainSet]:
         objective, regression = parsed.objective, config.regression_loss
         if objective in REGRESSION_LOSSES:  # PATH:cosent = regression with CoSENT
             objective, regression = "regression", parsed.objective
-        sets.append(TrainSet(spec, read_spec(parsed, config.limit), objective, regression))
+        data = read_spec(parsed, config.limit)
+        if not (data.has_labels or data.has_scores):
+            raise ConfigError(
+                f"{spec}: its pairs have no labels and no scores: nothing to train them on "
+                f"(name a label= or score= column)"
+            )
+        sets.append(TrainSet(spec, data, objective, regression))
     return sets
 
 
@@ -175,6 +195,24 @@ def check_trainable(plan: StagePlan, model: MultiTaskModel) -> None:
         )
     if "contrastive" in plan.objectives:  # here, not mid-run, without an entailment label
         nli_labels(plan.labels(model.labels))
+    for name, data in plan.dev.items():
+        check_dev_set(name, data, model.classifier is not None)
+
+
+def check_dev_set(name: str, data: PairSet, classifier: bool) -> None:
+    """Refuse a dev set that can give no metric (no evaluation, no best/, and no word why)."""
+    if data.has_labels and classifier:
+        return
+    scores = {p.score for p in data.pairs}
+    if data.has_scores and len(scores) > 1:
+        return
+    if data.has_scores:
+        why = f"every gold score is {scores.pop():g}: Spearman and Pearson are undefined"
+    elif data.has_labels:
+        why = "its labels need a classifier, and this stage trains none"
+    else:
+        why = "its pairs have no scores and no labels"
+    raise ConfigError(f"--dev {data.path} ({name}) gives no metric: {why}")
 
 
 def starting_model(name: str) -> MultiTaskModel:

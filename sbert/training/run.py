@@ -6,6 +6,7 @@ intact checkpoint as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -14,21 +15,24 @@ from pathlib import Path
 import torch
 
 from sbert.errors import CheckpointError, TrainingError
-from sbert.fileio import check_output_dir, remove_litter
+from sbert.fileio import check_output_dir, remove_dir, remove_litter
+from sbert.folders import is_model_folder
 from sbert.models.device import pick_device
 from sbert.training.checkpoints import CHECKPOINTS, list_checkpoints, resume_point
-from sbert.training.config import TrainConfig
+from sbert.training.config import TrainConfig, check, stage_configs
 from sbert.training.distributed import Processes, local_rank, start_processes
 from sbert.training.plan import check_trainable, plan_stages, stage_model
 from sbert.training.trainer import METRICS_LOG, Progress, Trainer
 
 LOCK = ".lock"
-# What a run writes into --out: a folder holding any of these is an earlier run's.
-RUN_FILES = (METRICS_LOG, CHECKPOINTS, "final", "best", "curves.png", LOCK)
+MODELS = ("final", "best")  # model folders a run writes into --out
+CURVES = "curves.png"
 
 
 def run(config: TrainConfig) -> dict:
     """Train every stage, then write <out>/final. Returns the last dev metrics."""
+    for stage in stage_configs(config):  # sbert.train(TrainConfig(...)) too, as the CLI does
+        check(stage)
     out = Path(config.out)
     device = pick_device(config.device, local_rank())
     if device.type == "cuda":
@@ -36,6 +40,8 @@ def run(config: TrainConfig) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     if out.exists():  # anything there besides an earlier run's files is someone's data
         check_output_dir(out, is_run_folder, "a training run's output")
+        for name in MODELS:  # before training, not when saving after it
+            check_output_dir(out / name, is_model_folder, "a model folder")
     procs = start_processes(device)
     try:
         with output_lock(out, procs):
@@ -45,8 +51,35 @@ def run(config: TrainConfig) -> dict:
 
 
 def is_run_folder(folder: Path) -> bool:
-    """True when `folder` holds an earlier run's output (or a run holds it now)."""
-    return any((folder / name).exists() for name in RUN_FILES)
+    """True when `folder` holds an earlier run's output (or a run holds it now): its lock, its
+    log (a first record with the run's settings), a checkpoint, or a model it saved."""
+    return (
+        (folder / LOCK).is_file()
+        or is_run_log(folder / METRICS_LOG)
+        or bool(list_checkpoints(folder))
+        or any(is_model_folder(folder / name) for name in MODELS)
+    )
+
+
+def is_run_log(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and "settings" in first
+
+
+def clear_earlier_run(out: Path) -> None:
+    """A fresh run in an earlier run's folder starts clean: that run's checkpoints (which a
+    later --resume would take for this run's), best/ (the best of another run), log and curves
+    go first. Its final/ stays until this run's replaces it, in one step."""
+    for path in list_checkpoints(out):
+        remove_dir(path)
+    if is_model_folder(out / "best"):  # checked before training: nothing else is there
+        remove_dir(out / "best")
+    for name in (METRICS_LOG, CURVES):
+        (out / name).unlink(missing_ok=True)
 
 
 def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Processes) -> dict:
@@ -87,13 +120,13 @@ def _start(
             remove_litter(folder)
     if not config.resume:
         if procs.is_main:
-            (out / METRICS_LOG).unlink(missing_ok=True)  # a fresh run starts a fresh log
+            clear_earlier_run(out)
         return Progress(best_metric=config.best_metric), None
     if not list_checkpoints(out):  # stopped before its first checkpoint: nothing to lose
         if procs.is_main:
             print(f"note: {out}: no checkpoint to resume from yet: starting from the beginning",
                   file=sys.stderr)  # fmt: skip
-            (out / METRICS_LOG).unlink(missing_ok=True)
+            clear_earlier_run(out)
         return Progress(best_metric=config.best_metric), None
     path, state = resume_point(out, warn=procs.is_main)
     if procs.is_main:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -78,6 +79,15 @@ class Progress:
 
     def next_stage(self) -> Progress:
         return Progress(self.stage + 1, best=self.best, best_metric=self.best_metric)
+
+
+# Settings a resumed run may change: where it runs and what it logs, evaluates and keeps, and
+# when it stops (more epochs or steps stretch the learning-rate schedule from there on).
+RESUME_MAY_CHANGE = frozenset({
+    "out", "device", "resume", "epochs", "max_steps", "dev", "no_eval", "eval_every",
+    "eval_batch_size", "best_metric", "save_every", "keep_checkpoints", "log_every",
+    "grad_share_every", "skip_nonfinite", "precision", "compile", "grad_accum",
+})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +251,10 @@ class Trainer:
             if self.progress.best_metric not in given:
                 raise ConfigError(f"--best-metric {self.progress.best_metric} is not a dev "
                                   f"metric of this run: {', '.join(given)}")  # fmt: skip
-        total = len(self.schedule(0)) * self.config.epochs
+        first = self.schedule(0)
+        # What a resumed run must find the same: the batches, and so the data and its order.
+        self.batches_digest = hashlib.sha256(repr(first).encode()).hexdigest()[:16]
+        total = len(first) * self.config.epochs
         self.total_steps = min(total, self.config.max_steps or total)
 
     def _announce(self, trainable_count: int) -> None:
@@ -254,19 +267,22 @@ class Trainer:
                 f"{self.config.strategy}, on {self.device}{' (bf16 autocast)' if self.bf16 else ''}"
             )
             self._say_best_metric()
-        # What this stage runs with, as built (not only as asked).
-        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "stages"}
-        settings["dropout"] = self.model.encoder.bert.config.dropout
-        settings["loss_weights"] = self.plan.weights
         self.log(
             {
                 "step": self.progress.step,
-                "settings": settings,
+                "settings": self.settings(),
                 "pairs": pairs,
                 "steps": self.total_steps,
                 "trainable": trainable_count,
             }
         )
+
+    def settings(self) -> dict:
+        """What this stage runs with, as built (not only as asked)."""
+        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "stages"}
+        settings["dropout"] = self.model.encoder.bert.config.dropout
+        settings["loss_weights"] = self.plan.weights
+        return settings
 
     def _say_best_metric(self) -> None:
         metric = self.progress.best_metric
@@ -565,7 +581,12 @@ class Trainer:
                         f"{self.config.eval_batch_size}) or --max-seq-length (now "
                         f"{self.model.encoder.tokenizer.max_length})"
                     ) from None
-                metrics.update({f"{name}/{k}": v for k, v in result.items() if k != "pairs"})
+                undefined = [k for k, v in result.items() if not math.isfinite(v)]
+                if undefined:  # NaN is no JSON, and no score to compare for best/
+                    print(f"note: step {p.step}: {name}: {', '.join(undefined)} undefined: the "
+                          f"model gives every pair the same cosine", file=sys.stderr)  # fmt: skip
+                metrics.update({f"{name}/{k}": v for k, v in result.items()
+                                if k != "pairs" and k not in undefined})  # fmt: skip
             self.log({"step": p.step, "epoch": p.epoch, **metrics})
             value = metrics.get(p.best_metric)
             if p.step > 0 and value is not None and value > p.best:
@@ -595,6 +616,8 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "log_size": _size(self.out / METRICS_LOG),  # what a resumed run keeps of the log
+            "settings": self.settings(),  # what a resumed run must have the same (restore)
+            "batches": self.batches_digest,
         }
 
     def save_checkpoint(self) -> None:
@@ -614,7 +637,8 @@ class Trainer:
         self.procs.barrier()
 
     def restore(self, path: Path, state: dict) -> None:
-        """Continue from a checkpoint's state (see `state`)."""
+        """Continue from a checkpoint's state (see `state`), written by a run like this one."""
+        self._check_same_run(path, state)
         if state["labels"] != self.model.labels:
             raise CheckpointError(path, "labels differ from this run's data")
         try:
@@ -632,6 +656,30 @@ class Trainer:
         if self.procs.is_main:
             p = self.progress
             print(f"resumed stage {p.stage} at step {p.step} (epoch {p.epoch}) from {path}")
+
+    def _check_same_run(self, path: Path, state: dict) -> None:
+        """Refuse a checkpoint of another run: other data, batches or optimisation settings
+        would resume a run that never was (another step count, another optimizer layout, or a
+        sampler position past the epoch's end). What only logs, evaluates or stops the run may
+        change (`RESUME_MAY_CHANGE`)."""
+        saved = state.get("settings")  # None: a checkpoint from before this was recorded
+        if saved is None:
+            return
+        ours = self.settings()
+        changed = [
+            f"{k} {saved.get(k)!r}, now {ours.get(k)!r}"
+            for k in sorted(saved.keys() | ours.keys())
+            if k not in RESUME_MAY_CHANGE and saved.get(k) != ours.get(k)
+        ]
+        if not changed and state.get("batches") != self.batches_digest:
+            changed = ["the training data (its batches differ)"]
+        if changed:
+            raise CheckpointError(
+                path,
+                f"written by a run with other settings ({'; '.join(changed[:3])}): resume "
+                f"with that run's settings, or train afresh (without --resume or into another "
+                f"--out)",
+            )
 
 
 # ---------------------------------------------------------------------------------------------

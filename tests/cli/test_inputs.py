@@ -155,6 +155,65 @@ def test_train_never_writes_into_a_folder_that_is_not_a_run(tiny, tmp_path, caps
     assert snapshot(tiny) == before
 
 
+def test_a_folder_with_a_users_log_or_a_final_that_is_no_model_is_refused_before_training(
+    tmp_path, capsys
+):
+    """A file named metrics.jsonl is not a run's log unless it starts with a run's settings
+    (the user's was replaced); a final/ that is no model was found only after training."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.jsonl").write_text('{"my": "log"}\n')
+    assert "is not a training run's output" in error_of(capsys, *train(mine))
+    assert (mine / "metrics.jsonl").read_text() == '{"my": "log"}\n'
+    run = tmp_path / "run"
+    assert cli.main([str(a) for a in train(run)]) == 0
+    (run / "final" / "config.json").unlink()
+    line = error_of(capsys, *train(run))
+    assert f"{run / 'final'}: output folder exists and is not a model folder" in line
+    assert "settings" in (run / "metrics.jsonl").read_text()  # not begun again
+
+
+def test_training_data_and_dev_sets_that_give_nothing_are_refused(tmp_path, capsys):
+    qa = tmp_path / "qa.csv"
+    qa.write_text("question,answer,sim\nA cat,A dog,0.5\nA man,A woman,0.2\n")
+    line = error_of(capsys, *train(tmp_path / "r"), "--train", f"{qa}:a=question,b=answer")
+    assert "no labels and no scores: nothing to train them on" in line  # a traceback mid-run
+    same = tmp_path / "sub"
+    same.mkdir()
+    sts = tmp_path / "dev.csv"
+    sts.write_text("sentence1,sentence2,score\nA cat,A dog,0.5\nA man,A woman,0.2\n")
+    (same / "dev.csv").write_text(sts.read_text().replace("0.2", "0.9"))
+    base = ["train", "--train", STS_TRAIN, "--out", tmp_path / "r", "--model", "tiny"]  # scores
+    base += ["--limit", "16", "--batch-size", "8", "--device", "cpu", "--max-steps", "1"]
+    line = error_of(capsys, *base, "--dev", sts, "--dev", same / "dev.csv")
+    assert "its metrics would be named dev/..., as another dev set's" in line
+    nli = tmp_path / "nli.jsonl"
+    nli.write_text('{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n')
+    line = error_of(capsys, *base, "--dev", nli)  # STS-B scores: no classifier to score labels
+    assert "gives no metric: its labels need a classifier, and this stage trains none" in line
+    (same / "dev.csv").write_text("sentence1,sentence2,score\na,b,0.5\nc,d,0.5\n")
+    line = error_of(capsys, *base, "--dev", same / "dev.csv")
+    assert "gives no metric: every gold score is 0.5" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_data_file_with_an_at_sign_in_its_name_is_that_file(tmp_path, capsys):
+    data = tmp_path / "run@2024.csv"
+    data.write_text(STS_TRAIN.read_text(encoding="utf-8"), encoding="utf-8")
+    assert cli.main([str(a) for a in train(tmp_path / "r", "--train", data)]) == 0
+
+
+def test_the_python_api_checks_settings_as_the_command_line_does(tmp_path):
+    import sbert
+    from sbert.errors import ConfigError
+
+    config = sbert.TrainConfig(model="tiny", train=[str(STS_TRAIN)], out=str(tmp_path / "r"),
+                               no_eval=True, epochs=0)  # fmt: skip
+    with pytest.raises(ConfigError, match="--epochs must be at least 1"):
+        sbert.train(config)  # trained nothing, and saved the untrained model as final/
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence1,sentence2,score\na,b,7x\n", encoding="utf-8")
@@ -197,6 +256,9 @@ def test_config_stages_that_are_not_tables(tmp_path, capsys):
 def test_an_unknown_objective_is_named_not_a_missing_file(tmp_path, capsys):
     line = error_of(capsys, *train(tmp_path / "run"), "--train", f"{STS_TRAIN}:regresion")
     assert "unknown objective 'regresion'" in line
+    for split in ("@TRAIN", "@TRAIN[0:16]"):  # was "unknown split 'TRAIN:regresion'"
+        line = error_of(capsys, *train(tmp_path / "run"), "--train", f"{SICK}{split}:regresion")
+        assert "unknown objective 'regresion'" in line
 
 
 def test_rows_past_the_end_of_a_file_are_an_error(tmp_path, capsys):

@@ -43,6 +43,16 @@ def test_a_hugging_face_nli_csv_reads_with_its_numbered_labels(tmp_path, capsys)
     assert e.value.line == 2
 
 
+def test_numbered_labels_written_as_floats_read_as_their_numbers(tmp_path, capsys):
+    """pandas writes an integer column with a missing value as 0.0, 1.0, -1.0: the same labels
+    (a -1.0 row was trained as a fourth class, "-1.0")."""
+    floats = HF_NLI.replace(",0\n", ",0.0\n").replace(",1\n", ",1.0\n").replace(",-1\n", ",-1.0\n")
+    data = read_pairs(write(tmp_path, "nli.csv", floats))
+    assert data.pairs == HF_PAIRS and data.skipped == 1
+    with pytest.raises(DataError, match="label '1.5': premise/hypothesis files label 0"):
+        read_pairs(write(tmp_path, "bad.csv", "premise,hypothesis,label\na,b,1.5\n"))
+
+
 def test_similarity_and_sentence_transformers_names(tmp_path):
     sims = read_pairs(write(tmp_path, "s.csv", "sentence1,sentence2,similarity\na,b,0.5\nc,d,1\n"))
     assert [p.score for p in sims.pairs] == [0.5, 1.0] and sims.score_range == (0, 1)

@@ -206,6 +206,73 @@ def test_resume_before_the_first_checkpoint_starts_from_the_beginning(tmp_path, 
     assert code == 0 and "starting from the beginning" in stderr
 
 
+@pytest.mark.parametrize(
+    "flags, changed",
+    [
+        ("--batch-size 4", "batch_size 8, now 4"),  # hung: the position past the epoch's end
+        ("--strategy full", "strategy 'partial', now 'full'"),  # a traceback from the optimizer
+        ("--balance uncertainty", "balance 'fixed', now 'uncertainty'"),
+        ("--lr 5e-4", "lr 0.001, now 0.0005"),  # was ignored, while the log said 5e-4
+        ("--limit 8", "limit 16, now 8"),
+    ],
+)
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, reference, capsys, flags, changed):
+    out = shutil.copytree(reference, tmp_path / "out")
+    code, _, stderr = run_here(train_args(out, "--resume", *flags.split()), capsys)
+    assert code == 2
+    error = the_error(stderr)
+    assert "stage0-step000004: written by a run with other settings" in error
+    assert changed in error and "train afresh" in error
+
+
+def test_resume_refuses_a_checkpoint_of_other_batches_and_takes_other_stopping_points(
+    tmp_path, reference, capsys, monkeypatch
+):
+    from sbert.data import batching
+
+    out = shutil.copytree(reference, tmp_path / "out")
+    code, stdout, stderr = run_here(train_args(out, "--resume", "--epochs", "3"), capsys)
+    assert code == 0 and "resumed stage 0 at step 4 " in stdout, stderr  # train on: allowed
+    shuffled = batching.bucketed_batches  # the data file changed: other batches, same settings
+    monkeypatch.setattr(batching, "bucketed_batches", lambda *a, **k: shuffled(*a, **k)[::-1])
+    code, _, stderr = run_here(train_args(out, "--resume", "--epochs", "3"), capsys)
+    assert code == 2 and "the training data (its batches differ)" in the_error(stderr)
+
+
+def test_a_fresh_run_in_an_earlier_runs_folder_never_resumes_its_checkpoints(
+    tmp_path, reference, capsys
+):
+    """A fresh run killed before its first checkpoint left the earlier run's, which --resume
+    then took for its own (another seed's weights, the log cut mid-line)."""
+    out = shutil.copytree(reference, tmp_path / "out")
+    (out / "best").mkdir()
+    shutil.copytree(reference / "final", out / "best", dirs_exist_ok=True)
+    fresh = train_args(out, "--save-every", "100", seed=5)
+    killed = run_crashing(["sbert.training.trainer:Trainer.step", "1", "kill"], fresh)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list_checkpoints(out) == [] and not (out / "best").exists()
+    assert_equal_weights(weights(out / "final"), weights(reference / "final"))  # until replaced
+    code, _, stderr = run_here([*fresh, "--resume"], capsys)
+    assert code == 0 and "no checkpoint to resume from yet" in stderr, stderr
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)  # whole lines, each once
+
+
+def test_an_undefined_dev_metric_is_said_and_never_logged_as_nan(tmp_path, capsys, monkeypatch):
+    """A model that gives every pair the same cosine has no Spearman: NaN was written into
+    metrics.jsonl (no JSON) and the run went on without a word."""
+    from sbert.training import trainer
+
+    nan = {"pairs": 2, "spearman": float("nan"), "pearson": float("nan")}
+    monkeypatch.setattr(trainer, "evaluate", lambda *args, **kwargs: nan)
+    args = [a for a in train_args(tmp_path / "out", "--max-steps", "2") if a != "--no-eval"]
+    code, _, stderr = run_here([*args, "--dev", f"{SICK}@TRIAL[0:8]"], capsys)
+    assert code == 0, stderr
+    assert "spearman, pearson undefined: the model gives every pair the same cosine" in stderr
+    for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in the log"))
+
+
 def test_litter_of_killed_writes_is_removed_and_a_half_swapped_folder_put_back(tmp_path):
     # Where the system cannot swap two folders in one step, atomic_dir renames twice; a kill
     # between the renames leaves the complete old folder under .NAME.PID.old, and no NAME.
