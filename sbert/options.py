@@ -176,7 +176,7 @@ def read_toml(path: Path) -> dict:
         import tomli as tomllib
 
     try:  # a regular file of bounded size: not a FIFO, not a link to /dev/zero
-        return tomllib.loads(read_bounded(path).decode("utf-8"))
+        return tomllib.loads(read_bounded(path).decode("utf-8-sig"))  # a BOM, as in data files
     except CheckpointError as e:
         problem = "config file not found" if e.problem == "file not found" else e.problem
         raise ConfigError(f"{path}: {problem}") from None

@@ -72,6 +72,8 @@ def test_a_config_file_sets_the_same_fields_and_flags_win(tmp_path):
     config.write_text('size = "7"\n')
     with pytest.raises(ConfigError, match="size = '7' is not a whole number"):
         parse(["--config", str(config)])
+    config.write_text('\ufeffname = "x"\nsize = 7\n', encoding="utf-8")  # a BOM: Windows editors
+    assert parse(["--config", str(config)]).size == 7
 
 
 def test_every_command_takes_a_config_file(tmp_path, capsys):

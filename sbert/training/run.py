@@ -156,7 +156,7 @@ def output_lock(out: Path, procs: Processes):
         yield
         return
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    Path(os.path.realpath(out)).mkdir(parents=True, exist_ok=True)  # through a dangling link too
     try:
         with open(out / LOCK, "a+") as lock:  # "a+": opening must not erase the holder's pid
             try:

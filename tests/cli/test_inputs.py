@@ -203,6 +203,13 @@ def test_a_data_file_with_an_at_sign_in_its_name_is_that_file(tmp_path, capsys):
     assert cli.main([str(a) for a in train(tmp_path / "r", "--train", data)]) == 0
 
 
+def test_an_output_folder_given_as_a_link_to_a_folder_to_be_made_is_made(tmp_path, capsys):
+    link = tmp_path / "runs"
+    link.symlink_to(tmp_path / "elsewhere")  # a dangling link: "[Errno 17] File exists"
+    assert cli.main([str(a) for a in train(link)]) == 0
+    assert (tmp_path / "elsewhere" / "final" / "config.json").is_file() and link.is_symlink()
+
+
 def test_the_python_api_checks_settings_as_the_command_line_does(tmp_path):
     import sbert
     from sbert.errors import ConfigError
