@@ -6,9 +6,12 @@ sentence at /embed: `floor` (bench/floor_server.py: a bare Starlette route answe
 vector: the HTTP round trip and this client), `hand-off` (the same after one round trip to a
 worker thread that does nothing), `bare` (the same, the thread running the int8 export's
 `encode`: no batching, limits, metrics or checks) and `sbert` (`sbert serve` on that export);
-and `encode`: the export's `encode([sentence])` in this process. Blocks alternate over the same
-sentences (this VM's speed drifts), one client, one request at a time. Printed: each one's
-median, `sbert`'s model time (its x-inference-time header) and what is left of its latency.
+and in this process the export's `encode([sentence])` three ways: `encode` back to back,
+`spaced` after the same idle time as `sbert`'s model has between one client's requests (that
+round's median latency less its median model time, slept), and `evicted` straight after reading
+64 MiB (more than this CPU's L3). Blocks alternate over the same sentences (this VM's speed
+drifts), one client, one request at a time. Printed: each one's median, `sbert`'s model time (its
+x-inference-time header) and what is left of its latency.
 
     python bench/serve_overhead.py [--export DIR] [--rounds 10] [--block 100]
 """
@@ -21,9 +24,11 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import orjson
 from common import ROOT, machine
 from serve import Server, sentences, start, stop
@@ -77,8 +82,9 @@ def main() -> None:
     encoder = sbert.load(export)
     texts = sentences()[: args.rounds * args.block]
     encoder.encode(texts[:64])  # warm
-    times = {name: [] for name in (*PORTS, "encode")}
+    times = {name: [] for name in (*PORTS, "encode", "spaced", "evicted")}
     model: list[float] = []
+    flush = np.ones(64 << 20, np.uint8)
     chosen = servers(export)
     for name, server in chosen.items():
         start(server, f"http://127.0.0.1:{PORTS[name]}")
@@ -89,10 +95,18 @@ def main() -> None:
                 latencies, inference = asyncio.run(block(PORTS[name], part))
                 times[name] += latencies
                 model += inference
-            for text in part:
-                begin = time.perf_counter()
-                encoder.encode([text])
-                times["encode"].append(time.perf_counter() - begin)
+                if name == "sbert":  # the idle time its model had between this block's calls
+                    idle = statistics.median(latencies) - statistics.median(inference)
+            for way, before in (
+                ("encode", lambda: None),
+                ("spaced", partial(time.sleep, idle)),
+                ("evicted", flush.sum),
+            ):
+                for text in part:
+                    before()
+                    begin = time.perf_counter()
+                    encoder.encode([text])
+                    times[way].append(time.perf_counter() - begin)
     finally:
         for server in chosen.values():
             stop(server)
@@ -103,8 +117,9 @@ def main() -> None:
     rest = p50["sbert"] - inference
     print(f"the hand-off costs {p50['hand-off'] - p50['floor']:.3f} over the floor; sbert's "
           f"model {inference:.3f}, the rest of its latency {rest:.3f}")  # fmt: skip
-    print(f"against encode in this process: bare {p50['bare'] / p50['encode']:.2f}x, "
-          f"sbert {p50['sbert'] / p50['encode']:.2f}x")  # fmt: skip
+    for way in ("encode", "spaced", "evicted"):
+        print(f"against {way} in this process: bare {p50['bare'] / p50[way]:.2f}x, "
+              f"sbert {p50['sbert'] / p50[way]:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
