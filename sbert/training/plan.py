@@ -173,6 +173,10 @@ def check_trainable(plan: StagePlan, model: MultiTaskModel) -> None:
     small for one pair per process, a file that nothing it trains can use, a balancer or an
     objective that has nothing to work on."""
     config, num_layers = plan.config, model.encoder.bert.config.num_layers
+    if (config.freeze_layers or 0) > num_layers:
+        raise ConfigError(
+            f"--freeze-layers {config.freeze_layers}: the model has {num_layers} encoder layers"
+        )
     encoder_frozen = plan.strategy.freeze_encoder or (
         plan.strategy.freeze_embeddings and plan.strategy.freeze_layers >= num_layers
     )

@@ -244,6 +244,7 @@ def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, capsys):
         ("--seed 99999999999999999999999", "--seed must be at most"),
         ("--seed -1", "--seed must be at least 0"),
         ("--device meta", "--device meta: not supported"),
+        ("--freeze-layers 99", "--freeze-layers 99: the model has 2 encoder layers"),
     ],
 )
 def test_settings_that_would_train_garbage_are_refused(tmp_path, capsys, flags, named):
