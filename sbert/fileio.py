@@ -267,8 +267,8 @@ def atomic_dir(
     if path.exists() and not path.is_dir():
         found = file_kind(os.stat(path).st_mode)
         raise CheckpointError(path, f"exists and is {found}, not a folder: not replaced")
-    if ours is not None and path.is_dir() and any(path.iterdir()) and not ours(path):
-        raise CheckpointError(path, f"folder exists and is not {kind}: left as it is")
+    if ours is not None:
+        refuse_foreign_folder(path, ours, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(path)
     tmp = Path(
@@ -372,9 +372,40 @@ def check_output_file(output: str | Path, inputs: Sequence[str | Path] = ()) -> 
                               "written there")  # fmt: skip
 
 
-def check_output_dir(output: str | Path, ours: Callable[[Path], bool], kind: str) -> None:
+def refuse_foreign_folder(path: Path, ours: Callable[[Path], bool], kind: str, what="") -> None:
+    """Refuse to replace a non-empty folder that is not an earlier `kind` (`ours`), or holds a
+    file its manifest does not list: someone's, put there since (a model or corpus copied in,
+    notes beside an `index.json`); replacing the folder would delete it."""
+    if not (path.is_dir() and any(path.iterdir())):
+        return
+    if not ours(path):
+        raise CheckpointError(path, f"{what}folder exists and is not {kind}: left as it is")
+    foreign = foreign_file(path)
+    if foreign is not None:
+        raise CheckpointError(path, f"{what}folder is not only {kind} ({foreign}): left as it is")
+
+
+def foreign_file(folder: Path) -> str | None:
+    """What in `folder` atomic_dir did not write, said for an error: a file its manifest does
+    not list, or the manifest missing; None when there is nothing else."""
+    try:
+        listed = read_json(folder / MANIFEST).get("files")
+    except CheckpointError as e:
+        return f"no {MANIFEST}" if e.problem == "file not found" else f"{MANIFEST}: {e.problem}"
+    listed = listed if isinstance(listed, dict) else {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if not (path.is_dir() and not path.is_symlink()) and name not in (MANIFEST, *listed):
+            return f"{name} is none of its files"
+    return None
+
+
+def check_output_dir(
+    output: str | Path, ours: Callable[[Path], bool], kind: str, replaced: bool = True
+) -> None:
     """Refuse an output folder that `atomic_dir` must not replace: a file, or a folder that is
-    not an earlier `kind` (it could be the source model, or anything else kept there)."""
+    not an earlier `kind` (it could be the source model, or anything else kept there), or holds
+    more (`refuse_foreign_folder`; not asked of a folder written into, not `replaced`)."""
     output = Path(output)
     if output.is_symlink():  # atomic_dir replaces the folder it names
         output = Path(os.path.realpath(output))
@@ -382,7 +413,9 @@ def check_output_dir(output: str | Path, ours: Callable[[Path], bool], kind: str
         raise CheckpointError(
             output, f"output exists and is {file_kind(os.stat(output).st_mode)}, not a folder"
         )
-    if output.is_dir() and any(output.iterdir()) and not ours(output):
+    if replaced:
+        refuse_foreign_folder(output, ours, kind, "output ")
+    elif output.is_dir() and any(output.iterdir()) and not ours(output):
         raise CheckpointError(output, f"output folder exists and is not {kind}: left as it is")
     if not output.parent.is_dir():
         raise CheckpointError(output, f"output's parent folder {output.parent} not found")

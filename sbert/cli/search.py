@@ -53,11 +53,16 @@ def run(o: Options) -> None:
         raise ConfigError("give one query, or --queries FILE")
     if o.output is not None and o.queries is None:
         raise ConfigError("--output goes with --queries")
-    queries = check_sentences([o.query], ["query"]) if o.query else read_sentences(o.queries)
+    if o.query is not None:  # "" too: an empty query, not a missing file
+        queries = check_sentences([o.query], ["query"])
+    else:
+        queries = read_sentences(o.queries)
     if o.output is not None:
-        check_output_file(o.output, [o.queries, o.index])
+        check_output_file(o.output, [o.queries, o.index, o.model])
     index = open_index(o.index, load(o.model) if o.model else None, exact=o.exact,
                        nprobes=o.nprobes, refine_factor=o.refine_factor)  # fmt: skip
+    if o.output is not None and o.model is None:  # nor into the model the index recorded
+        check_output_file(o.output, [getattr(index.model, "source", None)])
     results = index.search(queries, o.k, ef_search=o.ef_search)
     if o.output is None:
         for query, hits in zip(queries, results, strict=True):

@@ -32,6 +32,7 @@ from sbert.errors import CheckpointError, ConfigError, SbertError
 from sbert.fileio import (
     atomic_dir,
     atomic_write_bytes,
+    check_output_dir,
     json_field,
     read_json,
     regular_file,
@@ -179,6 +180,7 @@ def embed_corpus(
 
     pyarrow()  # before any work: one line naming the install
     out = Path(out)
+    check_output_dir(out, is_embedding, "an embedding folder")  # before the work, not after
     if not texts:
         raise SbertError("the corpus has no texts: nothing to embed")
     identity = model_identity(model, name if name is not None else getattr(model, "source", None))
@@ -246,7 +248,7 @@ def _publish(work: Path, out: Path, info: dict, key: dict) -> None:
     missing = [x["file"] for x in info["shards"] if x["file"] not in key["shards"]]
     if missing:
         raise SbertError(f"shards {missing[:5]} were not embedded; run again to finish")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, is_embedding, "an embedding folder") as tmp:
         for shard in info["shards"]:
             try:  # the finished shards move over without a copy
                 os.link(work / shard["file"], tmp / shard["file"])

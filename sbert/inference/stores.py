@@ -171,7 +171,7 @@ class LanceStore:
 
         ann = ann_settings(count, dim)
         corpus = dict(corpus or {})
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, is_index, "an index") as tmp:
             table = db.connect(tmp / FOLDER).create_table(
                 TABLE, data=_record_batches(rows, count, dim, schema), schema=schema
             )

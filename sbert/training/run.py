@@ -39,7 +39,7 @@ def run(config: TrainConfig) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True
     if out.exists():  # anything there besides an earlier run's files is someone's data
-        check_output_dir(out, is_run_folder, "a training run's output")
+        check_output_dir(out, is_run_folder, "a training run's output", replaced=False)
         for name in MODELS:  # before training, not when saving after it
             check_output_dir(out / name, is_model_folder, "a model folder")
     procs = start_processes(device)

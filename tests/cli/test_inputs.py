@@ -8,6 +8,7 @@ said on stderr, and written files follow the user's umask.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -116,15 +117,77 @@ def test_an_output_inside_an_input_folder_is_refused(tiny, corpus, tmp_path, cap
     assert (
         cli.main(["index", "--model", str(tiny), "--corpus", str(corpus), "--out", str(index)]) == 0
     )
+    beside = shutil.copytree(tiny, tmp_path / "model")  # an index follows a model beside it
+    assert cli.main(["index", "--model", str(beside), "--corpus", str(corpus), "--out",
+                     str(tmp_path / "index2")]) == 0  # fmt: skip
     before = snapshot(index), snapshot(tiny)
+    line = error_of(capsys, "search", "--index", tmp_path / "index2", "--queries", corpus,
+                    "--output", beside / "vocab.txt")  # fmt: skip
+    assert "an input of this command: not written there" in line  # the model it recorded
     for args in (
         ["search", "--index", index, "--queries", corpus, "--output", index / "texts.jsonl"],
+        [
+            "search",
+            "--index",
+            index,
+            "--model",
+            tiny,
+            "--queries",
+            corpus,
+            "--output",
+            tiny / "vocab.txt",
+        ],
         ["encode", "--model", tiny, "--input", corpus, "--output", tiny / "tokenizer.json"],
         ["encode", "--model", tiny, "--input", corpus, "--output", tiny / "new.npy"],
     ):
         line = error_of(capsys, *args)
         assert "an input of this command: not written there" in line
     assert (snapshot(index), snapshot(tiny)) == before
+
+
+def test_an_earlier_output_holding_more_than_its_own_files_is_left_alone(
+    tiny, corpus, tmp_path, capsys
+):
+    """Rebuilding an index, an embedding folder or an export replaced the whole folder, and with
+    it what had been put there since (the model and corpus it was built from); a folder with
+    only an `index.json` of someone else's counted as an index."""
+    index_ = index(tiny, corpus, tmp_path / "index")
+    shutil.copytree(tiny, index_ / "model")
+    assert cli.main(["embed", "--model", str(tiny), "--corpus", str(corpus),
+                     "--out", str(tmp_path / "vectors")]) == 0  # fmt: skip
+    (tmp_path / "vectors" / "corpus.txt").write_text(corpus.read_text())
+    assert cli.main(["export", "--model", str(tiny), "--out", str(tmp_path / "onnx")]) == 0
+    (tmp_path / "onnx" / "notes.txt").write_text("mine")
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.json").write_text('{"pages": [1]}')
+    (web / "notes.txt").write_text("mine")
+    cases = [
+        (["index", "--model", index_ / "model", "--corpus", corpus, "--out", index_],
+         "model/1_Pooling/config.json is none of its files"),
+        (["embed", "--model", tiny, "--corpus", tmp_path / "vectors" / "corpus.txt", "--out",
+          tmp_path / "vectors"], "corpus.txt is none of its files"),
+        (["export", "--model", tiny, "--out", tmp_path / "onnx"], "notes.txt is none of its files"),
+        (["index", "--model", tiny, "--corpus", corpus, "--out", web], "no manifest.json"),
+    ]  # fmt: skip
+    for args, why in cases:
+        before = snapshot(args[-1])
+        line = error_of(capsys, *args)
+        assert f"{args[-1]}: output folder is not only" in line and why in line, line
+        assert snapshot(args[-1]) == before
+
+
+def test_the_python_api_never_replaces_a_folder_of_someone_elses(tiny, tmp_path):
+    import sbert
+    from sbert.errors import CheckpointError
+    from sbert.inference.embed import embed_corpus
+
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "ch1.tex").write_text("draft")
+    with pytest.raises(CheckpointError, match="is not an embedding folder: left as it is"):
+        embed_corpus(sbert.load(tiny), ["a cat", "a dog"], thesis)
+    assert os.listdir(thesis) == ["ch1.tex"]
 
 
 def test_written_files_and_folders_follow_the_umask(tiny, corpus, tmp_path, capsys):
@@ -280,7 +343,10 @@ def test_rows_past_the_end_of_a_file_are_an_error(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["similarity", "predict", "search"])
 def test_an_empty_sentence_argument_is_refused(tiny, corpus, tmp_path, capsys, command):
     if command == "search":
-        args = ["search", "--index", index(tiny, corpus, tmp_path / "index"), "  "]
+        built = index(tiny, corpus, tmp_path / "index")
+        line = error_of(capsys, "search", "--index", built, "")  # was "None: not a valid path"
+        assert "is empty" in line and "command line" in line
+        args = ["search", "--index", built, "  "]
     else:
         args = [command, "--model", tiny, "a cat sits", " \t"]
     line = error_of(capsys, *args)
