@@ -164,6 +164,21 @@ def _hnsw(vectors: np.ndarray, show_progress_bar: bool = False):
 # The index
 
 
+def checked_queries(queries, k, dim: int) -> tuple[np.ndarray, int]:
+    """Query vectors as (Q, dim) float32, finite, and `k` a whole number of at least 1: what
+    every index and store searches with (a (1, 768) array must not read as 2 queries of 384)."""
+    k = whole_number(k, "k")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ConfigError(f"query vectors of shape {queries.shape}: this index holds "
+                          f"{dim}-dimensional vectors (Q, {dim})")  # fmt: skip
+    if not np.isfinite(queries).all():
+        raise ConfigError("a query vector holds NaN or Inf")
+    return queries, k
+
+
 class Index:
     """Normalised sentence vectors of a corpus, its texts, and the model that embedded them.
 
@@ -333,7 +348,7 @@ class Index:
         `ef_search`: the HNSW search beam of an approximate index (default 128; never below
         k); wider finds more of the true neighbours, slower. An exact index refuses it.
         """
-        k = whole_number(k, "k")
+        queries, k = checked_queries(queries, k, self.dim)
         if ef_search is not None:
             if not self.approximate:
                 raise ConfigError(
@@ -342,16 +357,8 @@ class Index:
                 )
             ef_search = whole_number(ef_search, "ef_search")
         k = min(k, len(self))  # more hits than texts: all of them (no (Q, 2**31) arrays)
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[None]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ConfigError(f"query vectors of shape {queries.shape}: this index holds "
-                              f"{self.dim}-dimensional vectors (Q, {self.dim})")  # fmt: skip
         if len(queries) == 0 or k == 0:  # no queries, or an empty index
             return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
-        if not np.isfinite(queries).all():
-            raise ConfigError("a query vector holds NaN or Inf")
         if self.graph is not None:  # a beam wider than the corpus finds nothing more
             self.graph.hnsw.efSearch = min(max(ef_search or HNSW_EF_SEARCH, k), len(self))
             scores, ids = self.graph.search(queries, k)

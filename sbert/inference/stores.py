@@ -39,11 +39,13 @@ from sbert.inference.index import (
     INDEX,
     Hit,
     Index,
+    checked_queries,
     model_identity,
     recorded_model,
     recorded_name,
 )
 from sbert.inference.load import load
+from sbert.tokenizer import text_list
 
 TABLE, FOLDER, FORMAT = "vectors", "lancedb", 1
 STORES = ("numpy", "lancedb")
@@ -136,6 +138,11 @@ class LanceStore:
         self.exact, self.nprobes = exact, nprobes or NPROBES
         self.refine_factor = refine_factor or REFINE_FACTOR
         self.approximate = info.get("ann") is not None
+        given = {"--nprobes": nprobes, "--refine-factor": refine_factor}
+        tuning = [name for name, value in given.items() if value]
+        if tuning and not self.approximate:  # as an exact Index refuses --ef-search
+            raise ConfigError(f"{' and '.join(tuning)} tune an IVF-PQ search; this store of "
+                              f"{len(self):,} rows has none and is searched exactly")  # fmt: skip
 
     def __len__(self) -> int:
         return int(self.info["count"])
@@ -252,8 +259,8 @@ class LanceStore:
         if self.model is None:
             raise ConfigError("this store has no model to encode text with: pass model=")
         single = isinstance(queries, str)
-        vectors = self.model.encode([queries] if single else list(queries), batch_size,
-                                    normalize=True)  # fmt: skip
+        vectors = self.model.encode([queries] if single else text_list(queries, "queries"),
+                                    batch_size, normalize=True)  # fmt: skip
         hits = self.hits(vectors, k, ef_search)
         return hits[0] if single else hits
 
@@ -273,7 +280,7 @@ class LanceStore:
     def _query(self, queries: np.ndarray, k: int, ef_search: int | None, with_text: bool):
         if ef_search is not None:
             raise ConfigError("--ef-search is for an HNSW index; a LanceDB store takes --nprobes")
-        queries = np.asarray(queries, np.float32)
+        queries, k = checked_queries(queries, k, self.dim)
         k = min(k, len(self))
         q = len(queries)
         if q == 0 or k == 0:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from sbert import SentenceBert, cli
+from sbert.errors import ConfigError
 from sbert.inference.index import Index
 from sbert.inference.stores import LanceStore, ann_settings, open_index
 
@@ -143,6 +144,17 @@ def test_store_command_lines_answer_as_the_numpy_index(model_dir, tmp_path):
     line = one_line_error(sbert("search", "--index", st, "--model", model_dir, "cats",
                                 "--ef-search", 64))  # fmt: skip
     assert "--nprobes" in line
+    line = one_line_error(sbert("search", "--index", st, "--model", model_dir, "cats",
+                                "--nprobes", 50, "--refine-factor", 3))  # fmt: skip
+    assert "--nprobes and --refine-factor tune an IVF-PQ search; this store of" in line
+    store = open_index(st, tiny(0))  # the numpy index's checks, not LanceDB's own errors
+    for k, words in ((0, "k must be at least 1"), (2.5, "k must be a whole number")):
+        with pytest.raises(ConfigError, match=words):
+            store.search("cats", k=k)  # k=0 gave [], -1 and 2.5 errors from inside LanceDB
+    with pytest.raises(ConfigError, match="a query vector holds NaN or Inf"):
+        store.search_vectors(np.full((1, 32), np.nan, np.float32))  # a hit of id -1
+    with pytest.raises(ConfigError, match=r"shape \(1, 768\): this index holds 32-dim"):
+        store.search_vectors(np.ones((1, 768), np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "corpus.txt", "emb", "ix", "ix.jsonl", "other", "queries.txt", "st", "st.jsonl"
     ]  # fmt: skip
