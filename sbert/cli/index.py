@@ -14,7 +14,9 @@ from sbert.options import option
 
 @dataclass
 class Options:
-    corpus: str | None = option("texts: one a line, or a CSV/JSONL column (or --vectors)")
+    corpus: str | None = option(
+        "texts: one a line, or a CSV/TSV, JSON-lines or Parquet column (or --vectors)"
+    )
     vectors: str | None = option(
         "an embedding folder from `sbert embed` (of this model): index its vectors and texts "
         "without encoding again"
@@ -22,7 +24,7 @@ class Options:
     out: str | None = option("the index folder to write", required=True)
     model: str = option(MODEL_HELP, DEFAULT_MODEL)
     column: str | None = option(
-        "the CSV/TSV column or JSONL field holding the texts (default: the file is one text a "
+        "the CSV/TSV or Parquet column or JSONL field holding the texts (default: one text a "
         "line); hit ids are 0-based row numbers"
     )
     precision: Precision = option(

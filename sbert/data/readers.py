@@ -417,40 +417,41 @@ def _read_csv(
 ) -> Iterator[tuple[Pair, bool]]:
     if (first := _first(lines)) is None:
         return
-    hn, header = first
-    # csv.reader is fed every physical line (blank ones come back as []), so that its
-    # line_num plus the header's offset is the file's line number, even for quoted newlines.
-    rows = csv.reader(
-        chain([header + "\n"], (t + "\n" for _, t in lines)),
-        delimiter="\t" if "\t" in header else ",",
-        strict=True,  # a stray quote is an error, not a silently merged field
-    )
-    offset = hn - 1
-
-    def next_row() -> tuple[int, list[str] | None]:
-        n = offset + rows.line_num + 1  # the line the next record starts on
-        try:
-            return n, next(rows)
-        except StopIteration:
-            return n, None
-        except csv.Error as e:
-            raise ctx.error(n, f"malformed CSV: {e}") from None
-
-    hn, names = next_row()
+    records = _csv_records(ctx, first, lines)
+    hn, names = next(records)
     ctx.header = True
-    names = names or []
     cols = _columns(ctx, hn, names, mapping)
     index = {name: i for i, name in reversed(list(enumerate(names)))}  # first of a name wins
-    while True:
-        n, f = next_row()
-        if f is None:
-            return
+    for n, f in records:
         if not f:
             continue
         ctx.rows += 1
         if len(f) != len(names):
             raise ctx.error(n, f"expected {len(names)} fields as in the header, found {len(f)}")
         yield from _table_pairs(ctx, n, lambda column, f=f: f[index[column]], cols)
+
+
+def _csv_records(ctx: _Ctx, first: tuple[int, str], lines: _Lines) -> _Lines:
+    """(line, fields) of each record of a CSV/TSV (TSV when its header has a tab) whose first
+    non-blank line is `first`, the header first. csv.reader is fed every physical line (blank
+    ones come back as []), so that its line_num plus the header's offset is the file's line
+    number, even for quoted newlines; strictly: a stray quote is an error, not a silently
+    merged field."""
+    hn, header = first
+    rows = csv.reader(
+        chain([header + "\n"], (t + "\n" for _, t in lines)),
+        delimiter=_delimiter(header),
+        strict=True,
+    )
+    while True:
+        n = hn + rows.line_num  # the line the next record starts on
+        try:
+            fields = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ctx.error(n, f"malformed CSV: {e}") from None
+        yield n, fields
 
 
 def _read_jsonl(
@@ -815,21 +816,26 @@ def read_column(path: str | os.PathLike[str], column: str) -> list[str]:
                 row = json.loads(line)
             except (ValueError, RecursionError):
                 raise ctx.error(n, "invalid JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get(column), str):
+            if not isinstance(row, dict) or column not in row:
                 raise ctx.error(n, f"no text field {_short(column)}")
+            if not isinstance(row[column], str):
+                raise ctx.error(n, f"{column} is not a text: {_short(str(row[column]))}")
             texts.append(_sentence(ctx, n, row[column], column))
     else:
-        lines = _nonblank(_lines(path))
+        lines = _lines(path)
         if (first := _first(lines)) is None:
             raise DataError(path, None, "empty file: no texts")
-        hn, header = first
-        delimiter = _delimiter(header)
-        names = [h.strip() for h in _csv_row(ctx, hn, header, delimiter, "header")]
+        records = _csv_records(ctx, first, lines)  # a quoted text may span lines
+        hn, names = next(records)
+        names = [h.strip() for h in names]
         if column not in names:
             raise ctx.error(hn, f"no column {_short(column)} in the header ({', '.join(names)})")
+        if names.count(column) > 1:
+            raise ctx.error(hn, f"the header names {_short(column)} twice: which is the text?")
         i = names.index(column)
-        for n, line in lines:
-            row = _csv_row(ctx, n, line, delimiter)
+        for n, row in records:
+            if not row:  # a blank line
+                continue
             if len(row) != len(names):
                 raise ctx.error(n, f"expected {len(names)} fields, found {len(row)}")
             texts.append(_sentence(ctx, n, row[i], column))

@@ -36,6 +36,7 @@ import json
 import logging
 import platform
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -330,7 +331,11 @@ def calibration_sentences(path: str | Path | None) -> list[str]:
         return [s for p in pairs for s in (p.a, p.b)][:CALIBRATION_SIZE]
     from sbert.data.readers import read_sentences  # the one reader of sentence files
 
-    return read_sentences(path)[:CALIBRATION_SIZE]
+    sentences = read_sentences(path)[:CALIBRATION_SIZE]
+    if len(sentences) < CALIBRATION_SIZE:  # fewer ranges seen: vectors further from fp32's
+        print(f"note: {path}: calibrating on {len(sentences)} sentences ({CALIBRATION_SIZE} "
+              f"are used when the file has them)", file=sys.stderr)  # fmt: skip
+    return sentences
 
 
 @contextlib.contextmanager

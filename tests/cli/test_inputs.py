@@ -353,11 +353,21 @@ def test_an_empty_sentence_argument_is_refused(tiny, corpus, tmp_path, capsys, c
     assert "is empty" in line and "command line" in line
 
 
+def test_a_quoted_text_may_span_lines_in_a_corpus_as_in_training_data(tmp_path):
+    from sbert.data.readers import read_column
+
+    path = tmp_path / "passages.csv"
+    path.write_text('id,text\n1,"hello\nworld"\n\n2,second\n', encoding="utf-8")
+    assert read_column(path, "text") == ["hello world", "second"]  # was "bad CSV row"
+
+
 def test_a_column_reader_refuses_what_csv_would_mangle(tiny, tmp_path, capsys):
-    """A header field past csv's size limit, a stray quote that csv would silently merge."""
+    """A header field past csv's size limit, a stray quote that csv would silently merge, a
+    header naming the text column twice (the first was taken without a word)."""
     for name, text, words in (
-        ("huge.csv", "text," + "x" * 200_000 + "\na cat,1\n", "huge.csv:1: bad CSV header"),
-        ("quote.csv", 'text,n\n"abc"def,x\n', "quote.csv:2: bad CSV row"),
+        ("huge.csv", "text," + "x" * 200_000 + "\na cat,1\n", "huge.csv:1: malformed CSV"),
+        ("quote.csv", 'text,n\n"abc"def,x\n', "quote.csv:2: malformed CSV"),
+        ("twice.csv", "text,text\nhi,there\n", "twice.csv:1: the header names 'text' twice"),
     ):
         path = tmp_path / name
         path.write_text(text, encoding="utf-8")

@@ -53,6 +53,15 @@ def test_numbered_labels_written_as_floats_read_as_their_numbers(tmp_path, capsy
         read_pairs(write(tmp_path, "bad.csv", "premise,hypothesis,label\na,b,1.5\n"))
 
 
+def test_a_json_lines_text_that_is_no_string_is_named_as_such(tmp_path):
+    from sbert.data.readers import read_column
+
+    path = write(tmp_path, "c.jsonl", '{"text": "a cat"}\n{"text": 5}\n{"body": "x"}\n')
+    with pytest.raises(DataError, match="text is not a text: '5'") as e:
+        read_column(path, "text")  # was "no text field 'text'"
+    assert e.value.line == 2
+
+
 def test_similarity_and_sentence_transformers_names(tmp_path):
     sims = read_pairs(write(tmp_path, "s.csv", "sentence1,sentence2,similarity\na,b,0.5\nc,d,1\n"))
     assert [p.score for p in sims.pairs] == [0.5, 1.0] and sims.score_range == (0, 1)

@@ -246,3 +246,18 @@ def test_intra_op_threads_spin_briefly_only_where_onnx_runtime_bounds_the_spin(o
     options = OnnxEncoder.load(onnx_export).session.get_session_options()
     for key, value in spinning(onnxruntime.__version__).items():
         assert options.get_session_config_entry(key) == value
+
+
+def test_a_short_calibration_file_is_said(tmp_path, capsys):
+    """One sentence calibrated an int8 export without a word (vectors measured further from
+    fp32's: min cosine 0.960 against 0.985 with 300 sentences)."""
+    from sbert.inference.export import CALIBRATION_SIZE, calibration_sentences
+
+    path = tmp_path / "one.txt"
+    path.write_text("a man is eating\n")
+    assert calibration_sentences(path) == ["a man is eating"]
+    note = f"calibrating on 1 sentences ({CALIBRATION_SIZE} are used when the file has them)"
+    assert note in capsys.readouterr().err
+    path.write_text("a man is eating\n" * CALIBRATION_SIZE)
+    assert len(calibration_sentences(path)) == CALIBRATION_SIZE
+    assert capsys.readouterr().err == ""
