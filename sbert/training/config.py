@@ -180,9 +180,19 @@ def make_config(values: dict) -> TrainConfig:
         config.train = list(DEMO_TRAIN)
         config.limit = DEMO_LIMIT if config.limit is None else config.limit
         config.dev = config.dev or list(DEMO_DEV)
-    for stage in stage_configs(config):
-        check(stage)
+    check_stages(config)
     return config
+
+
+def check_stages(config: TrainConfig) -> None:
+    """`check` every stage's settings, an error naming the stage where the run has several."""
+    for i, stage in enumerate(stage_configs(config)):
+        try:
+            check(stage)
+        except ConfigError as e:
+            if not config.stages:
+                raise
+            raise ConfigError(f"stage {i} ([[stages]] table {i + 1}): {e}") from None
 
 
 def check(config: TrainConfig) -> None:

@@ -19,7 +19,7 @@ from sbert.fileio import check_output_dir, remove_dir, remove_litter
 from sbert.folders import is_model_folder
 from sbert.models.device import pick_device
 from sbert.training.checkpoints import CHECKPOINTS, list_checkpoints, resume_point
-from sbert.training.config import TrainConfig, check, stage_configs
+from sbert.training.config import TrainConfig, check_stages
 from sbert.training.distributed import Processes, local_rank, start_processes
 from sbert.training.plan import check_trainable, plan_stages, stage_model
 from sbert.training.trainer import METRICS_LOG, Progress, Trainer
@@ -31,8 +31,7 @@ CURVES = "curves.png"
 
 def run(config: TrainConfig) -> dict:
     """Train every stage, then write <out>/final. Returns the last dev metrics."""
-    for stage in stage_configs(config):  # sbert.train(TrainConfig(...)) too, as the CLI does
-        check(stage)
+    check_stages(config)  # sbert.train(TrainConfig(...)) too, as the CLI does
     out = Path(config.out)
     device = pick_device(config.device, local_rank())
     if device.type == "cuda":

@@ -324,6 +324,13 @@ def test_config_stages_that_are_not_tables(tmp_path, capsys):
     assert "stages are [[stages]] tables" in line and str(config) in line
 
 
+def test_a_stage_setting_out_of_range_names_its_stage(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[stages]]\ntrain = ["{STS_TRAIN}"]\n\n[[stages]]\nbatch_size = 0\n')
+    line = error_of(capsys, "train", "--config", config, "--out", tmp_path / "run")
+    assert "stage 1 ([[stages]] table 2): --batch-size must be at least 1" in line
+
+
 def test_an_unknown_objective_is_named_not_a_missing_file(tmp_path, capsys):
     line = error_of(capsys, *train(tmp_path / "run"), "--train", f"{STS_TRAIN}:regresion")
     assert "unknown objective 'regresion'" in line
