@@ -372,15 +372,17 @@ def check_output_file(output: str | Path, inputs: Sequence[str | Path] = ()) -> 
                               "written there")  # fmt: skip
 
 
-def refuse_foreign_folder(path: Path, ours: Callable[[Path], bool], kind: str, what="") -> None:
-    """Refuse to replace a non-empty folder that is not an earlier `kind` (`ours`), or holds a
-    file its manifest does not list: someone's, put there since (a model or corpus copied in,
-    notes beside an `index.json`); replacing the folder would delete it."""
+def refuse_foreign_folder(
+    path: Path, ours: Callable[[Path], bool], kind: str, what: str = "", whole: bool = True
+) -> None:
+    """Refuse a non-empty folder that is not an earlier `kind` (`ours`), or, to be replaced
+    `whole`, that holds a file its manifest does not list: someone's, put there since (a model
+    or corpus copied in, notes beside an `index.json`); replacing the folder would delete it."""
     if not (path.is_dir() and any(path.iterdir())):
         return
     if not ours(path):
         raise CheckpointError(path, f"{what}folder exists and is not {kind}: left as it is")
-    foreign = foreign_file(path)
+    foreign = foreign_file(path) if whole else None
     if foreign is not None:
         raise CheckpointError(path, f"{what}folder is not only {kind} ({foreign}): left as it is")
 
@@ -413,10 +415,7 @@ def check_output_dir(
         raise CheckpointError(
             output, f"output exists and is {file_kind(os.stat(output).st_mode)}, not a folder"
         )
-    if replaced:
-        refuse_foreign_folder(output, ours, kind, "output ")
-    elif output.is_dir() and any(output.iterdir()) and not ours(output):
-        raise CheckpointError(output, f"output folder exists and is not {kind}: left as it is")
+    refuse_foreign_folder(output, ours, kind, "output ", whole=replaced)
     if not output.parent.is_dir():
         raise CheckpointError(output, f"output's parent folder {output.parent} not found")
 

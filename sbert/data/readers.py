@@ -774,25 +774,16 @@ def _table_names(path: str | os.PathLike[str]) -> list[str]:
     if _is_parquet(path):
         return _parquet_rows(path)[0]
     ctx = _Ctx(str(path))
-    if (first := _first(_lines(path))) is None:
+    lines = _lines(path)
+    if (first := _first(lines)) is None:
         raise DataError(path, None, "empty file: no texts")
-    n, header = first
     if Path(path).suffix.lower() in (".jsonl", ".json"):
-        return list(_json_object(ctx, n, header))
-    return [h.strip() for h in _csv_row(ctx, n, header, _delimiter(header), "header")]
+        return list(_json_object(ctx, *first))
+    return [h.strip() for h in next(_csv_records(ctx, first, lines))[1]]
 
 
 def _delimiter(header: str) -> str:
     return "\t" if "\t" in header else ","
-
-
-def _csv_row(ctx: _Ctx, n: int, line: str, delimiter: str, what: str = "row") -> list[str]:
-    """One CSV/TSV line's fields, strictly (a stray quote is an error, not a silently merged
-    field, as in the pair readers), a field past csv's size limit a DataError naming the line."""
-    try:
-        return next(csv.reader([line], delimiter=delimiter, strict=True))
-    except csv.Error as e:
-        raise ctx.error(n, f"bad CSV {what} ({e})") from None
 
 
 def read_column(path: str | os.PathLike[str], column: str) -> list[str]:

@@ -61,9 +61,10 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def is_run_log(path: Path) -> bool:
+    """Whether `path` is a run's metrics.jsonl: its first record holds the run's settings."""
     try:
         with open(path, encoding="utf-8") as f:
-            first = json.loads(f.readline())
+            first = json.loads(f.readline(1 << 20))  # ours is a few KiB; a user's may be huge
     except (OSError, ValueError):
         return False
     return isinstance(first, dict) and "settings" in first
