@@ -39,6 +39,9 @@ def _read_classifier(folder: Path) -> tuple[list[str], dict[str, np.ndarray]] | 
     labels = read_json(folder / CLASSIFIER_CONFIG).get("labels")
     if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
         raise CheckpointError(folder / CLASSIFIER_CONFIG, "'labels' must be a list of strings")
+    if len(set(labels)) < len(labels):  # two classes of one name: predictions could not tell
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        raise CheckpointError(folder / CLASSIFIER_CONFIG, f"label(s) named twice: {twice}"[:200])
     path = folder / CLASSIFIER_WEIGHTS
     regular_file(path)  # not a FIFO, not a link to /dev/zero
     try:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.normalizers import BertNormalizer
 
 from sbert.errors import CheckpointError, whole_number
 from sbert.fileio import json_field, read_bounded, read_json, write_error
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 T = TypeVar("T")
+# BertNormalizer's arguments and defaults, and the tokenizer_config.json keys that set them:
+# transformers' BertTokenizer (4 and 5) builds its normaliser from those keys, or these
+# defaults, whatever tokenizer.json holds: a cased or accent-keeping model says so there
+# (tests/models/test_pretrained.py compares the ids with AutoTokenizer's).
+BERT_NORMALIZER = {"clean_text": True, "handle_chinese_chars": True, "strip_accents": None,
+                   "lowercase": True}  # fmt: skip
+_NORMALIZER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+                    "tokenize_chinese_chars": "handle_chinese_chars"}  # fmt: skip
 
 
 class WordPiece:
@@ -49,25 +58,29 @@ class WordPiece:
 
     @classmethod
     def from_folder(cls, folder: Path, max_length: int, lowercase: bool = False) -> WordPiece:
-        """Load `tokenizer.json`, or else build WordPiece from `vocab.txt`.
+        """Load `tokenizer.json`, or else build WordPiece from `vocab.txt`, normalising text as
+        `tokenizer_config.json` sets casing, accents and CJK splitting (BERT's defaults where it
+        is silent), as transformers' BertTokenizer does.
 
         Either is read only if it is a regular file of bounded size (fileio.read_bounded), and
         refused unless it tokenizes: a vocabulary without [UNK], [CLS] or [SEP] is a
         CheckpointError naming it, not a failure at the first sentence.
         """
         path = folder / "tokenizer.json"
+        settings = normalizer_settings(folder / "tokenizer_config.json")
         if os.path.lexists(path):
             text = _text(path)
             tok = _read(path, lambda: Tokenizer.from_str(text))
+            normalizer = json.loads(text).get("normalizer") or {}
+            if normalizer.get("type") == "BertNormalizer":  # rebuilt as transformers does
+                args = {**BERT_NORMALIZER, "clean_text": normalizer.get("clean_text", True)}
+                tok.normalizer = BertNormalizer(**{**args, **settings})
             return cls._checked(tok, max_length, lowercase, path)
         path = folder / "vocab.txt"
         if os.path.lexists(path):
-            config_path = folder / "tokenizer_config.json"
-            config = read_json(config_path) if os.path.lexists(config_path) else {}
-            lower = bool(config.get("do_lower_case", True))
             _text(path)  # a regular file of bounded size, UTF-8; then `tokenizers` reads it
-            name = str(path)
-            tok = _read(path, lambda: BertWordPieceTokenizer(name, lowercase=lower)._tokenizer)
+            name, args = str(path), {**BERT_NORMALIZER, **settings}
+            tok = _read(path, lambda: BertWordPieceTokenizer(name, **args)._tokenizer)
             return cls._checked(tok, max_length, lowercase, path)
         raise CheckpointError(folder, "no tokenizer.json or vocab.txt: cannot build the tokenizer")
 
@@ -92,13 +105,14 @@ class WordPiece:
     def check_fits(self, vocab_size: int, config: Path) -> None:
         """Refuse a tokenizer whose ids would index past an embedding table of `vocab_size`
         rows (from the file `config`, beside the tokenizer's own file)."""
-        if self.vocab_size > vocab_size:
+        token, largest = max(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        if largest >= vocab_size:  # a token count within the table says nothing of the ids
             json_file = os.path.lexists(config.parent / "tokenizer.json")
             name = "tokenizer.json" if json_file else "vocab.txt"
             raise CheckpointError(
                 config.parent / name,
-                f"{self.vocab_size} tokens, but {config} has vocab_size {vocab_size}: their ids "
-                f"would index past the embedding table",
+                f"token {token!r} has id {largest}, but {config} has vocab_size {vocab_size}: "
+                f"it would index past the embedding table",
             )
 
     def ids(self, sentences: Sequence[str]) -> list[list[int]]:
@@ -134,10 +148,10 @@ class WordPiece:
             raise write_error(e, folder / "tokenizer.json") from None
         vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
         (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab))
-        normalizer = json.loads(self.tokenizer.to_str()).get("normalizer") or {}
+        normalizer = normalizer_args(json.loads(self.tokenizer.to_str()).get("normalizer") or {})
         config = {
             "tokenizer_class": "BertTokenizer",
-            "do_lower_case": bool(normalizer.get("lowercase", True)),
+            **{key: normalizer[argument] for key, argument in _NORMALIZER_KEYS.items()},
             "model_max_length": self.max_length,
             "unk_token": "[UNK]",
             "sep_token": "[SEP]",
@@ -149,6 +163,24 @@ class WordPiece:
         special = {k: config[k] for k in ("unk_token", "sep_token", "pad_token", "cls_token")}
         special["mask_token"] = "[MASK]"
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def normalizer_settings(path: Path) -> dict:
+    """The BertNormalizer arguments the tokenizer_config.json at `path` sets (none where it is
+    absent or silent); a value that is not true or false is refused: "false" is no boolean."""
+    if not os.path.lexists(path):
+        return {}
+    config = read_json(path)
+    return {
+        argument: json_field(path, config, key, bool)
+        for key, argument in _NORMALIZER_KEYS.items()
+        if config.get(key) is not None
+    }
+
+
+def normalizer_args(normalizer: dict) -> dict:
+    """A tokenizer.json BertNormalizer's arguments, BertNormalizer's defaults where unset."""
+    return {name: normalizer.get(name, default) for name, default in BERT_NORMALIZER.items()}
 
 
 def _text(path: Path) -> str:
@@ -166,10 +198,18 @@ def _read(path: Path, load: Callable[[], T]) -> T:
         raise CheckpointError(path, f"unreadable tokenizer ({e})") from None
 
 
-def max_seq_length(path: Path, record: dict, key: str, positions: int, positions_path: Path) -> int:
-    """The truncation length `record[key]` (default: `positions`): never past the position table
-    (`positions` embeddings, from `positions_path`), which a longer sentence would index beyond."""
-    length = json_field(path, record, key, int, 1, default=positions)
+def max_seq_length(
+    path: Path,
+    record: dict,
+    key: str,
+    positions: int,
+    positions_path: Path,
+    default: int | None = None,
+) -> int:
+    """The truncation length `record[key]` (else `default`, else `positions`): never past the
+    position table (`positions` embeddings, from `positions_path`), which a longer sentence
+    would index beyond."""
+    length = json_field(path, record, key, int, 3, default=default or positions)  # see WordPiece
     if length > positions:
         raise CheckpointError(
             path,

@@ -78,42 +78,79 @@ class Layout:
 def read_layout(folder: Path) -> Layout:
     """Read a sentence-transformers folder (modules.json) or a plain Hugging Face BERT folder."""
     if not os.path.lexists(folder / "modules.json"):  # a FIFO or a dangling link is read, refused
-        return Layout(folder, _positions(folder / "config.json"), False, "mean", False)
-    modules = read_json(folder / "modules.json", expect=list)
-    # Each module's folder must be inside the model's: `../../etc` or the absolute path of
-    # another model would load what the user never named.
-    by_type = {
-        str(m.get("type", "")).rsplit(".", 1)[-1]: inside(
-            folder, m.get("path", ""), folder / "modules.json"
-        )
-        for m in modules
-        if isinstance(m, dict)
-    }
-    if "Transformer" not in by_type:
-        raise CheckpointError(folder / "modules.json", "no Transformer module")
+        length = _default_length(folder, _positions(folder / "config.json"))
+        return Layout(folder, length, False, "mean", False)
+    by_type = _modules(folder)
     transformer = by_type["Transformer"]
     st_config = transformer / "sentence_bert_config.json"
     st = read_json(st_config) if os.path.lexists(st_config) else {}
-    pooling: PoolingMode = "mean"
-    if "Pooling" in by_type:
-        pool_config = read_json(by_type["Pooling"] / "config.json")
-        named = pool_config.get("pooling_mode")
-        if isinstance(named, str):  # sentence-transformers 6 writes one name
-            modes, others = [m for m in POOLING_MODES if m == named], [named]
-        else:  # older versions: one boolean flag per mode
-            modes = [m for m in POOLING_MODES if pool_config.get(_POOL_KEYS[m])]
-            others = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
-        if len(modes) != 1 or len(others) != 1:
-            raise CheckpointError(
-                by_type["Pooling"] / "config.json",
-                f"unsupported pooling {others}: exactly one of mean, cls, max is supported",
-            )
-        pooling = modes[0]
     config = transformer / "config.json"
-    max_len = max_seq_length(st_config, st, "max_seq_length", _positions(config), config)
-    return Layout(
-        transformer, max_len, bool(st.get("do_lower_case")), pooling, "Normalize" in by_type
-    )
+    positions = _positions(config)
+    default = _default_length(transformer, positions)
+    max_len = max_seq_length(st_config, st, "max_seq_length", positions, config, default)
+    lowercase = json_field(st_config, st, "do_lower_case", bool, default=False)
+    pooling = _pooling(by_type["Pooling"] / "config.json")
+    return Layout(transformer, max_len, lowercase, pooling, "Normalize" in by_type)
+
+
+# The modules of a sentence-transformers folder that we build; any other (a Dense projection, a
+# LayerNorm, a custom module) changes the vectors, so a folder holding one is refused rather
+# than loaded without it.
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def _modules(folder: Path) -> dict[str, Path]:
+    """modules.json's module folders by type: a Transformer and a Pooling, maybe a Normalize."""
+    path = folder / "modules.json"
+    by_type: dict[str, Path] = {}
+    for module in read_json(path, expect=list):
+        if not isinstance(module, dict):
+            raise CheckpointError(path, f"a module is a JSON object, not {module!r}"[:200])
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        where = module.get("path", "")
+        if kind not in SUPPORTED_MODULES:
+            raise CheckpointError(
+                path,
+                f"module {where!r} ({module.get('type')}) is not supported: only Transformer, "
+                f"Pooling and Normalize modules are built, and without it the vectors differ",
+            )
+        if kind in by_type:
+            raise CheckpointError(path, f"module {where!r} is a second {kind} module")
+        # Each module's folder must be inside the model's: `../../etc` or the absolute path of
+        # another model would load what the user never named.
+        by_type[kind] = inside(folder, where, path)
+    missing = [kind for kind in SUPPORTED_MODULES[:2] if kind not in by_type]
+    if missing:  # sentence-transformers itself gives no sentence vector without a Pooling
+        raise CheckpointError(path, f"no {' and no '.join(missing)} module")
+    return by_type
+
+
+def _pooling(path: Path) -> PoolingMode:
+    """The Pooling module's mode: exactly one of mean, cls and max."""
+    pool_config = read_json(path)
+    named = pool_config.get("pooling_mode")
+    if isinstance(named, str):  # sentence-transformers 6 writes one name
+        modes, others = [m for m in POOLING_MODES if m == named], [named]
+    else:  # older versions: one boolean flag per mode
+        modes = [m for m in POOLING_MODES if pool_config.get(_POOL_KEYS[m])]
+        others = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
+    if len(modes) != 1 or len(others) != 1:
+        raise CheckpointError(
+            path, f"unsupported pooling {others}: exactly one of mean, cls, max is supported"
+        )
+    return modes[0]
+
+
+def _default_length(transformer: Path, positions: int) -> int:
+    """The sequence length where sentence_bert_config.json names none, as sentence-transformers
+    takes it: the tokenizer's `model_max_length` (tokenizer_config.json; sentence-transformers
+    6 records the length only there) capped at the position table; the table's size where the
+    tokenizer names none."""
+    path = transformer / "tokenizer_config.json"
+    record = read_json(path) if os.path.lexists(path) else {}
+    # transformers writes int(1e30) for "no limit"; a float is read as its whole part.
+    length = json_field(path, record, "model_max_length", float, 3, default=positions)
+    return int(min(length, positions))
 
 
 def _positions(config: Path) -> int:
@@ -134,6 +171,8 @@ def config_from_hf(path: Path) -> BertConfig:
         raise CheckpointError(path, f"hidden_act {c['hidden_act']!r}: only exact gelu is built")
     if c.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(path, "only absolute position embeddings are built")
+    if c.get("is_decoder") or c.get("add_cross_attention"):  # causal masks, a second input
+        raise CheckpointError(path, "a decoder BERT (is_decoder): only encoders are built")
     field = functools.partial(json_field, path, c)
     try:
         return BertConfig(

@@ -120,7 +120,38 @@ def add_five_tokens(path: Path) -> None:
     tokenizer.save(str(path))
 
 
+def move_a_token_past_the_table(path: Path) -> None:
+    """One token's id past vocab_size, the token count unchanged."""
+    tokenizer = json.loads(path.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    del vocab["[unused5]"]
+    vocab["guitar"] = 40_000
+    path.write_text(json.dumps(tokenizer))
+
+
+def add_module(kind: str) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        modules = json.loads(path.read_text())
+        modules.append({"path": f"9_{kind}", "type": f"sentence_transformers.models.{kind}"})
+        path.write_text(json.dumps(modules))
+
+    return damage
+
+
+def drop_the_pooling(path: Path) -> None:
+    modules = json.loads(path.read_text())
+    path.write_text(json.dumps([m for m in modules if not m["type"].endswith("Pooling")]))
+
+
 MODEL_DAMAGE = {
+    "token-id-past-vocab_size": ("tokenizer.json", move_a_token_past_the_table),
+    "module-dense": ("modules.json", add_module("Dense")),  # ST's projection: not built
+    "module-second-pooling": ("modules.json", add_module("Pooling")),
+    "module-no-pooling": ("modules.json", drop_the_pooling),
+    "is_decoder": ("config.json", edit_json(is_decoder=True)),  # causal attention: not built
+    "do_lower_case-string": ("tokenizer_config.json", edit_json(do_lower_case="false")),
+    "model_max_length-string": ("tokenizer_config.json", edit_json(model_max_length="long")),
+    "max_seq_length-2": ("sentence_bert_config.json", edit_json(max_seq_length=2)),
     "tokenizer-cut": ("tokenizer.json", write('{"a":')),
     "tokenizer-random-bytes": ("tokenizer.json", write(NOT_UTF8)),
     "vocab-random-bytes": ("vocab.txt", vocab_only_and_not_utf8),

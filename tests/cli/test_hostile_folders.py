@@ -203,6 +203,18 @@ def test_a_nan_classifier_is_refused(model, capsys):
     assert str(model / "classifier.safetensors") in line and "weight holds NaN" in line
 
 
+def test_a_label_named_twice_is_refused(model, capsys):
+    """Two classes of one name: a prediction's label could not say which one won."""
+    from safetensors.numpy import save_file as save_numpy
+
+    weight = np.zeros((3, 96), np.float32)
+    save_numpy({"weight": weight, "bias": np.zeros(3, np.float32)},
+               str(model / "classifier.safetensors"))  # fmt: skip
+    (model / "classifier.json").write_text(json.dumps({"labels": ["a", "a", "c"]}))
+    line = error_of(capsys, "predict", "--model", model, "a cat", "a dog")
+    assert str(model / "classifier.json") in line and "named twice: ['a']" in line, line
+
+
 # --- paths a folder names --------------------------------------------------------------------
 
 

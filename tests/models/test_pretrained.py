@@ -383,13 +383,70 @@ def test_encode_leaves_training_mode_alone(model, few):
         model.eval()
 
 
-def test_a_folder_saved_by_this_sentence_transformers_loads(tmp_path):
+def test_a_folder_saved_by_this_sentence_transformers_loads(tmp_path, long_sentence):
     """sentence-transformers 6 writes `"pooling_mode": "mean"` where older versions wrote one
-    boolean flag per mode; both must load, to the same vectors."""
+    boolean flag per mode, and keeps the sequence length (256) in tokenizer_config.json only:
+    both must be read, to the same vectors, a sentence past 256 tokens too."""
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(PATH), device="cpu")
     reference.save(str(tmp_path / "st"))
-    sentences = ["A man is playing a guitar.", "Nobody is running."]
-    ours = SentenceBert.from_pretrained(tmp_path / "st").encode(sentences)
-    np.testing.assert_allclose(ours, reference.encode(sentences), atol=1e-5)
+    sentences = ["A man is playing a guitar.", "Nobody is running.", long_sentence]
+    ours = SentenceBert.from_pretrained(tmp_path / "st")
+    assert ours.tokenizer.max_length == reference.max_seq_length == MAX_SEQ_LENGTH
+    np.testing.assert_allclose(ours.encode(sentences), reference.encode(sentences), atol=1e-5)
+
+
+def test_a_plain_folder_takes_its_tokenizers_length(tmp_path, long_sentence):
+    """A plain Hugging Face folder whose tokenizer_config.json says model_max_length 128 is
+    truncated there, as sentence-transformers truncates it, not at the 512 positions."""
+    folder = hf_folder(tmp_path / "plain")
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 128}')
+    reference = SentenceTransformer(str(folder), device="cpu")
+    ours = SentenceBert.from_pretrained(folder)
+    assert ours.tokenizer.max_length == reference.max_seq_length == 128
+    sentences = ["A man is playing a guitar.", long_sentence]
+    np.testing.assert_allclose(ours.encode(sentences), reference.encode(sentences), atol=1e-5)
+
+
+TOKENIZER_SETTINGS = {  # tokenizer_config.json's normaliser keys, as transformers reads them
+    "cased": {"do_lower_case": False},
+    "accents-kept": {"strip_accents": False},
+    "cjk-not-split": {"tokenize_chinese_chars": False},
+    "silent": {},  # BERT's defaults, whatever tokenizer.json says (here: cased)
+}
+
+
+@pytest.mark.parametrize("files", ["tokenizer.json", "vocab.txt"])
+@pytest.mark.parametrize("case", TOKENIZER_SETTINGS)
+def test_token_ids_follow_tokenizer_config_as_transformers_does(tmp_path, case, files):
+    import json
+
+    from sbert.tokenizer import WordPiece
+
+    for name in ("config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(PATH / name, tmp_path / name)
+    if files == "tokenizer.json":  # its own normaliser says cased: transformers overrides it
+        tokenizer = json.loads((PATH / "tokenizer.json").read_text())
+        tokenizer["normalizer"]["lowercase"] = False
+        (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_SETTINGS[case]))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    texts = [NON_ASCII, "Café Crème BRÛLÉE au 東京タワー", "plain lower case"]
+    ours = WordPiece.from_folder(tmp_path, 128).ids(texts)
+    assert ours == [reference(t)["input_ids"] for t in texts]
+
+
+def test_a_module_we_do_not_build_is_refused(tmp_path):
+    """A Dense projection after the pooling (sentence-transformers' `2_Dense`) changes every
+    vector: loading the folder without it would answer wrong vectors of the wrong size."""
+    import json
+
+    folder = tmp_path / "dense"
+    shutil.copytree(PATH, folder)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense",
+                    "type": "sentence_transformers.models.Dense"})  # fmt: skip
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(CheckpointError, match="'3_Dense'.*not supported"):
+        SentenceBert.from_pretrained(folder)
