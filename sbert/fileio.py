@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from sbert.errors import CheckpointError, ConfigError
+from sbert.folders import PACKAGED, resolve
 
 MANIFEST = "manifest.json"
 # Temporary names of atomic writes: ".NAME.PID-RANDOM.tmp" (being written by process PID, or
@@ -363,8 +364,10 @@ def check_output_file(output: str | Path, inputs: Sequence[str | Path] = ()) -> 
         raise ConfigError(f"{output}: output folder {target.parent} not found")
     where = Path(os.path.realpath(output))
     for source in (Path(s) for s in inputs if s is not None):
-        if not source.exists():  # a packaged model's name, say
-            continue
+        if not source.exists():
+            if str(source) not in PACKAGED:  # nothing there to overwrite
+                continue
+            source = resolve(source)  # a packaged model's name: its installed folder
         if output.exists() and output.samefile(source):
             raise ConfigError(f"{output}: is also an input of this command: not overwritten")
         if source.is_dir() and where.is_relative_to(os.path.realpath(source)):

@@ -180,7 +180,7 @@ def read_toml(path: Path) -> dict:
     except CheckpointError as e:
         problem = "config file not found" if e.problem == "file not found" else e.problem
         raise ConfigError(f"{path}: {problem}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as e:  # nested deep
         raise ConfigError(f"{path}: unreadable config file ({e})") from None
 
 

@@ -76,6 +76,23 @@ def test_a_config_file_sets_the_same_fields_and_flags_win(tmp_path):
     assert parse(["--config", str(config)]).size == 7
 
 
+def test_a_config_nested_past_the_parsers_depth_is_one_line(tmp_path):
+    config = tmp_path / "deep.toml"
+    config.write_text("name = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="deep.toml: unreadable config file"):
+        parse(["--config", str(config)])
+
+
+def test_an_output_is_never_written_over_the_commands_config(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("a cat sits\n", encoding="utf-8")
+    config = tmp_path / "encode.toml"
+    text = f'input = "{tmp_path / "in.txt"}"\n'
+    config.write_text(text)
+    assert cli.main(["encode", "--config", str(config), "--output", str(config)]) == 2
+    assert "is also an input of this command" in capsys.readouterr().err
+    assert config.read_text() == text
+
+
 def test_every_command_takes_a_config_file(tmp_path, capsys):
     """`sbert encode --config`: the input, output and batch size from a file, in a real run."""
     (tmp_path / "in.txt").write_text("a cat sits\nit rains\n", encoding="utf-8")
@@ -83,7 +100,7 @@ def test_every_command_takes_a_config_file(tmp_path, capsys):
     config.write_text(f'input = "{tmp_path / "in.txt"}"\noutput = "{tmp_path / "v.npy"}"\n'
                       "batch_size = 1\nnormalize = true\n")  # fmt: skip
     assert cli.main(["encode", "--config", str(config)]) == 0
-    assert "wrote 2 x 384 embeddings" in capsys.readouterr().out
+    assert "wrote 2 x 384 embeddings" in capsys.readouterr().err  # stdout may be the array
     parser = cli.build_parser()
     for command in cli.COMMANDS:
         assert parser.parse_args([command, "--config", "c.toml"]).config == "c.toml"

@@ -19,9 +19,11 @@ import sys
 from collections.abc import Sequence
 
 from sbert.errors import SbertError
+from sbert.fileio import check_output_file
 from sbert.options import add_flags, from_args
 
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE
 # Command -> its module in this package.
 COMMANDS = {
     "encode": "encode",
@@ -57,7 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = args.module
     try:
         parse = getattr(module, "parse", None)  # train reads [[stages]] beside its flags
-        module.run(parse(args) if parse else from_args(module.Options, args))
+        options = parse(args) if parse else from_args(module.Options, args)
+        if args.config and getattr(options, "output", None):  # never written over the config
+            check_output_file(options.output, [args.config])
+        module.run(options)
+    except BrokenPipeError:  # the reader of our output (head, jq) left: no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return EXIT_BROKEN_PIPE
     except (SbertError, OSError) as e:  # OSError: a full disk, a missing output folder
         print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,4 +44,6 @@ def run(o: Options) -> None:
     buffer = io.BytesIO()
     np.save(buffer, vectors)
     atomic_write_bytes(Path(o.output), buffer.getvalue())
-    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {o.output}")
+    # On stderr: the output may be /dev/stdout, the array streamed into a pipe.
+    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {o.output}",
+          file=sys.stderr)  # fmt: skip

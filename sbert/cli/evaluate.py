@@ -37,10 +37,13 @@ def run(o: Options) -> None:
     from sbert.training.evaluate import evaluate
 
     data = read_spec(o.data, format=o.format, columns=o.columns)
+    if not (data.has_labels or data.has_scores):  # a pair count alone is no evaluation
+        raise SbertError(f"{o.data}: no labels and no scores to evaluate against (a column "
+                         f"mapping names them: label=COL, score=COL)")  # fmt: skip
     device = pick_device(o.device)
     model = MultiTaskModel.from_pretrained(o.model).to(device)
     if data.has_labels and model.classifier is None:
-        if not data.has_scores:  # a pair count alone is no evaluation
+        if not data.has_scores:
             raise SbertError(f"{o.data}: labels only, and {o.model} has no classifier to score")
         print(f"note: {o.model} has no classifier: {o.data}'s labels are not scored",
               file=sys.stderr)  # fmt: skip
@@ -49,8 +52,9 @@ def run(o: Options) -> None:
     metrics = evaluate(model, pairs, o.batch_size, device, show_progress_bar=on_terminal())
     undefined = [name for name, value in metrics.items() if not math.isfinite(value)]
     if undefined:  # NaN is no JSON, and no score: say why instead
-        raise SbertError(
-            f"{o.data}: {', '.join(undefined)} undefined: the model gives every pair the same "
-            f"cosine (or the gold scores are all equal)"
-        )
-    print(json.dumps(metrics, allow_nan=False))
+        why = (f"{', '.join(undefined)} undefined: a correlation needs two or more scored pairs "
+               f"whose cosines, and whose gold scores, are not all equal")  # fmt: skip
+        if len(undefined) == len(metrics) - 1:  # nothing but the pair count is left
+            raise SbertError(f"{o.data}: {why}")
+        print(f"note: {o.data}: {why}", file=sys.stderr)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in undefined}, allow_nan=False))

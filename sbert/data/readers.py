@@ -131,6 +131,7 @@ class _Ctx:
     rows: int = 0  # data rows seen (not header, not blank)
     header: bool = False
     skipped: int = 0
+    targets: bool = True  # a table's header must name a label or a score column
 
     def error(self, line: int | None, problem: str) -> DataError:
         return DataError(self.path, line, problem)
@@ -355,13 +356,14 @@ def _columns(
             chosen["negative"] = lower[NEGATIVE_COLUMN]
     label, score = chosen.get("label"), chosen.get("score")
     triplet = (pair == ("anchor", "positive") and not mapping) or "negative" in chosen
-    if label is None and score is None and not triplet and not mapping:
+    if label is None and score is None and not triplet and not mapping and ctx.targets:
         raise ctx.error(
             line, f"header needs a 'label' or a 'score' column: expected {LAYOUTS} (the header: "
                   f"{found})"
         )  # fmt: skip
     hf_nli = not mapping and pair == ("premise", "hypothesis")
-    # A mapping of only a= and b= reads pairs without targets (to predict on, for example).
+    # A mapping of only a= and b= reads pairs without targets (to predict on, for example), as
+    # does a known header without them where the caller asks for none (`read_pairs(targets=)`).
     implied = label is None and score is None and triplet
     return _Columns(chosen["a"], chosen["b"], chosen.get("negative"), label, score, hf_nli,
                     implied)  # fmt: skip
@@ -438,9 +440,11 @@ def _csv_records(ctx: _Ctx, first: tuple[int, str], lines: _Lines) -> _Lines:
     number, even for quoted newlines; strictly: a stray quote is an error, not a silently
     merged field."""
     hn, header = first
+    delimiter = _delimiter(header)
+    kind = "TSV" if delimiter == "\t" else "CSV"
     rows = csv.reader(
         chain([header + "\n"], (t + "\n" for _, t in lines)),
-        delimiter=_delimiter(header),
+        delimiter=delimiter,
         strict=True,
     )
     while True:
@@ -450,7 +454,13 @@ def _csv_records(ctx: _Ctx, first: tuple[int, str], lines: _Lines) -> _Lines:
         except StopIteration:
             return
         except csv.Error as e:
-            raise ctx.error(n, f"malformed CSV: {e}") from None
+            raise ctx.error(n, f"malformed {kind}: {e} (a text that starts with a quote is read "
+                               f"as a quoted field)") from None  # fmt: skip
+        # A TSV text that opens a quote it never closes would swallow the lines after it into
+        # one field, rows merged without a word: in a TSV a record is one line.
+        if kind == "TSV" and hn + rows.line_num > n + 1:
+            raise ctx.error(n, f"a quote opened here closes on line {hn + rows.line_num - 1}: "
+                               f"in a TSV a quoted text must close on its own line")  # fmt: skip
         yield n, fields
 
 
@@ -571,7 +581,8 @@ def detect_format(path: str | os.PathLike[str], columns: dict[str, str] | None =
             row = None  # the NLI reader names what is wrong with the line
         if isinstance(row, dict) and (columns or "gold_label" not in row):
             return "jsonl"
-        return "nli"
+        if row is not None or "\t" not in first:  # else a TSV whose first text starts with {
+            return "nli"
     if columns:
         return "csv"
     fields = first.split("\t")
@@ -633,6 +644,7 @@ def read_pairs(
     split: str | None = None,
     limit: int | None = None,
     columns: dict[str, str] | None = None,
+    targets: bool = True,
 ) -> PairSet:
     """Read and validate every row of a sentence-pair file.
 
@@ -643,6 +655,9 @@ def read_pairs(
         limit: keep the first `limit` pairs and stop reading there.
         columns: a table's columns by role, {"a": COL, "b": COL, "label": COL, "score": COL,
             "negative": COL}, for names `LAYOUTS` does not know.
+        targets: False reads a table whose header names its sentences but no label or score
+            column (pairs to predict on); True refuses it (a misspelt `lable` would otherwise
+            leave a training file without targets).
     Raises:
         DataError: the file is missing, unreadable, malformed or holds no pairs.
         ConfigError: an unknown format or split, a split for a non-SICK file, a bad limit, a
@@ -658,7 +673,7 @@ def read_pairs(
             f"{path}: a column mapping applies to CSV/TSV, JSON lines and Parquet tables, not "
             f"to the {fmt} format"
         )
-    ctx = _Ctx(str(path))
+    ctx = _Ctx(str(path), targets=targets)
     if fmt == "parquet":
         reader = _read_parquet(ctx, path, split, columns)
     elif fmt in _TABLE_READERS:

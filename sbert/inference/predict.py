@@ -100,10 +100,10 @@ def predictions(u: np.ndarray, v: np.ndarray, heads: Heads) -> list[Prediction]:
 
 
 def read_input(path: str | Path, columns: dict[str, str] | None = None) -> list[Pair]:
-    """Pairs from any file `read_pairs` knows (a table's columns as `columns` names them), or
-    else from a plain two-column TSV."""
+    """Pairs from any file `read_pairs` knows (a table's columns as `columns` names them; its
+    label and score columns, if any, are not needed), or else from a plain two-column TSV."""
     try:
-        return read_pairs(path, columns=columns).pairs
+        return read_pairs(path, columns=columns, targets=False).pairs
     except DataError as e:
         if columns or not e.problem.startswith("unknown format"):
             raise

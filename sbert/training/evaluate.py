@@ -6,6 +6,7 @@ to log and what to keep.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -52,7 +53,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of `model` on `data`: spearman and pearson where the pairs have scores,
     accuracy where they have labels and the model has a classifier, and the pair count. A
-    metric that is undefined (every cosine or every gold score the same) is NaN.
+    metric that is undefined (one scored pair, or every cosine or every gold score the same)
+    is NaN.
 
     A progress bar shows on a terminal (`show_progress_bar=None`: when stderr is one), never in
     a log or a pipe. Non-finite sentence vectors (weights of NaN) are a TrainingError, not NaN
@@ -71,7 +73,9 @@ def evaluate(
         )
     metrics: dict[str, float] = {"pairs": n}
     has_score = ~np.isnan(data.scores)
-    if has_score.any():
+    if has_score.sum() == 1:  # one point has no correlation (scipy raises)
+        metrics["spearman"] = metrics["pearson"] = math.nan
+    elif has_score.any():
         cosine = F.cosine_similarity(u, v, dim=-1).cpu().numpy()[has_score]
         gold = data.scores[has_score]
         with warnings.catch_warnings():  # constant input: NaN, which callers say in a line

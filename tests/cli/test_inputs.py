@@ -101,6 +101,43 @@ def test_an_output_that_is_an_input_or_a_folder_is_refused(tiny, corpus, tmp_pat
     assert "is a folder" in line and str(tmp_path) in line and ".tmp" not in line
 
 
+def test_an_output_inside_a_packaged_model_is_refused(corpus):
+    """A packaged model is named, not given as a path: its installed folder is still an input
+    (checked without writing: on failure this would overwrite the installed tokenizer)."""
+    from sbert.errors import ConfigError
+    from sbert.fileio import check_output_file
+    from sbert.folders import resolve
+
+    vocab = resolve("all-MiniLM-L6-v2") / "vocab.txt"
+    with pytest.raises(ConfigError, match="an input of this command: not written there"):
+        check_output_file(vocab, [corpus, "all-MiniLM-L6-v2"])
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(tiny, tmp_path):
+    """`sbert predict ... | head -1`: the pipe's reader leaves; exit 141 as for SIGPIPE, and no
+    error line (nothing was wrong with the input)."""
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"a cat {i}\ta dog {i}\n" for i in range(5000)), encoding="utf-8")
+    command = [sys.executable, "-m", "sbert", "predict", "--model", tiny, "--input", pairs]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                               cwd=ROOT)  # fmt: skip
+    assert process.stdout.readline().startswith(b'{"line": 1')
+    process.stdout.close()
+    assert process.wait(timeout=120) == 141
+    assert b"error" not in process.stderr.read()
+
+
+def test_predict_reads_a_table_without_labels_or_scores(tiny, tmp_path, capsys):
+    """Pairs to predict on have no targets: a known header without them is read."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("sentence1,sentence2\na cat sits,a dog runs\nit rains,it pours\n")
+    assert cli.main(["predict", "--model", str(tiny), "--input", str(pairs)]) == 0
+    assert [line[:11] for line in capsys.readouterr().out.splitlines()] == [
+        '{"line": 2,',
+        '{"line": 3,',
+    ]
+
+
 def test_search_output_may_not_be_its_queries(tiny, corpus, tmp_path, capsys):
     index = tmp_path / "index"
     assert (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import pty
 import struct
@@ -101,7 +102,28 @@ def test_an_undefined_metric_is_said_not_printed_as_nan(model, tmp_path, capsys)
     same = tmp_path / "same.csv"
     same.write_text("sentence1,sentence2,score\na cat,a dog,3\nrain,sun,3\nx y,y x,3\n")
     line = error_of(capsys, "evaluate", "--model", model, "--data", same)
-    assert "spearman, pearson undefined" in line and "gold scores are all equal" in line
+    assert "spearman, pearson undefined" in line and "gold scores, are not all equal" in line
+    one = tmp_path / "one.csv"  # scipy raises on a single point: one line, not a traceback
+    one.write_text("sentence1,sentence2,score\na cat,a dog,3\n")
+    line = error_of(capsys, "evaluate", "--model", model, "--data", one)
+    assert "spearman, pearson undefined: a correlation needs two or more" in line
+
+
+def test_an_undefined_metric_beside_a_defined_one_is_a_note(model, tmp_path, capsys):
+    """Equal gold scores leave the accuracy of the labels: printed, the rest said."""
+    both = tmp_path / "both.csv"
+    both.write_text("sentence1,sentence2,label,score\na cat,a dog,a,3\nrain,sun,b,3\n")
+    assert cli.main(["evaluate", "--model", str(model), "--data", str(both)]) == 0
+    out, err = capsys.readouterr()
+    assert set(json.loads(out)) == {"pairs", "accuracy"}
+    assert "note:" in err and "spearman, pearson undefined" in err
+
+
+def test_a_file_without_labels_or_scores_is_no_evaluation(model, tmp_path, capsys):
+    """A column mapping that names no label or score column leaves a pair count alone."""
+    sick = f"{SICK}:a=sentence_A,b=sentence_B"
+    line = error_of(capsys, "evaluate", "--model", model, "--data", sick)
+    assert "no labels and no scores" in line and str(SICK) in line
 
 
 def test_labels_a_model_cannot_score_are_said(tmp_path, capsys):

@@ -265,12 +265,32 @@ def test_tsv_and_other_column_names(tmp_path):
         ('sentence1,sentence2,label\na,b,x\nc,"d"e,y\n', 3, "malformed CSV"),
         ('sentence1,sentence2,label\na,b,x\nc,"d\n', 3, "malformed CSV: unexpected end of data"),
         ("sentence1,sentence2\na,b\n", 1, "header needs a 'label' or a 'score' column"),
+        # A TSV text opening a quote it does not close on its line would merge the next rows.
+        (
+            'sentence1\tsentence2\tscore\n"Quote\tb\t1\nsecond a"\tc\t2\nd\te\t3\n',
+            2,
+            "closes on line 3",
+        ),  # fmt: skip
+        ('sentence1\tsentence2\tscore\n"I know," he said.\tb\t1\n', 2, "malformed TSV"),
         ("sentence1,text_b,label\na,b,x\n", 1, "unknown format"),
     ],
 )
 def test_csv_bad_rows(tmp_path, text, line, problem):
     err = data_error(write(tmp_path, text))
     assert err.line == line and problem in err.problem
+
+
+def test_a_header_without_targets_reads_where_none_are_needed(tmp_path):
+    """Pairs to predict on: a known header without a label or score column."""
+    path = write(tmp_path, "sentence1\tsentence2\na cat\ta dog\n", "pairs.tsv")
+    assert read_pairs(path, targets=False).pairs == [Pair("a cat", "a dog", None, None, 2)]
+    assert "header needs a 'label'" in data_error(path).problem  # training needs them
+
+
+def test_a_tsv_whose_first_text_starts_with_a_brace_is_no_json(tmp_path):
+    path = write(tmp_path, "{curly} braces\tsomething else\nplain\tpair\n", "pairs.tsv")
+    assert "unknown format" in data_error(path).problem  # not "invalid JSON": predict reads it
+    assert detect_format(write(tmp_path, '{"sentence1": "a b"\n', "x.jsonl")) == "nli"  # broken
 
 
 def test_csv_score_scale_is_inferred(tmp_path):
