@@ -37,38 +37,67 @@ def has_bf16_flag(cpuinfo_text: str) -> bool:
     return False
 
 
-def usable_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
+def usable_cpus(
+    cgroup_root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup"
+) -> int:
     """How many CPUs this process may run on: its affinity mask (taskset, a container's cpuset),
-    cut by a cgroup CPU quota (cgroup v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us)
-    rounded up; at least 1. Not the host's core count (os.cpu_count), which oversubscribes a
-    container limited to fewer: every intra-op thread past the quota waits for a time slice.
+    cut by the tightest cgroup CPU quota on its way to the root (cgroup v2 cpu.max, v1
+    cpu.cfs_quota_us / cpu.cfs_period_us) rounded up; at least 1. Not the host's core count
+    (os.cpu_count), which oversubscribes a container limited to fewer: every intra-op thread
+    past the quota waits for a time slice.
     """
     try:
         count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         count = os.cpu_count() or 1
-    quota = cgroup_quota(Path(cgroup_root))
+    quota = cgroup_quota(Path(cgroup_root), Path(proc_cgroup))
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return max(1, count)
 
 
-def cgroup_quota(root: Path) -> float | None:
-    """The cgroup's CPU quota in CPUs (2.5 = 250 ms of CPU time per 100 ms), None if none."""
-    candidates = [
-        (root / "cpu.max", None),  # v2, this process's cgroup mounted at the root
-        (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"),  # v1
-        (root / "cpu,cpuacct" / "cpu.cfs_quota_us", root / "cpu,cpuacct" / "cpu.cfs_period_us"),
-    ]
-    for quota_path, period_path in candidates:
-        try:
-            if period_path is None:
-                quota, _, period = quota_path.read_text().strip().partition(" ")
-            else:
-                quota, period = quota_path.read_text().strip(), period_path.read_text().strip()
-        except OSError:
+def cgroup_quota(root: Path, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The tightest CPU quota, in CPUs (2.5 = 250 ms of CPU time per 100 ms), on this process's
+    cgroup and its ancestors (a systemd CPUQuota=, a parent slice's); None if none."""
+    quotas = (_quota(folder) for folder in _cgroup_folders(root, proc_cgroup))
+    return min((q for q in quotas if q is not None), default=None)
+
+
+def _cgroup_folders(root: Path, proc_cgroup: Path) -> list[Path]:
+    """The cgroup folders whose CPU quota binds this process, its own first, up to each
+    hierarchy's mount: /proc/self/cgroup names them ("0::/system.slice/x.service" on v2,
+    "4:cpu,cpuacct:/docker/ID" on v1, "/" inside a container's own namespace)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:  # not Linux, or no /proc: the mounts' roots
+        lines = ["0::/", "0:cpu:/", "0:cpu,cpuacct:/"]
+    folders = []
+    for line in lines:
+        if line.count(":") < 2:
             continue
-        if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit():
-            return None
-        return int(quota) / int(period) if int(period) > 0 and int(quota) > 0 else None
-    return None
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy at the root
+            mounts = [root]
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
+            mounts = [root / controllers, root / "cpu", root / "cpu,cpuacct"]
+        else:
+            continue
+        for mount in dict.fromkeys(mounts):
+            folder = mount / path.strip("/")
+            folders += [folder, *folder.parents[: len(folder.relative_to(mount).parts)]]
+    return folders
+
+
+def _quota(folder: Path) -> float | None:
+    """The CPU quota that one cgroup folder sets, in CPUs; None where it sets none."""
+    try:
+        if (folder / "cpu.max").exists():  # v2
+            quota, _, period = (folder / "cpu.max").read_text().strip().partition(" ")
+        else:  # v1
+            quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+            period = (folder / "cpu.cfs_period_us").read_text().strip()
+    except OSError:
+        return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit():
+        return None
+    return int(quota) / int(period) if int(period) > 0 and int(quota) > 0 else None

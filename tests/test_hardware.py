@@ -68,11 +68,52 @@ def test_this_machine():
 def test_usable_cpus_follows_affinity_and_cgroup_quota(
     tmp_path, monkeypatch, files, affinity, expected
 ):
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    write_files(tmp_path, files)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: affinity, raising=False)
-    assert usable_cpus(tmp_path) == expected
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("1:cpu:/\n0::/\n")  # a container's own namespace: its cgroup is the root
+    assert usable_cpus(tmp_path, proc) == expected
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "files", "expected"),
+    [
+        # systemd's CPUQuota= on a service: its own cgroup, below the mount
+        ("0::/system.slice/job.service", {"system.slice/job.service/cpu.max": "100000 100000"}, 1),
+        # a parent slice's quota is tighter than the service's own
+        (
+            "0::/system.slice/job.service",
+            {
+                "system.slice/cpu.max": "150000 100000",
+                "system.slice/job.service/cpu.max": "400000 100000",
+            },  # fmt: skip
+            2,
+        ),
+        # cgroup v1, a container without its own cgroup namespace
+        (
+            "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc",
+            {
+                "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "300000",
+                "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000",
+            },  # fmt: skip
+            3,
+        ),
+        ("0::/other.slice", {"system.slice/cpu.max": "100000 100000"}, 8),  # not ours
+    ],
+    ids=["v2-service", "v2-parent-tighter", "v1-docker", "v2-another-cgroup"],
+)
+def test_usable_cpus_finds_the_processs_own_cgroup(tmp_path, monkeypatch, cgroup, files, expected):
+    write_files(tmp_path / "fs", files)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(cgroup + "\n")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert usable_cpus(tmp_path / "fs", proc) == expected
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
