@@ -111,10 +111,11 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
         if meta["positional"]:
             parser.add_argument(f.name, nargs="?", default=None, help=text)
             continue
-        kwargs: dict = {"default": None, "help": text, "dest": f.name}
         if kind is bool:
-            kwargs["action"] = "store_true"
-        elif kind == list[str]:
+            add_switch(parser, f.name, text)
+            continue
+        kwargs: dict = {"default": None, "help": text, "dest": f.name}
+        if kind == list[str]:
             kwargs["action"] = "append"
         elif kind == dict[str, float]:
             kwargs["type"], kwargs["metavar"] = weights, "NAME=NUMBER,..."
@@ -128,6 +129,18 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
             kwargs["nargs"], kwargs["const"] = "?", meta["const"]
         parser.add_argument(flag_name(f.name), **kwargs)
     parser.add_argument("--config", help="a TOML file setting any of these options by name")
+
+
+def add_switch(parser: argparse.ArgumentParser, name: str, text: str) -> None:
+    """--name and its opposite (--no-name; --eval for --no-eval), so that a flag wins over a
+    config file's value either way; neither given leaves the field unset (None)."""
+    opposite = name.removeprefix("no_") if name.startswith("no_") else f"no_{name}"
+    group = parser.add_mutually_exclusive_group()
+    text += f" ({flag_name(opposite)}: the opposite, over a config file's)"
+    group.add_argument(flag_name(name), action="store_const", const=True, default=None,
+                       dest=name, help=text)  # fmt: skip
+    group.add_argument(flag_name(opposite), action="store_const", const=False, dest=name,
+                       help=argparse.SUPPRESS)  # fmt: skip
 
 
 def given(args: argparse.Namespace, options: type) -> dict:

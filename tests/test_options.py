@@ -76,6 +76,16 @@ def test_a_config_file_sets_the_same_fields_and_flags_win(tmp_path):
     assert parse(["--config", str(config)]).size == 7
 
 
+def test_a_switch_has_an_opposite_that_wins_over_the_config_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('name = "x"\non = true\n')
+    assert parse(["--config", str(config)]).on is True
+    assert parse(["--config", str(config), "--no-on"]).on is False
+    assert parse(["--name", "x", "--on"]).on is True and parse(["--name", "x"]).on is False
+    train = cli.build_parser().parse_args(["train", "--eval"])  # the opposite of --no-eval
+    assert train.no_eval is False
+
+
 def test_a_config_nested_past_the_parsers_depth_is_one_line(tmp_path):
     config = tmp_path / "deep.toml"
     config.write_text("name = " + "[" * 5000 + "]" * 5000 + "\n")
