@@ -210,7 +210,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """
     path, stream = output_target(Path(path))
     if stream:
-        with open(os.open(path, os.O_WRONLY), "wb") as f:  # no O_CREAT, no O_TRUNC: a stream
+        with naming(path), open(os.open(path, os.O_WRONLY), "wb") as f:  # no O_CREAT/O_TRUNC
             f.write(data)
         return
     remove_stale_tmp(path)

@@ -29,6 +29,8 @@ INDEX_RECORD = "index.json"  # an index's (or a LanceDB store's) settings
 
 def resolve(name_or_path: str | Path) -> Path:
     """A model folder from a path, or a packaged checkpoint from its name."""
+    if not str(name_or_path).strip():  # Path("") is the current folder
+        raise CheckpointError(repr(str(name_or_path)), "no model named: give a folder or a name")
     path = Path(name_or_path)
     if path.is_dir():
         return path

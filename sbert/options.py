@@ -153,6 +153,8 @@ def build(options: type, values: dict):
     """An instance of `options` from checked values: required ones present, numbers in range."""
     for f in fields(options):
         if f.metadata.get("required") and values.get(f.name) is None:
+            if f.metadata.get("positional"):  # no flag to name: the argument and its help
+                raise ConfigError(f"argument {f.name} ({f.metadata['help']}) is required")
             raise ConfigError(f"{flag_name(f.name)} is required")
     check_ranges(options, values)
     try:

@@ -19,7 +19,10 @@ class Options:
     model: str | None = option(MODEL_HELP + " (with its classifier, if any)", required=True)
     first: str | None = option("first sentence", positional=True)
     second: str | None = option("second sentence", positional=True)
-    input: str | None = option("pairs: a two-column TSV, or any format `sbert train` reads")
+    input: str | None = option(
+        "pairs: a two-column TSV, or any data `sbert train` reads, PATH[@SPLIT][[FROM:TO]]"
+        "[:COLUMNS]"
+    )
     output: str | None = option("where to write the predictions (JSON lines; default: stdout)")
     columns: dict[str, str] | None = option(
         "with --input: which of its columns hold what, a=COL,b=COL (for names the readers do "
@@ -33,6 +36,7 @@ def run(o: Options) -> None:
     import json
 
     from sbert.data.readers import check_sentences
+    from sbert.data.specs import parse_spec
     from sbert.errors import ConfigError
     from sbert.fileio import check_output_file
     from sbert.inference.load import load
@@ -48,7 +52,7 @@ def run(o: Options) -> None:
     else:
         pairs = read_input(o.input, o.columns)
         if o.output is not None:
-            check_output_file(o.output, [o.input, o.model])
+            check_output_file(o.output, [parse_spec(o.input).path, o.model])
     model = load(o.model)  # an ONNX export too: its classifier in numpy
     if model.heads.classifier is None:
         print(f"note: {o.model} has no classifier: similarity only", file=sys.stderr)

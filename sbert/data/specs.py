@@ -10,6 +10,7 @@ file has), or the name of a regression loss (cosent, angle) to fit the file's sc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,16 +96,17 @@ def read_spec(
     limit: int | None = None,
     format: str | None = None,
     columns: dict[str, str] | None = None,
+    targets: bool = True,
 ) -> PairSet:
     """The validated pairs a spec names: its split, then its rows, then the first `limit`.
-    `columns` (a command's --columns) applies where the spec names none."""
+    `columns` (a command's --columns) applies where the spec names none; `targets` as
+    `read_pairs` takes it."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    columns = spec.columns or columns
+    read = functools.partial(read_pairs, spec.path, format=format, split=spec.split,
+                             columns=spec.columns or columns, targets=targets)  # fmt: skip
     if spec.rows is None:
-        return read_pairs(spec.path, format=format, split=spec.split, limit=limit, columns=columns)
-    data = read_pairs(
-        spec.path, format=format, split=spec.split, limit=spec.rows.stop, columns=columns
-    )
+        return read(limit=limit)
+    data = read(limit=spec.rows.stop)
     if spec.rows.stop is not None and len(data.pairs) < spec.rows.stop:
         have = f"{len(data.pairs)}" + (f" in split {spec.split}" if spec.split else "")
         raise DataError(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sbert.data.readers import Pair, read_pairs, read_tsv_pairs
+from sbert.data.readers import Pair, read_tsv_pairs
+from sbert.data.specs import read_spec
 from sbert.errors import ConfigError, DataError
 from sbert.heads import Heads
 from sbert.inference.encoder import Encoder, check_finite
@@ -100,10 +101,11 @@ def predictions(u: np.ndarray, v: np.ndarray, heads: Heads) -> list[Prediction]:
 
 
 def read_input(path: str | Path, columns: dict[str, str] | None = None) -> list[Pair]:
-    """Pairs from any file `read_pairs` knows (a table's columns as `columns` names them; its
-    label and score columns, if any, are not needed), or else from a plain two-column TSV."""
+    """Pairs from any data spec `sbert train` reads (PATH[@SPLIT][[FROM:TO]][:COLUMNS]; a
+    table's columns as `columns` names them, its label and score columns not needed), or else
+    from a plain two-column TSV."""
     try:
-        return read_pairs(path, columns=columns, targets=False).pairs
+        return read_spec(str(path), columns=columns, targets=False).pairs
     except DataError as e:
         if columns or not e.problem.startswith("unknown format"):
             raise

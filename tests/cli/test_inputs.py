@@ -7,6 +7,7 @@ said on stderr, and written files follow the user's umask.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -136,6 +137,22 @@ def test_predict_reads_a_table_without_labels_or_scores(tiny, tmp_path, capsys):
         '{"line": 2,',
         '{"line": 3,',
     ]
+
+
+def test_predict_reads_a_data_spec(tiny, capsys):
+    """--input takes what `sbert train --train` takes: a split and a range of SICK here."""
+    spec = f"{SICK}@TRIAL[0:2]"
+    assert cli.main(["predict", "--model", str(tiny), "--input", spec]) == 0
+    assert [json.loads(x)["line"] for x in capsys.readouterr().out.splitlines()] == [5, 11]
+
+
+def test_what_a_command_misses_is_named_as_the_user_gives_it(tiny, corpus, capsys):
+    line = error_of(capsys, "similarity", "--model", tiny, "only one")  # a positional: no flag
+    assert "argument second (the second sentence) is required" in line
+    assert "no model named" in error_of(capsys, "similarity", "--model", "", "a", "b")
+    if Path("/dev/full").exists():  # a full device: the error names where it wrote
+        args = ["encode", "--model", tiny, "--input", corpus, "--output", "/dev/full"]
+        assert "/dev/full" in error_of(capsys, *args)
 
 
 def test_search_output_may_not_be_its_queries(tiny, corpus, tmp_path, capsys):
