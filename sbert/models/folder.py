@@ -307,6 +307,10 @@ def check_header(header: Header, config: BertConfig, path: Path, config_path: Pa
     """Refuse, before anything is allocated, a weight file whose tensors (names, dtypes,
     shapes) are not the model that config.json describes, naming both files: the config is
     trusted only as far as the weights prove it."""
+    named: dict[str, str] = {}  # canonical name -> the file's: two for one would be a guess
+    for name in header:
+        if (other := named.setdefault(_canonical(name), name)) != name:
+            raise CheckpointError(path, f"{other} and {name} are both {_canonical(name)}")
     found = {_canonical(k): v for k, v in header.items() if not DROPPED.match(_canonical(k))}
     layers = 1 + max((int(m[1]) for n in found if (m := _LAYER.match(n))), default=-1)
     n = config.num_layers

@@ -309,6 +309,10 @@ def edit_qkv_shape(w):
     w[QUERY] = torch.zeros(384, 383)
 
 
+def edit_twice(w):  # the same tensor under the bare and the BertFor* name: which one loads?
+    w[f"bert.{QUERY}"] = torch.zeros(384, 384)
+
+
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
@@ -316,8 +320,9 @@ def edit_qkv_shape(w):
         (edit_extra, r"unexpected \['encoder\.layer\.6\.output\.dense\.bias'\]"),
         (edit_shape, r"layer\.2\.intermediate\.dense\.weight: shape \(1536, 383\), expected"),
         (edit_qkv_shape, rf"{QUERY}: shape \(384, 383\), expected \(384, 384\)"),
+        (edit_twice, rf"query.weight and .*query.weight are both {QUERY}$"),
     ],
-    ids=["missing-tensor", "extra-tensor", "wrong-shape", "wrong-shape-in-fused-qkv"],
+    ids=["missing-tensor", "extra-tensor", "wrong-shape", "wrong-shape-in-fused-qkv", "twice"],
 )
 def test_checkpoint_that_does_not_fit(tmp_path, weights, edit, problem):
     state = dict(weights)
