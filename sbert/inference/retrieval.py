@@ -43,7 +43,8 @@ def retrieval_set_from_pairs(
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     data = read_spec(spec, columns=columns)
     if not data.has_scores:
-        raise DataError(spec.path, None, "a retrieval set needs scored pairs; this file has none")
+        raise DataError(spec.path, None, "a retrieval set needs scored pairs; this file has none "
+                                         "(a column mapping names them: score=COL)")  # fmt: skip
     corpus = list(dict.fromkeys(p.b for p in data.pairs))
     position = {text: i for i, text in enumerate(corpus)}
     relevant: dict[str, set[int]] = {}
