@@ -67,15 +67,18 @@ def _cgroup_folders(root: Path, proc_cgroup: Path) -> list[Path]:
     """The cgroup folders whose CPU quota binds this process, its own first, up to each
     hierarchy's mount: /proc/self/cgroup names them ("0::/system.slice/x.service" on v2,
     "4:cpu,cpuacct:/docker/ID" on v1, "/" inside a container's own namespace)."""
+    roots = ["0::/", "0:cpu:/", "0:cpu,cpuacct:/"]  # the mounts' own folders
     try:
         lines = proc_cgroup.read_text().splitlines()
-    except OSError:  # not Linux, or no /proc: the mounts' roots
-        lines = ["0::/", "0:cpu:/", "0:cpu,cpuacct:/"]
+    except OSError:  # not Linux, or no /proc
+        lines = roots
     folders = []
-    for line in lines:
+    for line in [*lines, *roots]:  # the roots last: the mount's own quota binds everyone
         if line.count(":") < 2:
             continue
         _, controllers, path = line.split(":", 2)
+        if ".." in Path(path).parts:  # outside this namespace's view: not under the mount
+            continue
         if controllers == "":  # v2: one hierarchy at the root
             mounts = [root]
         elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
@@ -85,7 +88,7 @@ def _cgroup_folders(root: Path, proc_cgroup: Path) -> list[Path]:
         for mount in dict.fromkeys(mounts):
             folder = mount / path.strip("/")
             folders += [folder, *folder.parents[: len(folder.relative_to(mount).parts)]]
-    return folders
+    return list(dict.fromkeys(folders))
 
 
 def _quota(folder: Path) -> float | None:

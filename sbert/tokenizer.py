@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 T = TypeVar("T")
 # BertNormalizer's arguments and defaults, and the tokenizer_config.json keys that set them:
-# transformers' BertTokenizer (4 and 5) builds its normaliser from those keys, or these
-# defaults, whatever tokenizer.json holds: a cased or accent-keeping model says so there
-# (tests/models/test_pretrained.py compares the ids with AutoTokenizer's).
+# transformers' BertTokenizer (5) builds its normaliser from those keys, or these defaults,
+# whatever tokenizer.json holds, so a cased or accent-keeping model says so there. AutoTokenizer
+# makes a folder's tokenizer a BertTokenizer where tokenizer_config.json names that class or
+# none (config.json's model_type bert then decides); another class (PreTrainedTokenizerFast)
+# keeps tokenizer.json's normaliser (tests/models/test_pretrained.py compares the ids).
+BERT_CLASSES = frozenset({None, "BertTokenizer", "BertTokenizerFast"})
 BERT_NORMALIZER = {"clean_text": True, "handle_chinese_chars": True, "strip_accents": None,
                    "lowercase": True}  # fmt: skip
 _NORMALIZER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
@@ -66,15 +69,14 @@ class WordPiece:
         refused unless it tokenizes: a vocabulary without [UNK], [CLS] or [SEP] is a
         CheckpointError naming it, not a failure at the first sentence.
         """
-        path = folder / "tokenizer.json"
-        settings = normalizer_settings(folder / "tokenizer_config.json")
+        path, config_path = folder / "tokenizer.json", folder / "tokenizer_config.json"
+        config = read_json(config_path) if os.path.lexists(config_path) else {}
+        settings = normalizer_settings(config_path, config)
         if os.path.lexists(path):
             text = _text(path)
             tok = _read(path, lambda: Tokenizer.from_str(text))
-            normalizer = json.loads(text).get("normalizer") or {}
-            if normalizer.get("type") == "BertNormalizer":  # rebuilt as transformers does
-                args = {**BERT_NORMALIZER, "clean_text": normalizer.get("clean_text", True)}
-                tok.normalizer = BertNormalizer(**{**args, **settings})
+            if config.get("tokenizer_class") in BERT_CLASSES:  # rebuilt, as transformers does
+                tok.normalizer = BertNormalizer(**{**BERT_NORMALIZER, **settings})
             return cls._checked(tok, max_length, lowercase, path)
         path = folder / "vocab.txt"
         if os.path.lexists(path):
@@ -148,10 +150,17 @@ class WordPiece:
             raise write_error(e, folder / "tokenizer.json") from None
         vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
         (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab))
-        normalizer = normalizer_args(json.loads(self.tokenizer.to_str()).get("normalizer") or {})
+        normalizer = json.loads(self.tokenizer.to_str()).get("normalizer") or {}
+        # A BertNormalizer is written as the settings a BertTokenizer rebuilds it from; any
+        # other normaliser is kept by naming a class that reads tokenizer.json as it is.
+        bert = normalizer.get("type") == "BertNormalizer"
         config = {
-            "tokenizer_class": "BertTokenizer",
-            **{key: normalizer[argument] for key, argument in _NORMALIZER_KEYS.items()},
+            "tokenizer_class": "BertTokenizer" if bert else "PreTrainedTokenizerFast",
+            **{
+                key: normalizer.get(argument, BERT_NORMALIZER[argument])
+                for key, argument in _NORMALIZER_KEYS.items()
+                if bert
+            },  # fmt: skip
             "model_max_length": self.max_length,
             "unk_token": "[UNK]",
             "sep_token": "[SEP]",
@@ -165,22 +174,15 @@ class WordPiece:
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
 
 
-def normalizer_settings(path: Path) -> dict:
-    """The BertNormalizer arguments the tokenizer_config.json at `path` sets (none where it is
-    absent or silent); a value that is not true or false is refused: "false" is no boolean."""
-    if not os.path.lexists(path):
-        return {}
-    config = read_json(path)
+def normalizer_settings(path: Path, config: dict) -> dict:
+    """The BertNormalizer arguments that `config`, read from tokenizer_config.json at `path`,
+    sets (none where it is silent); a value that is not true or false is refused: "false" is
+    no boolean."""
     return {
         argument: json_field(path, config, key, bool)
         for key, argument in _NORMALIZER_KEYS.items()
         if config.get(key) is not None
     }
-
-
-def normalizer_args(normalizer: dict) -> dict:
-    """A tokenizer.json BertNormalizer's arguments, BertNormalizer's defaults where unset."""
-    return {name: normalizer.get(name, default) for name, default in BERT_NORMALIZER.items()}
 
 
 def _text(path: Path) -> str:

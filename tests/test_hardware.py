@@ -105,8 +105,17 @@ def write_files(root: Path, files: dict[str, str]) -> None:
             3,
         ),
         ("0::/other.slice", {"system.slice/cpu.max": "100000 100000"}, 8),  # not ours
+        ("1:name=systemd:/user.slice", {"cpu.max": "200000 100000"}, 2),  # no cpu line: the root
+        ("0::/../elsewhere", {"cpu.max": "300000 100000", "../elsewhere/cpu.max": "1 100000"}, 3),
     ],
-    ids=["v2-service", "v2-parent-tighter", "v1-docker", "v2-another-cgroup"],
+    ids=[
+        "v2-service",
+        "v2-parent-tighter",
+        "v1-docker",
+        "v2-another-cgroup",
+        "no-cpu-line",
+        "outside-the-namespace",
+    ],  # fmt: skip
 )
 def test_usable_cpus_finds_the_processs_own_cgroup(tmp_path, monkeypatch, cgroup, files, expected):
     write_files(tmp_path / "fs", files)

@@ -13,6 +13,7 @@ on stderr and exits 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -63,8 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config and getattr(options, "output", None):  # never written over the config
             check_output_file(options.output, [args.config])
         module.run(options)
-    except BrokenPipeError:  # the reader of our output (head, jq) left: no error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        sys.stdout.flush()  # here, not at exit: a reader that left is then caught below
+    except BrokenPipeError as e:
+        if e.filename is not None:  # a named output (a FIFO): said as any failed write is
+            print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        # The reader of our stdout (head, jq) left: no error of ours. What is still buffered
+        # goes nowhere rather than failing again at exit.
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except (SbertError, OSError) as e:  # OSError: a full disk, a missing output folder
         print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)

@@ -14,10 +14,13 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sbert.choices import REGRESSION_LOSSES
 from sbert.data.readers import PairSet, read_pairs
 from sbert.errors import ConfigError, DataError
+
+T = TypeVar("T")
 
 SPEC_OBJECTIVES = ("classification", "regression", "both", *REGRESSION_LOSSES)
 
@@ -107,12 +110,19 @@ def read_spec(
     if spec.rows is None:
         return read(limit=limit)
     data = read(limit=spec.rows.stop)
-    if spec.rows.stop is not None and len(data.pairs) < spec.rows.stop:
-        have = f"{len(data.pairs)}" + (f" in split {spec.split}" if spec.split else "")
+    return dataclasses.replace(data, pairs=spec_rows(spec, data.pairs)[:limit])
+
+
+def spec_rows(spec: DataSpec, pairs: list[T]) -> list[T]:
+    """The pairs FROM:TO of `pairs` (all where the spec names no range), refused where the
+    range reaches past them or holds none."""
+    if spec.rows is None:
+        return pairs
+    if spec.rows.stop is not None and len(pairs) < spec.rows.stop:
+        have = f"{len(pairs)}" + (f" in split {spec.split}" if spec.split else "")
         raise DataError(
             spec.path, None, f"{spec.name} asks for pairs up to {spec.rows.stop}; there are {have}"
         )
-    pairs = data.pairs[spec.rows][:limit]
-    if not pairs:
+    if not pairs[spec.rows]:
         raise DataError(spec.path, None, f"no pairs in {spec.name}")
-    return dataclasses.replace(data, pairs=pairs)
+    return pairs[spec.rows]

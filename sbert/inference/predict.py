@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sbert.data.readers import Pair, read_tsv_pairs
-from sbert.data.specs import read_spec
+from sbert.data.specs import parse_spec, read_spec, spec_rows
 from sbert.errors import ConfigError, DataError
 from sbert.heads import Heads
 from sbert.inference.encoder import Encoder, check_finite
@@ -103,10 +103,14 @@ def predictions(u: np.ndarray, v: np.ndarray, heads: Heads) -> list[Prediction]:
 def read_input(path: str | Path, columns: dict[str, str] | None = None) -> list[Pair]:
     """Pairs from any data spec `sbert train` reads (PATH[@SPLIT][[FROM:TO]][:COLUMNS]; a
     table's columns as `columns` names them, its label and score columns not needed), or else
-    from a plain two-column TSV."""
+    from a plain two-column TSV (PATH[[FROM:TO]])."""
+    spec = parse_spec(str(path))
+    if spec.objective != "both":
+        raise ConfigError(f"{path}: :{spec.objective} names a training objective; predicting "
+                          f"takes none")  # fmt: skip
     try:
-        return read_spec(str(path), columns=columns, targets=False).pairs
+        return read_spec(spec, columns=columns, targets=False).pairs
     except DataError as e:
-        if columns or not e.problem.startswith("unknown format"):
+        if columns or spec.split or spec.columns or not e.problem.startswith("unknown format"):
             raise
-    return read_tsv_pairs(path)
+    return spec_rows(spec, read_tsv_pairs(spec.path))

@@ -93,10 +93,11 @@ def read_layout(folder: Path) -> Layout:
     return Layout(transformer, max_len, lowercase, pooling, "Normalize" in by_type)
 
 
-# The modules of a sentence-transformers folder that we build; any other (a Dense projection, a
+# The modules of a sentence-transformers folder that we build, and Dropout, which changes no
+# vector at inference (our training leaves it out too); any other (a Dense projection, a
 # LayerNorm, a custom module) changes the vectors, so a folder holding one is refused rather
 # than loaded without it.
-SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize", "Dropout")
 
 
 def _modules(folder: Path) -> dict[str, Path]:
@@ -112,7 +113,7 @@ def _modules(folder: Path) -> dict[str, Path]:
             raise CheckpointError(
                 path,
                 f"module {where!r} ({module.get('type')}) is not supported: only Transformer, "
-                f"Pooling and Normalize modules are built, and without it the vectors differ",
+                f"Pooling, Normalize and Dropout modules are, and without it the vectors differ",
             )
         if kind in by_type:
             raise CheckpointError(path, f"module {where!r} is a second {kind} module")

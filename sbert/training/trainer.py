@@ -584,7 +584,8 @@ class Trainer:
                 undefined = [k for k, v in result.items() if not math.isfinite(v)]
                 if undefined:  # NaN is no JSON, and no score to compare for best/
                     print(f"note: step {p.step}: {name}: {', '.join(undefined)} undefined: the "
-                          f"model gives every pair the same cosine", file=sys.stderr)  # fmt: skip
+                          f"model gives every scored pair the same cosine, or one pair has a "
+                          f"score", file=sys.stderr)  # fmt: skip
                 metrics.update({f"{name}/{k}": v for k, v in result.items()
                                 if k != "pairs" and k not in undefined})  # fmt: skip
             self.log({"step": p.step, "epoch": p.epoch, **metrics})

@@ -263,8 +263,11 @@ def test_a_damaged_index_is_one_line(built, tmp_path, case):
     assert_one_line_naming(sbert("search", "--index", index, "topic 3"), index / file)
 
 
-def test_the_undamaged_folders_work(built):
-    """The damage, not the folders or the long sentence, is what the tests above see."""
+def test_the_undamaged_folders_work(built, tmp_path):
+    """The damage, not the folders or the long sentence, is what the tests above see; a Dropout
+    module, which changes no vector at inference, is no damage."""
+    dropout = damaged_copy(built, tmp_path, "model", "modules.json", add_module("Dropout"))
+    assert sbert("similarity", "--model", dropout, LONG, "c d").returncode == 0
     models = ["model", "onnx"] if HAS_ONNX else ["model"]
     indexes = ["index", "int8", "hnsw"] if HAS_FAISS else ["index", "int8"]
     for result in [
