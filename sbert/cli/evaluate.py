@@ -12,8 +12,8 @@ from sbert.options import option
 class Options:
     model: str | None = option("model folder (with its classifier, if any)", required=True)
     data: str | None = option(
-        "data file, PATH[@SPLIT][:COLUMNS]: STS-B, SICK, NLI JSON lines, or a CSV/TSV, JSON "
-        "lines or Parquet table", required=True
+        "data file, PATH[@SPLIT][[FROM:TO]][:COLUMNS]: STS-B, SICK, NLI JSON lines, or a "
+        "CSV/TSV, JSON lines or Parquet table", required=True
     )  # fmt: skip
     format: str | None = option("sts, sick, nli, csv, jsonl or parquet (default: detected)")
     columns: dict[str, str] | None = option(
