@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,13 +86,20 @@ def ranking_metrics(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]
 
 def evaluate_retrieval(
     model: Encoder,
-    data: RetrievalSet,
+    data: RetrievalSet | str | os.PathLike[str] | DataSpec,
     batch_size: int = 32,
     device=None,
     show_progress_bar: bool = False,
 ) -> dict[str, float]:
     """Retrieval metrics of `model` (a PyTorch model or an ONNX export) on `data` (exact cosine
-    search), one flat dict. Vectors of NaN (damaged weights) are an SbertError, not metrics."""
+    search), one flat dict. `data`: a RetrievalSet, or a scored pair file or data spec, whose
+    pairs scoring 4 or more are the relevant ones (`retrieval_set_from_pairs`: what `sbert
+    evaluate-retrieval --data` reads). Vectors of NaN (damaged weights) are an SbertError, not
+    metrics."""
+    if isinstance(data, (str, os.PathLike, DataSpec)):
+        data = retrieval_set_from_pairs(data if isinstance(data, DataSpec) else os.fspath(data))
+    elif not isinstance(data, RetrievalSet):
+        raise TypeError(f"data: a RetrievalSet or a pair file, not {type(data).__name__}")
     encode = functools.partial(model.encode, batch_size=batch_size, normalize=True,
                                device=device, show_progress_bar=show_progress_bar)  # fmt: skip
     q, c = encode(data.queries), encode(data.corpus)

@@ -84,3 +84,8 @@ def test_evaluate_retrieval_command(tmp_path, capsys, one_thread):
     assert metrics["queries"] == 2 and metrics["corpus"] == 3 and metrics["recall@1"] == 1.0
     assert main(["evaluate-retrieval", "--data", str(tmp_path / "missing.csv")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    # From Python: the same file as a path, as the docs show it.
+    model = SentenceBert.from_pretrained("all-MiniLM-L6-v2")
+    assert evaluate_retrieval(model, pairs) == evaluate_retrieval(model, str(pairs)) == metrics
+    with pytest.raises(TypeError, match="data: a RetrievalSet or a pair file, not list"):
+        evaluate_retrieval(model, [("a", "b")])
