@@ -154,13 +154,11 @@ class WordPiece:
         # A BertNormalizer is written as the settings a BertTokenizer rebuilds it from; any
         # other normaliser is kept by naming a class that reads tokenizer.json as it is.
         bert = normalizer.get("type") == "BertNormalizer"
+        settings = {key: normalizer.get(argument, BERT_NORMALIZER[argument])
+                    for key, argument in _NORMALIZER_KEYS.items()}  # fmt: skip
         config = {
             "tokenizer_class": "BertTokenizer" if bert else "PreTrainedTokenizerFast",
-            **{
-                key: normalizer.get(argument, BERT_NORMALIZER[argument])
-                for key, argument in _NORMALIZER_KEYS.items()
-                if bert
-            },  # fmt: skip
+            **(settings if bert else {}),
             "model_max_length": self.max_length,
             "unk_token": "[UNK]",
             "sep_token": "[SEP]",

@@ -65,16 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_file(options.output, [args.config])
         module.run(options)
         sys.stdout.flush()  # here, not at exit: a reader that left is then caught below
-    except BrokenPipeError as e:
-        if e.filename is not None:  # a named output (a FIFO): said as any failed write is
-            print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        # The reader of our stdout (head, jq) left: no error of ours. What is still buffered
-        # goes nowhere rather than failing again at exit.
-        with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
     except (SbertError, OSError) as e:  # OSError: a full disk, a missing output folder
+        if isinstance(e, BrokenPipeError) and e.filename is None:
+            # The reader of our stdout (head, jq) left: no error of ours. What is still
+            # buffered goes nowhere rather than failing again at exit. (A named output's
+            # broken pipe, a FIFO's, is said below as any failed write is.)
+            with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         print(f"sbert {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ModuleNotFoundError as e:  # e.g. a serving machine without one of its packages

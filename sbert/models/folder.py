@@ -172,8 +172,9 @@ def config_from_hf(path: Path) -> BertConfig:
         raise CheckpointError(path, f"hidden_act {c['hidden_act']!r}: only exact gelu is built")
     if c.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(path, "only absolute position embeddings are built")
-    if c.get("is_decoder") or c.get("add_cross_attention"):  # causal masks, a second input
-        raise CheckpointError(path, "a decoder BERT (is_decoder): only encoders are built")
+    decoder = [key for key in ("is_decoder", "add_cross_attention") if c.get(key)]
+    if decoder:  # a causal mask, a second input: not the encoder SBERT pools
+        raise CheckpointError(path, f"a decoder BERT ({decoder[0]}): only encoders are built")
     field = functools.partial(json_field, path, c)
     try:
         return BertConfig(
