@@ -117,7 +117,7 @@ def setup_optimizer(
         ]
     # Fused AdamW: one kernel for all tensors instead of a loop of small ops (CPU and CUDA).
     optimizer = torch.optim.AdamW(groups, fused=True)
-    warmup = max(1, round(config.warmup * total_steps))
+    warmup = round(config.warmup * total_steps)  # 0: the full rate from the first step
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: linear_warmup_decay(s, warmup, total_steps)
     )

@@ -348,3 +348,21 @@ def test_unknown_label_against_a_trained_classifier(tmp_path):
     result = sbert("evaluate", "--model", str(tmp_path / "m" / "final"), "--data", str(data))
     assert result.returncode == 2 and f"{data}:2" in result.stderr
     assert "paraphrase" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "warmup, factors",
+    # 64 pairs in batches of 8 over 2 epochs: 16 steps; warm-up 0.25 of them is 4 steps.
+    [(0.0, [1.0, 15 / 16, 14 / 16]), (0.25, [0.0, 0.25, 0.5, 0.75, 1.0, 11 / 12])],
+)
+def test_learning_rate_warms_up_then_decays_and_no_warmup_starts_at_the_full_rate(
+    tmp_path, warmup, factors
+):
+    config = tiny_config(tmp_path, warmup=warmup)
+    trainer = Trainer.from_config(config, tmp_path, torch.device("cpu"), Processes())
+    seen = []
+    for _ in factors:
+        seen.append(trainer.optimizer.param_groups[0]["lr"] / config.lr)
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    assert seen == pytest.approx(factors)
