@@ -91,7 +91,7 @@ def bucketed_batches(
     sorted by length and cut into batches, and the batch order is shuffled: every batch pads
     to little more than its own longest pair, yet the data order stays random. A bucket's last
     batch smaller than `min_batch` (under DDP: one pair per process and micro-batch) joins the
-    batch before it, so that no pair is lost.
+    batch before it, so that no pair is lost and every process gets a share.
     """
     rng = random.Random(seed)
     order = list(range(len(lengths)))
@@ -101,8 +101,9 @@ def bucketed_batches(
     for start in range(0, len(order), bucket):
         chunk = sorted(order[start : start + bucket], key=lambda i: lengths[i])
         cut = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-        if len(cut) > 1 and len(cut[-1]) < min_batch:
-            cut[-2] += cut.pop()
+        if len(cut[-1]) < min_batch and (len(cut) > 1 or batches):
+            short = cut.pop()  # the last bucket may hold only this batch: then the one before
+            (cut[-1] if cut else batches[-1]).extend(short)
         batches += cut
     rng.shuffle(batches)
     return batches

@@ -145,6 +145,14 @@ def test_bucketed_batches_are_deterministic_cover_everything_and_cut_padding():
     assert padded < 0.7 * padded_random
 
 
+@pytest.mark.parametrize("pairs", [129, 130, 135, 260])
+def test_no_batch_is_smaller_than_one_pair_per_process_and_micro_batch(pairs):
+    # 129 = 8 x 16 + 1: the last bucket is one pair, which joins the bucket before it.
+    batches = bucketed_batches([5] * pairs, 8, seed=1, min_batch=4)
+    assert min(map(len, batches)) >= 4
+    assert sorted(i for b in batches for i in b) == list(range(pairs))
+
+
 def test_shards_split_a_global_batch_without_overlap():
     batch = list(range(10))
     shards = [shard(batch, r, 2) for r in range(2)]
