@@ -607,17 +607,24 @@ def detect_format(path: str | os.PathLike[str], columns: dict[str, str] | None =
     )  # fmt: skip
 
 
-def _score_range(ctx: _Ctx, fmt: str, pairs: list[Pair]) -> tuple[float, float] | None:
+def _score_range(
+    ctx: _Ctx, fmt: str, pairs: list[Pair], unread: Iterator[Pair]
+) -> tuple[float, float] | None:
+    """The file's gold scale; `unread`: the rows after a limit that stopped reading."""
     if fmt == "sts":
         return (0.0, 5.0)
     if fmt == "sick":
         return (1.0, 5.0)
     if fmt == "nli" or any(p.score is None for p in pairs):
         return None
-    # CSV: the smallest usual scale that holds every score, [0, 1] or STS's [0, 5].
-    scores = [p.score for p in pairs]
-    if all(0.0 <= s <= 1.0 for s in scores):
-        return (0.0, 1.0)
+    # A table: the smallest usual scale that holds every score of the file, [0, 1] or STS's
+    # [0, 5]. One scale per file, whatever part of it is read: where a limit stopped reading
+    # before any score past 1, the rest is read until one shows the file's scale is [0, 5].
+    if all(0.0 <= p.score <= 1.0 for p in pairs):
+        later = next((p for p in unread if p.score is not None and p.score > 1.0), None)
+        if later is None:
+            return (0.0, 1.0)
+        pairs = [*pairs, later]
     bad = next((p for p in pairs if not 0.0 <= p.score <= 5.0), None)
     if bad is not None:
         raise ctx.error(bad.line, f"score {bad.score!r} is outside [0, 1] and [0, 5]")
@@ -652,7 +659,8 @@ def read_pairs(
         path: the file.
         format: one of FORMATS, or None to detect it from the content.
         split: SICK only: TRAIN, TRIAL or TEST (any case) keeps that SemEval_set.
-        limit: keep the first `limit` pairs and stop reading there.
+        limit: keep the first `limit` pairs and stop reading there (a table whose scores
+            so far lie in [0, 1] is read on until one shows its scale).
         columns: a table's columns by role, {"a": COL, "b": COL, "label": COL, "score": COL,
             "negative": COL}, for names `LAYOUTS` does not know.
         targets: False reads a table whose header names its sentences but no label or score
@@ -691,12 +699,14 @@ def read_pairs(
         else:
             why = f"all {ctx.skipped} rows have {unlabelled}"
         raise DataError(path, None, f"no sentence pairs: {why}")
+    skipped = ctx.skipped  # before the scale's reading on, which skips rows of its own
+    scale = _score_range(ctx, fmt, pairs, (pair for pair, _ in reader))
     repaired = sum(fixed for _, fixed in rows)
-    said = [f"{ctx.skipped} rows with {unlabelled} skipped"] if ctx.skipped else []
+    said = [f"{skipped} rows with {unlabelled} skipped"] if skipped else []
     said += [f"{repaired} rows had control characters replaced by spaces"] if repaired else []
     if said:  # counted, and said: nothing is left out or changed silently
         print(f"note: {path}: {'; '.join(said)}", file=sys.stderr)
-    return PairSet(str(path), fmt, pairs, _score_range(ctx, fmt, pairs), ctx.skipped, repaired)
+    return PairSet(str(path), fmt, pairs, scale, skipped, repaired)
 
 
 def shared_score_range(sets: Iterable[PairSet]) -> tuple[float, float] | None:

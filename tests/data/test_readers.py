@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sbert.data.readers import FORMATS, Pair, PairSet, detect_format, read_pairs
+from sbert.data.specs import read_spec
 from sbert.errors import ConfigError, DataError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -301,6 +302,17 @@ def test_csv_score_scale_is_inferred(tmp_path):
     assert scale("0", "0.5", "1") == (0, 1)
     assert scale("0", "1.5") == (0, 5)
     assert scale("5", "4") == (0, 5)
+
+
+def test_a_csvs_score_scale_is_the_whole_files_whatever_part_is_read(tmp_path):
+    # Its first scores lie in [0, 1], a later one shows the file is on STS's [0, 5]: a pair
+    # scored 1 of 5 must not become a target cosine of 1 because a limit stopped reading.
+    path = write(tmp_path, "sentence1,sentence2,score\na,b,1\nc,d,0.4\ne,f,4.5\ng,h,2\n")
+    for data in (read_pairs(path, limit=2), read_spec(f"{path}[0:2]"), read_spec(f"{path}[1:2]")):
+        assert data.score_range == (0, 5)
+    assert read_pairs(path, limit=2).normalized_score(read_pairs(path).pairs[0]) == 0.2
+    under_one = write(tmp_path, "sentence1,sentence2,score\na,b,1\nc,d,0.4\ne,f,0.5\n", "u.csv")
+    assert read_pairs(under_one, limit=1).score_range == (0, 1)
 
 
 def test_csv_header_without_sentence_columns_when_forced(tmp_path):
