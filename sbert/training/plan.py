@@ -168,10 +168,14 @@ def micro_batches(config: TrainConfig, world: int) -> int:
     return pieces
 
 
-def check_trainable(plan: StagePlan, model: MultiTaskModel) -> None:
+def check_trainable(
+    plan: StagePlan, model: MultiTaskModel, labels: list[str] | None = None
+) -> None:
     """Fail up front on a stage that would fail, or silently train nothing, later: a file too
     small for one pair per process, a file that nothing it trains can use, a balancer or an
-    objective that has nothing to work on."""
+    objective that has nothing to work on. `labels`: its classifier's, where the stage's model
+    is not built yet (`stage_labels`; default: `model`'s)."""
+    labels = model.labels if labels is None else labels
     config, num_layers = plan.config, model.encoder.bert.config.num_layers
     if (config.freeze_layers or 0) > num_layers:
         raise ConfigError(
@@ -198,9 +202,9 @@ def check_trainable(plan: StagePlan, model: MultiTaskModel) -> None:
             f"{config.strategy} trains none of it"
         )
     if "contrastive" in plan.objectives:  # here, not mid-run, without an entailment label
-        nli_labels(plan.labels(model.labels))
+        nli_labels(plan.labels(labels))
     for name, data in plan.dev.items():
-        check_dev_set(name, data, model.classifier is not None)
+        check_dev_set(name, data, bool(labels))
 
 
 def check_dev_set(name: str, data: PairSet, classifier: bool) -> None:
@@ -227,6 +231,11 @@ def starting_model(name: str) -> MultiTaskModel:
     return MultiTaskModel.from_pretrained(name)
 
 
+def stage_labels(plan: StagePlan, previous: list[str]) -> list[str]:
+    """The labels of a stage's classifier: its own data's, else the previous model's."""
+    return plan.labels(previous) or list(previous)
+
+
 def stage_model(plan: StagePlan, previous: MultiTaskModel | None) -> MultiTaskModel:
     """This stage's model: the previous stage's (or the starting one), with a fresh classifier
     where the labels differ, this stage's dropout, sequence length and score scale.
@@ -236,8 +245,8 @@ def stage_model(plan: StagePlan, previous: MultiTaskModel | None) -> MultiTaskMo
     config = plan.config
     torch.manual_seed(config.seed)
     model = previous if previous is not None else starting_model(config.model)
-    labels = plan.labels(model.labels)
-    if labels and model.labels != labels:
+    labels = stage_labels(plan, model.labels)
+    if model.labels != labels:
         if model.classifier is not None:
             print(f"note: new classifier for labels {labels} (the model had {model.labels})")
         model = MultiTaskModel(model.encoder, labels, model.score_scale)

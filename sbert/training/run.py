@@ -21,7 +21,7 @@ from sbert.models.device import pick_device
 from sbert.training.checkpoints import CHECKPOINTS, list_checkpoints, resume_point
 from sbert.training.config import TrainConfig, check_stages
 from sbert.training.distributed import Processes, local_rank, start_processes
-from sbert.training.plan import check_trainable, plan_stages, stage_model
+from sbert.training.plan import check_trainable, plan_stages, stage_labels, stage_model
 from sbert.training.trainer import METRICS_LOG, Progress, Trainer
 
 LOCK = ".lock"
@@ -88,8 +88,10 @@ def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Pro
     model = None
     for plan in plans[: progress.stage + 1]:  # a resumed stage's model as it had it; weights
         model = stage_model(plan, model)  # follow from the checkpoint
+    labels = model.labels  # a later stage may add a classifier: check each as it will be
     for plan in plans[progress.stage :]:
-        check_trainable(plan, model)
+        labels = stage_labels(plan, labels)
+        check_trainable(plan, model, labels)
     before, metrics, trainer, last = {}, {}, None, None
     for plan in plans[progress.stage :]:
         if trainer is not None:  # each later stage starts from the previous stage's model

@@ -131,6 +131,38 @@ strategy = "layer-decay"
     assert (tmp_path / "out" / "final" / "classifier.json").is_file()
 
 
+def test_a_later_stage_that_adds_the_classifier_may_have_a_dev_set_of_labels_only(tmp_path):
+    labelled = tmp_path / "nli_dev.csv"  # labels, no scores: only a classifier scores it
+    rows = [
+        "A man plays.,A man plays music.,ENTAILMENT",
+        "A dog runs.,A cat sleeps.,CONTRADICTION",
+        "A kid sings.,A kid sings loudly.,NEUTRAL",
+    ]
+    labelled.write_text("premise,hypothesis,label\n" + "\n".join(rows * 2) + "\n")
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+model = "tiny"
+out = "{tmp_path / "out"}"
+limit = 32
+batch_size = 8
+device = "cpu"
+
+[[stages]]
+train = ["{STS_DEV}:regression"]
+no_eval = true
+
+[[stages]]
+train = ["{SICK}@TRAIN:classification"]
+dev = ["{labelled}"]
+"""
+    )
+    result = sbert("train", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    log = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert any("nli_dev/accuracy" in r for r in log if r["stage"] == 1)
+
+
 def sbert(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
