@@ -164,6 +164,11 @@ class Balancer(nn.Module):
         """The learned weights as they are now (copies: the optimizer moves them in place)."""
         return {}
 
+    def parameters_for(self, names: Sequence[str]) -> list[nn.Parameter]:
+        """The learned parameters that the objectives `names` give a gradient (all of them
+        unless a balancer knows better)."""
+        return list(self.parameters())
+
 
 class FixedWeights(Balancer):
     """sum_i w_i L_i with given weights (1 for an objective not named)."""
@@ -210,6 +215,9 @@ class UncertaintyWeighting(Balancer):
 
     def log_weights(self):
         return {f"weight/{n}": torch.exp(-s.detach()) for n, s in self.log_vars.items()}
+
+    def parameters_for(self, names):
+        return [self.log_vars[n] for n in names]
 
 
 class PCGrad(FixedWeights):

@@ -30,6 +30,11 @@ class Processes:
         if self.world > 1:
             dist.barrier()
 
+    def sum(self, tensor: torch.Tensor) -> None:
+        """Sum a tensor over the processes, in place."""
+        if self.world > 1:
+            dist.all_reduce(tensor)
+
     def average(self, tensors) -> None:
         """Average tensors over the processes, in place (gradients DDP does not reduce)."""
         if self.world > 1:

@@ -505,21 +505,20 @@ class Trainer:
                     ),
                 )
             losses = output.losses
-            share_of_batch = len(part) / len(share)
+            # Each part weighs its share of the global batch: DDP averages the processes'
+            # gradients, so an uneven split (9 pairs as 5 and 4) still weighs every pair alike.
+            share_of_batch = len(part) / len(batch)
             logs = self.balancer.backward(
                 losses,
                 self.shared,
                 self.heads,
-                scale=share_of_batch,
+                scale=share_of_batch * self.procs.world,
                 report=sync and self._report_shares(),
             )
             for name, value in {"loss": logs["loss"], **losses}.items():
                 totals[name] = totals.get(name, 0.0) + value.detach() * share_of_batch
-        if self.procs.world > 1:  # the same all-reduces on every process, even for an
-            for p in self.balancer.parameters():  # objective absent from this one's share
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            self.procs.average(p.grad for p in self.balancer.parameters())
+        if self.procs.world > 1:
+            totals = self._synchronise(data, batch, totals)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         # The step's one non-finite check, on the device: a NaN/Inf loss, or a NaN/Inf gradient
         # norm (a finite loss can still back-propagate one). Fused AdamW skips its update where
@@ -538,6 +537,29 @@ class Trainer:
         )
         extra = {k: v for k, v in logs.items() if k != "loss"}  # learned weights, grad shares
         return {**totals, **extra, "grad_norm": norm.detach(), "nonfinite": code}
+
+    def _synchronise(
+        self, data: batching.TokenizedPairs, batch: list[int], totals: dict
+    ) -> dict[str, torch.Tensor]:
+        """Under DDP: the step's losses summed over the processes (the whole global batch's,
+        as one process logs them), and the balancer's learned weights averaged where the global
+        batch feeds their objective. The same all-reduces on every process: decided from the
+        global batch on the host, zeros where this process's share fed none; a weight whose
+        objective the batch does not feed keeps no gradient, so AdamW leaves it as one process
+        does (a zero gradient would move it on momentum)."""
+        fed = objectives_fed(
+            self.plan.objectives, data.labels[batch], data.scores[batch], self.model.labels
+        )
+        names = ["loss", *fed]
+        zero = torch.zeros((), device=self.device)
+        values = torch.stack([totals.get(n, zero).float() for n in names])
+        self.procs.sum(values)
+        learned = self.balancer.parameters_for(fed)
+        for p in learned:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self.procs.average(p.grad for p in learned)
+        return dict(zip(names, values.unbind(), strict=True))
 
     def _report_shares(self) -> bool:
         every = self.config.grad_share_every

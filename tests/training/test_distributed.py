@@ -1,8 +1,10 @@
-"""torchrun with 2 CPU processes (gloo) trains to the same parameters as 1 process with the same
-global batch and seed; with gradient synchronisation switched off it does not."""
+"""torchrun with 2 CPU processes (gloo) trains to the same parameters, and logs the same losses,
+as 1 process with the same global batch and seed (learned balancing weights included); with
+gradient synchronisation switched off it does not."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,9 +16,14 @@ import torch
 
 from sbert import SentenceBert
 from sbert.models.multitask import MultiTaskModel
+from sbert.models.objectives import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[2]
 SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
+STS_TRAIN = ROOT / "data" / "stsbenchmark" / "sts-train.csv"
+# Two files, one objective each, in turn: a step feeds one objective, and the other's learned
+# weight must not move (as in one process, where it has no gradient).
+BALANCED = ["--train", f"{STS_TRAIN}[0:32]:regression", "--balance", "uncertainty"]
 # Run as a torchrun script: DistributedDataParallel replaced by the bare module, so that
 # every process steps on its own shard's gradients alone.
 NO_SYNC = """
@@ -34,10 +41,12 @@ def free_port() -> int:
 
 
 def train(out: Path, processes: int, *extra: str, script: str = "train.py") -> Path:
-    flags = "--model tiny --limit 48 --batch-size 8 --epochs 2 --lr 1e-3 --head-lr 1e-2 "
+    # 51 pairs: 6 batches of 8 and one of 3, which 2 processes share unevenly (2 and 1)
+    flags = "--model tiny --limit 51 --batch-size 8 --epochs 2 --lr 1e-3 --head-lr 1e-2 "
     # fp32: the runs compared differ only in summation order, not in bf16 rounding of shards
     flags += "--dropout 0 --seed 5 --device cpu --no-eval --precision fp32"
-    args = ["--train", f"{SICK}@TRAIN", *flags.split(), "--out", str(out), *extra]
+    args = ["--train", f"{SICK}@TRAIN", *flags.split(), "--out", str(out), "--log-every", "1"]
+    args += extra
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}"]
     launcher += [f"--master_port={free_port()}", script]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -64,8 +73,18 @@ def runs(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
         "two": params(train(tmp / "two", 2)),
         "accumulated": params(train(tmp / "acc", 1, "--grad-accum", "2")),
         "unsynced": params(train(tmp / "unsynced", 2, script=str(script))),
+        "balanced-one": params(train(tmp / "b-one", 1, *BALANCED)),
+        "balanced-two": params(train(tmp / "b-two", 2, *BALANCED)),
         "start": initial_params(seed=5),
+        "logs": {n: logged(tmp / n / "metrics.jsonl") for n in ("one", "two", "b-one", "b-two")},
     }
+
+
+def logged(log: Path) -> list[dict[str, float]]:
+    """Each step's logged losses and learned weights."""
+    steps = [json.loads(line) for line in log.read_text().splitlines()]
+    keep = lambda k: "loss" in k or k in OBJECTIVES or k.startswith("weight/")  # noqa: E731
+    return [{k: v for k, v in s.items() if keep(k)} for s in steps]
 
 
 def initial_params(seed: int) -> dict[str, torch.Tensor]:
@@ -89,6 +108,20 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
 
 def test_gradient_accumulation_equals_the_full_batch(runs):
     assert max_gap(runs["one"], runs["accumulated"]) < 1e-3 * max_gap(runs["one"], runs["start"])
+
+
+def test_two_processes_log_the_losses_and_weights_one_logs(runs):
+    for one, two in (("one", "two"), ("b-one", "b-two")):
+        one, two = runs["logs"][one], runs["logs"][two]
+        assert len(one) == len(two) > 0
+        for a, b in zip(one, two, strict=True):
+            assert a.keys() == b.keys()
+            assert [b[k] for k in a] == pytest.approx([a[k] for k in a], rel=1e-3)
+
+
+def test_learned_balancing_weights_under_two_processes_equal_one(runs):
+    one, two = runs["balanced-one"], runs["balanced-two"]
+    assert max_gap(one, two) < 1e-3 * max_gap(one, runs["start"])
 
 
 def test_the_comparison_fails_without_gradient_synchronisation(runs):
