@@ -68,6 +68,11 @@ def run(o: Options) -> None:
 
         if o.device is not None:
             raise ConfigError("--device does not go with --ray: give --gpus-per-actor")
+        if o.gpus_per_actor and not hasattr(model, "parameters"):
+            raise ConfigError(
+                f"{o.model} is an export, which runs on the CPU: --gpus-per-actor does not "
+                f"apply (leave it out, or use the model folder it was exported from)"
+            )
         cluster = connect(o.ray)  # an address that does not answer: one line, nothing written
         source = getattr(model, "source", None) or o.model
         shards = RayShards(source, texts, o.shard_size, o.batch_size, o.actors,

@@ -90,21 +90,25 @@ def check_resources(actors: int, cpus: float, gpus: float) -> None:
 class Embedder:
     """A Ray Data actor: loads the model once, then embeds each batch of rows it is given."""
 
-    def __init__(self, model: str, batch_size: int, threads: int | None = None):
+    def __init__(self, model: str, batch_size: int, threads: int | None = None, gpus: float = 0):
         from sbert.inference.load import load
 
         if threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         self.model = load(model)
-        self.batch_size = batch_size
-        if hasattr(self.model, "parameters") and threads:  # a PyTorch model
-            import torch
+        self.batch_size, self.device = batch_size, None  # None: an export, on its runtime
+        if hasattr(self.model, "parameters"):  # a PyTorch model: on the GPU Ray gave the actor
+            import torch  # (the only one it sees, as cuda:0), else on the CPU
 
-            torch.set_num_threads(threads)
+            from sbert.models.device import pick_device
+
+            self.device = pick_device("cuda" if gpus else "cpu")
+            if threads:
+                torch.set_num_threads(threads)
 
     def __call__(self, batch: dict) -> dict:
         texts = [str(t) for t in batch["text"]]
-        vectors = self.model.encode(texts, self.batch_size, normalize=True)
+        vectors = self.model.encode(texts, self.batch_size, normalize=True, device=self.device)
         return {"id": batch["id"], "vector": np.asarray(vectors, np.float32)}
 
 
@@ -141,6 +145,7 @@ class RayShards:
                 "model": self.model,
                 "batch_size": self.batch_size,
                 "threads": threads,
+                "gpus": self.gpus,
             },  # fmt: skip
             batch_size=block,
             batch_format="numpy",

@@ -137,3 +137,24 @@ def test_an_address_that_does_not_answer_is_one_line(model_dir, tmp_path):
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "needs 2 GPUs" in lines[0], done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
+
+
+def test_an_actor_given_a_gpu_embeds_on_it(model_dir, monkeypatch):
+    import torch
+
+    from sbert.inference.embed_ray import Embedder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as in an actor Ray gave
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU (its only one)
+    assert Embedder(str(model_dir), 8, gpus=0.5).device == torch.device("cuda", 0)
+    assert Embedder(str(model_dir), 8).device == torch.device("cpu")
+
+
+def test_gpus_for_an_export_are_refused(minilm_export, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    done = sbert("embed", "--model", minilm_export, "--corpus", corpus, "--out", tmp_path / "emb",
+                 "--ray", "--gpus-per-actor", 1)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "is an export, which runs on the CPU: --gpus-per-actor" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
