@@ -1,6 +1,6 @@
 """The batcher on its own, with an encoder that records what it is asked: batches keep to their
-budget and arrival order, each request gets its own rows, and a request cancelled before its
-texts are taken costs no model time."""
+budget and arrival order, each request gets its own rows, a request cancelled before its texts
+are taken costs no model time, and a model that fails fails its batch's requests only."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import threading
 
 import numpy as np
+import pytest
 
 from sbert.heads import Heads
 from sbert.serve.batcher import Batcher
@@ -25,6 +26,8 @@ class Recorder:
     def encode(self, texts, batch_size=32, normalize=False, device=None, show_progress_bar=False):
         self.go.wait(10)
         self.calls.append(list(texts))
+        if "boom" in texts:
+            raise RuntimeError("the model failed")
         out = np.zeros((len(texts), self.dim), np.float32)
         out[:, 0] = [len(t) for t in texts]
         return out
@@ -38,20 +41,25 @@ async def run(batcher: Batcher, recorder: Recorder, jobs: list[list[str]], cance
     batcher.start()
     recorder.go.set()
     done = [j.future for i, j in enumerate(submitted) if i not in cancel]
-    return await asyncio.gather(*done)
+    return await asyncio.wait_for(asyncio.gather(*done, return_exceptions=True), 10)
 
 
-def test_batches_keep_their_budget_and_every_request_gets_its_rows():
+@pytest.mark.parametrize(
+    "tokens, size, lengths",
+    [
+        (24, 3, [[10, 2], [5, 12], [1, 7]]),  # the token budget cuts: 10 x 3 > 24, 12 x 3 > 24
+        (1000, 3, [[10, 2, 5], [12, 1, 7]]),  # the size cuts
+    ],
+)
+def test_batches_keep_their_budget_and_every_request_gets_its_rows(tokens, size, lengths):
     recorder = Recorder()
-    batcher = Batcher(recorder, max_batch_tokens=40, max_batch_size=3)
+    batcher = Batcher(recorder, max_batch_tokens=tokens, max_batch_size=size)
     jobs = [["a" * 10, "b" * 2], ["c" * 5], ["d" * 12, "e" * 1, "f" * 7]]
     results = asyncio.run(run(batcher, recorder, jobs))
     batcher.stop()
     for texts, vectors in zip(jobs, results, strict=True):
         assert vectors[:, 0].tolist() == [len(t) for t in texts]
-    for call in recorder.calls:  # at most 3 sentences, and longest x count <= 40 tokens
-        assert len(call) <= 3 and max(map(len, call)) * len(call) <= 40
-    assert [t for call in recorder.calls for t in call] == [t for job in jobs for t in job]
+    assert [list(map(len, call)) for call in recorder.calls] == lengths  # in arrival order
 
 
 def test_a_cancelled_request_costs_no_model_time():
@@ -63,3 +71,14 @@ def test_a_cancelled_request_costs_no_model_time():
     encoded = [t for call in recorder.calls for t in call]
     assert "kept one" in encoded and "kept two" in encoded
     assert not any(t.startswith("gone") for t in encoded)
+
+
+def test_a_model_error_reaches_the_requests_of_its_batch_and_no_other():
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_tokens=1000, max_batch_size=2)
+    jobs = [["ok 1"], ["boom", "spared"], ["ok 2"]]
+    first, second, third = asyncio.run(run(batcher, recorder, jobs))
+    batcher.stop()
+    assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
+    assert third[:, 0].tolist() == [4]
+    assert recorder.calls == [["ok 1", "boom"], ["ok 2"]]  # the failed request's rest not run
