@@ -164,3 +164,7 @@ def test_mix_round_robin_keeps_every_batch_and_proportional_shuffles():
     assert mix(sets, "round-robin", 0) == [(0, [0]), (1, [10]), (0, [1]), (0, [2])]
     proportional = mix(sets, "proportional", 0)
     assert sorted(proportional) == sorted(mix(sets, "round-robin", 0))
+    many = [[[i] for i in range(20)], [[100 + i] for i in range(20)]]
+    first, other = mix(many, "proportional", 0), mix(many, "proportional", 1)
+    assert first == mix(many, "proportional", 0) != other  # seeded, and by the seed
+    assert first != [(d, b) for d, batches in enumerate(many) for b in batches]  # shuffled
