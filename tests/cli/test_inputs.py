@@ -256,16 +256,16 @@ def test_the_python_api_never_replaces_a_folder_of_someone_elses(tiny, tmp_path)
 
 
 def test_written_files_and_folders_follow_the_umask(tiny, corpus, tmp_path, capsys):
-    old = os.umask(0o022)
+    old = os.umask(0o027)  # not the usual 022, so that modes written as 644/755 fail
     try:
         assert cli.main(["encode", "--model", str(tiny), "--input", str(corpus),
                          "--output", str(tmp_path / "v.npy")]) == 0  # fmt: skip
         index(tiny, corpus, tmp_path / "ix")
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "v.npy").stat().st_mode) == 0o644
-    assert stat.S_IMODE((tmp_path / "ix").stat().st_mode) == 0o755
-    assert stat.S_IMODE((tmp_path / "ix" / "vectors.npy").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "v.npy").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "ix").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "ix" / "vectors.npy").stat().st_mode) == 0o640
 
 
 # --- training ------------------------------------------------------------------------------
