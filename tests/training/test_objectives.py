@@ -81,7 +81,7 @@ def test_gradient_shares_are_logged_every_n_steps(tmp_path, one_thread):
             assert r["grad_share/classification"] + r["grad_share/regression"] == pytest.approx(1)
 
 
-def test_pcgrad_trains_and_resumes_with_the_balancer_state(tmp_path, one_thread):
+def test_pcgrad_trains_and_a_checkpoint_holds_the_balancer_state(tmp_path, one_thread):
     log = steps(train(tmp_path / "p", "--train", f"{SICK}@TRAIN", "--balance", "pcgrad"))
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
     config_args = ["--train", f"{SICK}@TRAIN", "--balance", "uncertainty", "--save-every", "2"]

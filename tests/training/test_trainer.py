@@ -75,9 +75,10 @@ def test_classifier_gets_its_own_learning_rate_in_the_optimizer(tmp_path):
     assert sum(len(g["params"]) for g in groups) == 2  # weight and bias
 
 
-def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("balance", ["fixed", "uncertainty", "gradnorm"])  # learned weights too
+def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, monkeypatch, balance):
     straight = tmp_path / "straight"
-    run(tiny_config(straight, dropout=0.1, save_every=3))
+    run(tiny_config(straight, dropout=0.1, save_every=3, balance=balance))
 
     resumed = tmp_path / "resumed"
     original = Trainer.save_checkpoint
@@ -91,10 +92,10 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, monke
 
     monkeypatch.setattr(Trainer, "save_checkpoint", crash_after_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_config(resumed, dropout=0.1, save_every=3))
+        run(tiny_config(resumed, dropout=0.1, save_every=3, balance=balance))
     monkeypatch.setattr(Trainer, "save_checkpoint", original)
     assert not (resumed / "final").exists()
-    run(tiny_config(resumed, dropout=0.1, save_every=3, resume=True))
+    run(tiny_config(resumed, dropout=0.1, save_every=3, balance=balance, resume=True))
 
     a, b = final_weights(straight), final_weights(resumed)
     assert a.keys() == b.keys()
