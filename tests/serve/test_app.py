@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -64,6 +65,16 @@ def refused(answer, status: int, error_type: str, words: str) -> None:
 )
 def test_bad_embed_requests(client, body, status, error_type, words):
     refused(client.post("/embed", json=body), status, error_type, words)
+
+
+def test_embed_answers_the_models_vectors_unit_length_unless_told_not_to(client, tiny):
+    texts = ["a cat sits on the mat", "rain"]
+    raw = tiny.encode(texts)
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    assert not np.allclose(raw, unit, atol=1e-3)  # the tiny model's vectors are not unit length
+    for body, want in (({}, unit), ({"normalize": True}, unit), ({"normalize": False}, raw)):
+        got = client.post("/embed", json={"inputs": texts, **body}).json()
+        np.testing.assert_allclose(np.array(got), want, atol=1e-5, err_msg=str(body))
 
 
 def test_unreadable_bodies_are_400(client):

@@ -138,6 +138,8 @@ def test_predict_and_search_answer_as_the_library_does(folders, model_server):
     got = httpx.post(f"{model_server}/search", json={"queries": queries, "k": 4}).json()
     want = sbert.Index.load(folders["index"], model).search(queries, k=4)
     assert [[h["id"] for h in g["hits"]] for g in got] == [[h.id for h in w] for w in want]
+    for g, w in zip(got, want, strict=True):  # cosines: a query left unnormalised ranks alike
+        assert [h["score"] for h in g["hits"]] == pytest.approx([h.score for h in w], abs=1e-5)
     assert got[0]["hits"][0]["text"] == text(7)
 
 
