@@ -465,3 +465,26 @@ def test_a_module_we_do_not_build_is_refused(tmp_path):
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(CheckpointError, match="'3_Dense'.*not supported"):
         SentenceBert.from_pretrained(folder)
+
+
+def test_evaluate_scores_as_sentence_transformers_evaluator_does(st, capsys):
+    """`sbert evaluate`'s Spearman and Pearson against sentence-transformers'
+    EmbeddingSimilarityEvaluator on the same checkpoint and pairs (a swap of the two, or a
+    correlation of the wrong things, differs by points)."""
+    import json
+
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    from sbert import cli
+    from sbert.data.specs import read_spec
+
+    spec = f"{STS_DEV}[0:400]"
+    assert cli.main(["evaluate", "--model", "all-MiniLM-L6-v2", "--data", spec]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    pairs = read_spec(spec).pairs
+    reference = EmbeddingSimilarityEvaluator(
+        [p.a for p in pairs], [p.b for p in pairs], [p.score / 5 for p in pairs], name="dev"
+    )(st)
+    assert ours["pairs"] == 400
+    assert ours["spearman"] == pytest.approx(100 * reference["dev_spearman_cosine"], abs=1e-3)
+    assert ours["pearson"] == pytest.approx(100 * reference["dev_pearson_cosine"], abs=1e-3)
