@@ -399,3 +399,26 @@ def test_learning_rate_warms_up_then_decays_and_no_warmup_starts_at_the_full_rat
         trainer.optimizer.step()
         trainer.scheduler.step()
     assert seen == pytest.approx(factors)
+
+
+def test_best_holds_the_evaluation_with_the_highest_metric(tmp_path, monkeypatch):
+    import sbert.training.trainer as trainer_module
+
+    # 64 pairs in batches of 8: 8 steps, evaluated every 2; step 0 is before training
+    config = tiny_config(tmp_path, no_eval=False, eval_every=2, epochs=1)
+    trainer = Trainer.from_config(config, tmp_path, torch.device("cpu"), Processes())
+    spearman = {0: 90.0, 2: 60.0, 4: 80.0, 6: 70.0, 8: 75.0}
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *args, **kwargs: {
+        "pairs": 10, "spearman": spearman[trainer.progress.step]})  # fmt: skip
+    saved, save = [], MultiTaskModel.save
+
+    def recorded_save(model, path):
+        saved.append((Path(path).name, trainer.progress.step))
+        save(model, path)
+
+    monkeypatch.setattr(MultiTaskModel, "save", recorded_save)
+    trainer.evaluate_all()
+    trainer.fit()
+    assert [step for name, step in saved if name == "best"] == [2, 4]  # new bests only
+    log = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["value"]) for r in log if "best" in r] == [(2, 60.0), (4, 80.0)]
