@@ -116,10 +116,26 @@ def test_input_is_a_directory(tmp_path):
     run_encode(tmp_path, PATH, folder, str(folder), "is a directory")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_input_file(tmp_path, good_input):
-    good_input.chmod(0)
-    run_encode(tmp_path, PATH, good_input, str(good_input), "cannot read")
+def test_unreadable_input_file(tmp_path, good_input, monkeypatch, capsys):
+    # The OS's refusal simulated: chmod 0 does not stop root, whom CI runs as.
+    import builtins
+
+    from sbert import cli
+
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file) == str(good_input):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    output = tmp_path / "out.npy"
+    args = ["encode", "--model", str(PATH), "--input", str(good_input), "--output", str(output)]
+    assert cli.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{good_input}: cannot read: Permission denied" in lines[0], lines
+    assert not output.exists()
 
 
 def test_empty_input_file(tmp_path):
