@@ -153,7 +153,10 @@ def test_similarity_and_rerank_are_cosines(folders, model_server):
     ranked = httpx.post(f"{model_server}/rerank", json={"query": a, "texts": others,
                                                         "return_text": True}).json()  # fmt: skip
     assert ranked[0] == {"index": 1, "score": pytest.approx(1.0, abs=1e-5), "text": text(1)}
-    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    want = sorted(((float(u @ v), i) for i, v in enumerate(vs)), reverse=True)
+    assert [r["index"] for r in ranked] == [i for _, i in want]
+    assert [r["score"] for r in ranked] == pytest.approx([score for score, _ in want], abs=1e-5)
+    assert [r["text"] for r in ranked] == [others[i] for _, i in want]
 
 
 def test_health_info_metrics_and_headers(folders, model_server):
