@@ -619,16 +619,22 @@ def _score_range(
         return None
     # A table: the smallest usual scale that holds every score of the file, [0, 1] or STS's
     # [0, 5]. One scale per file, whatever part of it is read: where a limit stopped reading
-    # before any score past 1, the rest is read until one shows the file's scale is [0, 5].
+    # before any score past 1, the rest is read on until one shows the file's scale is [0, 5].
     if all(0.0 <= p.score <= 1.0 for p in pairs):
-        later = next((p for p in unread if p.score is not None and p.score > 1.0), None)
-        if later is None:
-            return (0.0, 1.0)
-        pairs = [*pairs, later]
+        return (0.0, 5.0) if any(1.0 < s <= 5.0 for s in _scores(unread)) else (0.0, 1.0)
     bad = next((p for p in pairs if not 0.0 <= p.score <= 5.0), None)
     if bad is not None:
         raise ctx.error(bad.line, f"score {bad.score!r} is outside [0, 1] and [0, 5]")
     return (0.0, 5.0)
+
+
+def _scores(unread: Iterator[Pair]) -> Iterator[float]:
+    """The scores of rows past a limit, up to the first that does not read: those rows were
+    not asked for, so their faults are not the caller's to fix; only the scale is looked for."""
+    try:
+        yield from (p.score for p in unread if p.score is not None)
+    except DataError:
+        return
 
 
 def _check_arguments(format: str | None, split: str | None, limit: int | None) -> str | None:
@@ -659,8 +665,9 @@ def read_pairs(
         path: the file.
         format: one of FORMATS, or None to detect it from the content.
         split: SICK only: TRAIN, TRIAL or TEST (any case) keeps that SemEval_set.
-        limit: keep the first `limit` pairs and stop reading there (a table whose scores
-            so far lie in [0, 1] is read on until one shows its scale).
+        limit: keep the first `limit` pairs and stop reading there (with targets, a table
+            whose scores so far lie in [0, 1] is read on for its scale until a score past 1
+            or a row that does not read).
         columns: a table's columns by role, {"a": COL, "b": COL, "label": COL, "score": COL,
             "negative": COL}, for names `LAYOUTS` does not know.
         targets: False reads a table whose header names its sentences but no label or score
@@ -700,7 +707,8 @@ def read_pairs(
             why = f"all {ctx.skipped} rows have {unlabelled}"
         raise DataError(path, None, f"no sentence pairs: {why}")
     skipped = ctx.skipped  # before the scale's reading on, which skips rows of its own
-    scale = _score_range(ctx, fmt, pairs, (pair for pair, _ in reader))
+    unread = (pair for pair, _ in reader) if targets else iter(())  # to predict on: no scale
+    scale = _score_range(ctx, fmt, pairs, unread)
     repaired = sum(fixed for _, fixed in rows)
     said = [f"{skipped} rows with {unlabelled} skipped"] if skipped else []
     said += [f"{repaired} rows had control characters replaced by spaces"] if repaired else []

@@ -313,6 +313,11 @@ def test_a_csvs_score_scale_is_the_whole_files_whatever_part_is_read(tmp_path):
     assert read_pairs(path, limit=2).normalized_score(read_pairs(path).pairs[0]) == 0.2
     under_one = write(tmp_path, "sentence1,sentence2,score\na,b,1\nc,d,0.4\ne,f,0.5\n", "u.csv")
     assert read_pairs(under_one, limit=1).score_range == (0, 1)
+    # Rows past the limit were not asked for: their faults are not errors of this read.
+    for rest in ("g,h,abc\ni,j,3\n", "one field\n", "g,h,7\n"):
+        path = write(tmp_path, "sentence1,sentence2,score\na,b,0.5\nc,d,0.2\n" + rest, "r.csv")
+        assert len(read_pairs(path, limit=2).pairs) == 2
+        assert read_spec(f"{path}[0:2]").score_range == (0, 1)
 
 
 def test_csv_header_without_sentence_columns_when_forced(tmp_path):
