@@ -139,15 +139,24 @@ def test_an_address_that_does_not_answer_is_one_line(model_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
 
 
-def test_an_actor_given_a_gpu_embeds_on_it(model_dir, monkeypatch):
+@pytest.mark.parametrize("gpus, device", [(0.5, "cuda:0"), (0, "cpu")])
+def test_an_actor_given_a_gpu_embeds_on_it(model_dir, monkeypatch, gpus, device):
     import torch
 
     from sbert.inference.embed_ray import Embedder
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as in an actor Ray gave
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU (its only one)
-    assert Embedder(str(model_dir), 8, gpus=0.5).device == torch.device("cuda", 0)
-    assert Embedder(str(model_dir), 8).device == torch.device("cpu")
+    embedder, asked = Embedder(str(model_dir), 8, gpus=gpus), []
+    encode = embedder.model.encode
+
+    def recorded(*args, device=None, **kwargs):
+        asked.append(device)
+        return encode(*args, **kwargs)  # on the CPU: there is no GPU here
+
+    embedder.model.encode = recorded
+    embedder({"id": np.arange(2), "text": np.array(["a cat", "rain"])})
+    assert asked == [torch.device(device)]
 
 
 def test_gpus_for_an_export_are_refused(minilm_export, tmp_path):
