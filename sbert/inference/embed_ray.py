@@ -100,9 +100,12 @@ class Embedder:
         if hasattr(self.model, "parameters"):  # a PyTorch model: on the GPU Ray gave the actor
             import torch  # (the only one it sees, as cuda:0), else on the CPU
 
-            from sbert.models.device import pick_device
-
-            self.device = pick_device("cuda" if gpus else "cpu")
+            if gpus and not torch.cuda.is_available():
+                raise SbertError(
+                    f"--gpus-per-actor {gpus:g}: the actor's torch sees no CUDA device (a CPU "
+                    f"build of torch on that machine?)"
+                )
+            self.device = torch.device("cuda", 0) if gpus else torch.device("cpu")
             if threads:
                 torch.set_num_threads(threads)
 

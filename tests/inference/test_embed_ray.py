@@ -167,3 +167,14 @@ def test_gpus_for_an_export_are_refused(minilm_export, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "is an export, which runs on the CPU: --gpus-per-actor" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
+
+
+def test_an_actor_given_a_gpu_its_torch_cannot_see_says_so(model_dir, monkeypatch):
+    import torch
+
+    from sbert.errors import SbertError
+    from sbert.inference.embed_ray import Embedder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU build of torch
+    with pytest.raises(SbertError, match="--gpus-per-actor 1: the actor's torch sees no CUDA"):
+        Embedder(str(model_dir), 8, gpus=1)
