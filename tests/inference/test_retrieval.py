@@ -53,6 +53,55 @@ def test_metrics_of_a_hand_made_ranking():
     assert m["ndcg@10"] == pytest.approx((ndcg_1 + ndcg_2) / 2, abs=1e-12)
 
 
+def test_metrics_equal_information_retrieval_evaluators_past_every_cut_off():
+    """Rankings that reach past each metric's cut-off: 12 relevant ids (nDCG@10's ideal), a
+    first hit at rank 11 (MRR@10), relevant ids past rank 100 and 110 of them (MAP@100 and its
+    denominator), against sentence-transformers' own computation of the same rankings."""
+    ranked = [
+        list(range(150)),  # 12 relevant, some in the top 10, some past 100
+        [*range(100, 110), 5, *range(110, 140)],  # the first hit at rank 11
+        [7, 2, 3],  # the hand-made ranking's queries
+        [5, 1, 4],
+        list(range(150)),  # 110 relevant: more than MAP@100 can find
+    ]
+    relevant = [{0, 3, 9, 11, 14, 20, 40, 60, 99, 101, 120, 149}, {5, 6}, {2}, {0, 5}]
+    relevant.append(set(range(20, 130)))
+    evaluator = InformationRetrievalEvaluator(
+        queries={str(q): "q" for q in range(len(ranked))},
+        corpus={str(c): "c" for c in range(150)},
+        relevant_docs={str(q): {str(c) for c in rel} for q, rel in enumerate(relevant)},
+    )
+    results = [[{"corpus_id": str(c), "score": -r} for r, c in enumerate(ids)] for ids in ranked]
+    theirs = evaluator.compute_metrics(results)
+    ours = ranking_metrics(ranked, relevant)
+    compared = 0
+    for group, values in theirs.items():  # {"ndcg@k": {10: value}, ...}
+        for k, value in values.items():
+            assert ours[group.replace("k", str(k))] == pytest.approx(value, abs=1e-12), (group, k)
+            compared += 1
+    assert compared == 15
+
+
+def test_equal_scores_rank_by_corpus_id(tiny, one_thread):
+    # Corpus 0 and 1 are the same text: id 0 ranks first, so the relevant 1 is second.
+    data = RetrievalSet(["a cat"], ["a dog", "a dog", "rain falls"], [{1}])
+    metrics = evaluate_retrieval(SentenceBert.from_pretrained(tiny), data)
+    assert (metrics["accuracy@1"], metrics["mrr@10"]) == (0.0, 0.5)
+
+
+def test_the_ranking_is_by_cosine_for_a_model_whose_vectors_are_not_unit_length(tiny, one_thread):
+    model = SentenceBert.from_pretrained(tiny)
+    words = ["cat", "dog", "rain", "river", "music", "chess", "bread", "snow", "train", "light"]
+    corpus = [" ".join(words[i : i + 1 + i % 4]) for i in range(10)] + words
+    queries = [f"the {w} and the {v}" for w, v in zip(words, reversed(words), strict=True)]
+    relevant = [{i, (3 * i + 7) % len(corpus)} for i in range(len(queries))]
+    q, c = model.encode(queries, normalize=True), model.encode(corpus, normalize=True)
+    by_cosine = [sorted(range(len(corpus)), key=lambda j, s=q[i] @ c.T: (-s[j], j))
+                 for i in range(len(queries))]  # fmt: skip
+    metrics = evaluate_retrieval(model, RetrievalSet(queries, corpus, relevant))
+    assert metrics == {"queries": 10, "corpus": 20, **ranking_metrics(by_cosine, relevant)}
+
+
 def test_equals_information_retrieval_evaluator_on_the_real_checkpoint(one_thread):
     full = retrieval_set_from_pairs(f"{SICK}@TRIAL", 4.5)
     data = RetrievalSet(full.queries[:60], full.corpus, full.relevant[:60])
