@@ -30,3 +30,13 @@ def test_a_regression_loss_name_is_an_objective_and_a_typo_is_named():
         parse_spec(f"{STS_DEV}:regresion")
     with pytest.raises(DataError, match="there are 495 in split TRIAL"):
         read_spec(f"{SICK}@TRIAL[0:1000]")
+
+
+def test_a_range_reaching_one_past_the_end_or_holding_nothing_is_refused():
+    assert len(read_spec(f"{SICK}@TRIAL[0:495]").pairs) == 495  # all of TRIAL
+    with pytest.raises(DataError, match=r"up to 496; there are 495 in split TRIAL"):
+        read_spec(f"{SICK}@TRIAL[0:496]")
+    with pytest.raises(DataError, match=r"no pairs in SICK_train_trial-TRIAL\[5:5\]"):
+        read_spec(f"{SICK}@TRIAL[5:5]")
+    with pytest.raises(DataError, match=r"no pairs in SICK_train_trial-TRIAL\[495:\]"):
+        read_spec(f"{SICK}@TRIAL[495:]")
