@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sbert import cli
@@ -253,6 +254,33 @@ def test_the_python_api_never_replaces_a_folder_of_someone_elses(tiny, tmp_path)
     with pytest.raises(CheckpointError, match="is not an embedding folder: left as it is"):
         embed_corpus(sbert.load(tiny), ["a cat", "a dog"], thesis)
     assert os.listdir(thesis) == ["ch1.tex"]
+
+
+def test_encode_normalizes_when_asked(tiny, corpus, tmp_path):
+    for flags, name in (([], "raw.npy"), (["--normalize"], "unit.npy")):
+        out = ["--output", str(tmp_path / name)]
+        assert cli.main(["encode", "--model", str(tiny), "--input", str(corpus), *out, *flags]) == 0
+    raw, unit = np.load(tmp_path / "raw.npy"), np.load(tmp_path / "unit.npy")
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    assert not np.allclose(norms, 1, atol=1e-2)  # the tiny model's vectors are not unit length
+    np.testing.assert_allclose(unit, raw / norms, atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["corpus", "vectors"])
+@pytest.mark.parametrize("precision", ["int8", "binary"])
+def test_index_is_built_at_the_precision_asked_for(tiny, corpus, tmp_path, capsys, source,
+                                                   precision):  # fmt: skip
+    given = ["--corpus", str(corpus)]
+    if source == "vectors":
+        vectors = ["embed", "--model", str(tiny), "--corpus", str(corpus), "--out"]
+        assert cli.main([*vectors, str(tmp_path / "vectors")]) == 0
+        given = ["--vectors", str(tmp_path / "vectors")]
+    out = tmp_path / "ix"
+    build = ["index", "--model", str(tiny), *given, "--out", str(out), "--precision", precision]
+    assert cli.main(build) == 0
+    assert f"({precision})" in capsys.readouterr().out
+    assert json.loads((out / "index.json").read_text())["precision"] == precision
+    assert (out / "codes.npy").is_file()
 
 
 def test_written_files_and_folders_follow_the_umask(tiny, corpus, tmp_path, capsys):
