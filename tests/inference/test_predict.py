@@ -144,12 +144,19 @@ def test_predict_command_line(tmp_path, tiny_dir):
         assert row.keys() == {"line", "label", "probabilities", "similarity", "score"}
         assert row["label"] == p.label and row["probabilities"].keys() == set(LABELS)
         assert row["similarity"] == pytest.approx(p.similarity, abs=1e-5)
+        assert row["probabilities"] == pytest.approx(p.probabilities, abs=1e-5)
+        assert row["score"] == pytest.approx(p.score, abs=1e-4)
         assert sum(row["probabilities"].values()) == pytest.approx(1.0)
     one = sbert("predict", "--model", tiny_dir, pairs[0].a, pairs[0].b)
     assert one.returncode == 0, one.stderr
-    assert f"label:       {want[0].label}" in one.stdout
-    assert f"similarity:  {want[0].similarity:.4f}" in one.stdout
-    assert "on the training scale [0, 5]" in one.stdout
+    first = want[0]
+    ranked = sorted(first.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+    assert one.stdout.splitlines() == [
+        f"label:       {first.label} ({first.probabilities[first.label]:.1%})",
+        "             " + ", ".join(f"{k} {v:.1%}" for k, v in ranked),  # most likely first
+        f"similarity:  {first.similarity:.4f} (cosine)",
+        f"score:       {first.score:.2f} on the training scale [0, 5]",
+    ]
 
 
 def test_a_model_without_classifier_says_so_once(tmp_path):
