@@ -17,7 +17,7 @@ import torch
 from sentence_transformers import util
 
 from sbert import CheckpointError, ConfigError, SentenceBert
-from sbert.inference.index import Index, model_identity
+from sbert.inference.index import Index, int8_codes, model_identity
 from sbert.inference.topk import chunked_topk, top_k
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,9 +112,24 @@ def test_top_k_by_block_maxima_equals_a_full_sort(width, k):
     np.testing.assert_array_equal(values, np.take_along_axis(scores, want, 1))
 
 
-@pytest.mark.parametrize(("precision", "min_recall"), [("int8", 0.97), ("binary", 0.85)])
-def test_quantised_search_rescores_with_fp32(one_thread, precision, min_recall):
-    corpus, queries = clustered(4000, 64, 3), clustered(50, 64, 4)
+def stretched(vectors: np.ndarray) -> np.ndarray:
+    """Unit vectors whose first 8 dimensions spread 10x wider: int8's per-dimension scales."""
+    x = vectors.copy()
+    x[:, :8] *= 10
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dim", "shape", "min_recall"),
+    [
+        ("int8", 64, clustered, 0.97),
+        ("int8", 64, lambda *a: stretched(clustered(*a)), 0.97),
+        ("binary", 64, clustered, 0.85),
+        ("binary", 60, clustered, 0.85),  # not a whole number of bytes
+    ],
+)
+def test_quantised_search_rescores_with_fp32(one_thread, precision, dim, shape, min_recall):
+    corpus, queries = shape(4000, dim, 3), shape(50, dim, 4)
     exact = Index(corpus, ["t"] * len(corpus), {"fingerprint": "-"})
     index = Index(corpus, ["t"] * len(corpus), {"fingerprint": "-"}, precision=precision)
     index._derive()
@@ -124,6 +139,14 @@ def test_quantised_search_rescores_with_fp32(one_thread, precision, min_recall):
     # The returned scores are the fp32 cosines of the returned ids, best first.
     np.testing.assert_allclose(scores, np.einsum("qh,qkh->qk", queries, corpus[ids]), atol=1e-6)
     assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_an_int8_index_codes_added_texts_on_its_own_scales(model_dir):
+    index = Index.build(SentenceBert.from_pretrained(model_dir), TEXTS[:100], precision="int8")
+    scales = index.scales.copy()
+    index.add(TEXTS[100:150])
+    np.testing.assert_array_equal(index.scales, scales)
+    np.testing.assert_array_equal(index.codes[100:], int8_codes(index.vectors[100:], scales)[0])
 
 
 def test_build_save_load_add_and_search(tmp_path, model_dir):
