@@ -245,8 +245,9 @@ def describe(kind, plural: bool = False) -> str:
         return "a list of " + describe(args[0], plural=True)
     if origin is dict:
         return f"a table of {describe(args[0], plural=True)} to {describe(args[1], plural=True)}"
-    names = {int: "whole number", float: "number", str: "string", bool: "true or false",
-             dict: "table"}  # fmt: skip
+    if kind is bool:
+        return "true or false values" if plural else "true or false"
+    names = {int: "whole number", float: "number", str: "string", dict: "table"}
     return names[kind] + "s" if plural else "a " + names[kind]
 
 

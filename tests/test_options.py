@@ -4,6 +4,7 @@ choices from the annotations) and its config file's keys; flags win over the fil
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -74,6 +75,27 @@ def test_a_config_file_sets_the_same_fields_and_flags_win(tmp_path):
         parse(["--config", str(config)])
     config.write_text('\ufeffname = "x"\nsize = 7\n', encoding="utf-8")  # a BOM: Windows editors
     assert parse(["--config", str(config)]).size == 7
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("size = true", "size = True is not a whole number"),  # TOML's bool is no number
+        ("size = 1.5", "size = 1.5 is not a whole number"),
+        ("rate = true", "rate = True is not a number"),
+        ('rate = "0.5"', "rate = '0.5' is not a number"),
+        ('mode = "c"', "mode = 'c' is not one of 'a', 'b'"),
+        ("files = [1]", "files = [1] is not a list of strings"),
+        ('files = "f1"', "files = 'f1' is not a list of strings"),
+        ('weights = { a = "x" }', "weights = {'a': 'x'} is not a table of strings to numbers"),
+        ("on = 1", "on = 1 is not true or false"),
+    ],
+)
+def test_a_config_files_value_of_the_wrong_type_is_named(tmp_path, line, words):
+    config = tmp_path / "c.toml"
+    config.write_text(f'name = "x"\n{line}\n')
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        parse(["--config", str(config)])
 
 
 def test_a_switch_has_an_opposite_that_wins_over_the_config_file(tmp_path):
