@@ -55,6 +55,8 @@ def test_this_machine():
         ({}, {0, 1, 2, 3}, 4),  # no cgroup limit: the affinity mask
         ({"cpu.max": "max 100000\n"}, {0, 1, 2, 3}, 4),
         ({"cpu.max": "150000 100000\n"}, {0, 1, 2, 3}, 2),  # 1.5 CPUs of quota: 2 threads
+        ({"cpu.max": "120000 100000\n"}, {0, 1, 2, 3}, 2),  # a part of a CPU is one more
+        ({"cpu.max": "250000 100000\n"}, {0, 1, 2, 3}, 3),
         ({"cpu.max": "50000 100000\n"}, {0, 1, 2, 3}, 1),
         ({"cpu.max": "800000 100000\n"}, {0, 1}, 2),  # quota above the mask: the mask
         (
