@@ -311,8 +311,8 @@ def test_a_csvs_score_scale_is_the_whole_files_whatever_part_is_read(tmp_path):
     for data in (read_pairs(path, limit=2), read_spec(f"{path}[0:2]"), read_spec(f"{path}[1:2]")):
         assert data.score_range == (0, 5)
     assert read_pairs(path, limit=2).normalized_score(read_pairs(path).pairs[0]) == 0.2
-    under_one = write(tmp_path, "sentence1,sentence2,score\na,b,1\nc,d,0.4\ne,f,0.5\n", "u.csv")
-    assert read_pairs(under_one, limit=1).score_range == (0, 1)
+    under_one = write(tmp_path, "sentence1,sentence2,score\na,b,0.2\nc,d,1\ne,f,0.5\n", "u.csv")
+    assert read_pairs(under_one, limit=1).score_range == (0, 1)  # a later 1 is no sign of 0-5
     # Rows past the limit were not asked for: their faults are not errors of this read.
     for rest in ("g,h,abc\ni,j,3\n", "one field\n", "g,h,7\n"):
         path = write(tmp_path, "sentence1,sentence2,score\na,b,0.5\nc,d,0.2\n" + rest, "r.csv")
@@ -475,3 +475,17 @@ def test_huge_lines(tmp_path):
 def test_scores_are_finite_floats(sick):
     assert all(isinstance(p.score, float) and math.isfinite(p.score) for p in sick.pairs)
     assert all(0 <= sick.normalized_score(p) <= 1 for p in sick.pairs)
+
+
+def test_a_header_naming_a_column_twice_reads_the_first(tmp_path):
+    twice = write(tmp_path, "sentence1,sentence2,score,score\na,b,0.5,0.9\n", "twice.csv")
+    assert [p.score for p in read_pairs(twice).pairs] == [0.5]
+    cased = write(tmp_path, "Sentence1,sentence1,sentence2,score\nfirst,second,b,0.5\n", "c.csv")
+    assert [p.a for p in read_pairs(cased).pairs] == ["first"]
+
+
+def test_only_a_gold_label_column_skips_the_label_dash(tmp_path):
+    gold = write(tmp_path, "sentence1,sentence2,gold_label\na,b,-\nc,d,x\ne,f,y\n", "gold.csv")
+    assert ([p.label for p in read_pairs(gold).pairs], read_pairs(gold).skipped) == (["x", "y"], 1)
+    plain = write(tmp_path, "sentence1,sentence2,label\na,b,-\nc,d,x\n", "plain.csv")
+    assert [p.label for p in read_pairs(plain).pairs] == ["-", "x"]  # a label like any other
