@@ -103,16 +103,22 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, monke
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
 
-def test_stages_run_in_sequence_from_a_config_file(tmp_path):
+def train_stages(tmp_path: Path, stages: str) -> list[dict]:
+    """`sbert train --config` of a tiny run with these `[[stages]]` tables: its log's records."""
     config = tmp_path / "run.toml"
+    out = tmp_path / "out"
     config.write_text(
-        f"""
-model = "tiny"
-out = "{tmp_path / "out"}"
-limit = 32
-batch_size = 8
-device = "cpu"
-no_eval = true
+        f'model = "tiny"\nout = "{out}"\nlimit = 32\nbatch_size = 8\ndevice = "cpu"\n{stages}'
+    )
+    result = sbert("train", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stages_run_in_sequence_from_a_config_file(tmp_path):
+    log = train_stages(
+        tmp_path,
+        f"""no_eval = true
 
 [[stages]]
 train = ["{SICK}@TRAIN:classification"]
@@ -121,11 +127,8 @@ head_lr = 0.01
 [[stages]]
 train = ["{STS_DEV}:regression"]
 strategy = "layer-decay"
-"""
+""",
     )
-    result = sbert("train", "--config", str(config))
-    assert result.returncode == 0, result.stderr
-    log = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {0, 1}
     assert any("classification" in r for r in log if r["stage"] == 0)
     assert all("classification" not in r for r in log if r["stage"] == 1)
@@ -140,15 +143,9 @@ def test_a_later_stage_that_adds_the_classifier_may_have_a_dev_set_of_labels_onl
         "A kid sings.,A kid sings loudly.,NEUTRAL",
     ]
     labelled.write_text("premise,hypothesis,label\n" + "\n".join(rows * 2) + "\n")
-    config = tmp_path / "run.toml"
-    config.write_text(
+    log = train_stages(
+        tmp_path,
         f"""
-model = "tiny"
-out = "{tmp_path / "out"}"
-limit = 32
-batch_size = 8
-device = "cpu"
-
 [[stages]]
 train = ["{STS_DEV}:regression"]
 no_eval = true
@@ -156,11 +153,8 @@ no_eval = true
 [[stages]]
 train = ["{SICK}@TRAIN:classification"]
 dev = ["{labelled}"]
-"""
+""",
     )
-    result = sbert("train", "--config", str(config))
-    assert result.returncode == 0, result.stderr
-    log = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert any("nli_dev/accuracy" in r for r in log if r["stage"] == 1)
 
 
