@@ -689,12 +689,7 @@ def read_pairs(
             f"to the {fmt} format"
         )
     ctx = _Ctx(str(path), targets=targets)
-    if fmt == "parquet":
-        reader = _read_parquet(ctx, path, split, columns)
-    elif fmt in _TABLE_READERS:
-        reader = _TABLE_READERS[fmt](ctx, _lines(path), split, columns)
-    else:
-        reader = _READERS[fmt](ctx, _lines(path), split)
+    reader = _rows(ctx, path, fmt, split, columns)
     rows = list(islice(reader, limit))
     pairs = [pair for pair, _ in rows]
     unlabelled = "gold_label '-'" if fmt == "nli" else "no gold label ('-', or -1)"
@@ -715,6 +710,17 @@ def read_pairs(
     if said:  # counted, and said: nothing is left out or changed silently
         print(f"note: {path}: {'; '.join(said)}", file=sys.stderr)
     return PairSet(str(path), fmt, pairs, scale, skipped, repaired)
+
+
+def _rows(
+    ctx: _Ctx, path, fmt: str, split: str | None, columns: dict[str, str] | None
+) -> Iterator[tuple[Pair, bool]]:
+    """The (pair, repaired) rows of a file in format `fmt`, as its reader yields them."""
+    if fmt == "parquet":
+        return _read_parquet(ctx, path, split, columns)
+    if fmt in _TABLE_READERS:
+        return _TABLE_READERS[fmt](ctx, _lines(path), split, columns)
+    return _READERS[fmt](ctx, _lines(path), split)
 
 
 def shared_score_range(sets: Iterable[PairSet]) -> tuple[float, float] | None:
