@@ -713,7 +713,7 @@ def read_pairs(
 
 
 def _rows(
-    ctx: _Ctx, path, fmt: str, split: str | None, columns: dict[str, str] | None
+    ctx: _Ctx, path: str | os.PathLike[str], fmt: str, split: str | None, columns: dict | None
 ) -> Iterator[tuple[Pair, bool]]:
     """The (pair, repaired) rows of a file in format `fmt`, as its reader yields them."""
     if fmt == "parquet":
