@@ -418,9 +418,11 @@ def test_a_mistyped_learning_rate_is_refused_naming_the_likely_one(tmp_path):
 def test_a_diverging_learning_rate_stops_with_one_line_and_no_final_model(tmp_path, skip):
     """The issue's run (--lr 2e5, which reached weights of 2e7 and wrote a model of NaN
     vectors, exit 0), through the real command line in a subprocess, the rate bound lifted:
-    the first step runs at rate 0 (warm-up) and is checkpointed; the second diverges."""
+    the first step runs at rate 0 (a warm-up of one of the 4 steps) and is checkpointed; the
+    second diverges."""
     out = tmp_path / "out"
-    args = train_args(out, "--lr", "2e5", "--log-every", "1", *(["--skip-nonfinite"] * skip))
+    args = train_args(out, "--lr", "2e5", "--warmup", "0.25", "--log-every", "1")
+    args += ["--skip-nonfinite"] * skip
     result = subprocess.run(
         [sys.executable, "-c", UNBOUNDED, *args],
         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300,
