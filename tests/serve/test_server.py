@@ -10,6 +10,7 @@ indexed per module. Request loops are bounded in count and time, and go to 127.0
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import re
 import signal
@@ -119,6 +120,7 @@ def test_embeddings_equal_the_librarys_through_httpx_and_the_openai_client(folde
     for extra in ({}, {"encoding_format": "float"}):
         answer = client.embeddings.create(model="tiny", input=texts, **extra)
         vectors = np.array([d.embedding for d in answer.data])
+        assert [d.index for d in answer.data] == list(range(len(texts)))
         np.testing.assert_allclose(vectors, want, atol=1e-5, rtol=0)
     lengths = sbert.load(folders["model"]).tokenizer.lengths(texts)[0]
     assert answer.usage.prompt_tokens == answer.usage.total_tokens == sum(lengths)
@@ -160,16 +162,57 @@ def test_similarity_and_rerank_are_cosines(folders, model_server):
 
 
 def test_health_info_metrics_and_headers(folders, model_server):
-    info = httpx.get(f"{model_server}/info").json()
-    assert info["dim"] == 32 and info["labels"] == LABELS and info["runtime"] == "pytorch cpu"
-    assert info["fingerprint"] == sbert.load(folders["model"]).fingerprint()
+    model = sbert.load(folders["model"])
+    assert httpx.get(f"{model_server}/info").json() == {
+        "model": folders["model"].name,
+        "fingerprint": model.fingerprint(),
+        "dim": 32,
+        "max_seq_length": model.max_seq_length,
+        "runtime": "pytorch cpu",
+        "labels": LABELS,
+        "score_scale": [1.0, 5.0],
+        "index": {"texts": 300, "precision": "fp32"},
+        "limits": {
+            "max_batch_tokens": 16384,
+            "max_batch_size": 64,
+            "max_client_batch_size": 32,
+            "max_concurrent_requests": 512,
+            "max_body_bytes": 2_000_000,
+            "body_timeout_seconds": 60.0,
+        },  # fmt: skip
+        "version": importlib.metadata.version("sbert"),  # installed, as .ci/run does
+    }
     answer = httpx.post(f"{model_server}/embed", json={"inputs": "a cat"})
     assert {"x-request-id", "x-queue-time", "x-inference-time"} <= answer.headers.keys()
-    metrics = httpx.get(f"{model_server}/metrics").text
-    assert 'sbert_requests_total{route="/embed",status="200"}' in metrics
-    assert "sbert_batch_tokens_bucket" in metrics and "sbert_queue_depth" in metrics
+    mine = {"x-request-id": "trace-42"}  # a client's own id comes back, for its logs
+    echoed = httpx.post(f"{model_server}/embed", json={"inputs": "a cat"}, headers=mine)
+    assert echoed.headers["x-request-id"] == "trace-42"
+    for method, path, status, kind in (("GET", "/nowhere", 404, "not_found"),
+                                       ("GET", "/embed", 405, "method_not_allowed")):  # fmt: skip
+        answer = httpx.request(method, f"{model_server}{path}")
+        assert (answer.status_code, answer.json()["error_type"]) == (status, kind)
+    before = metric_values(httpx.get(f"{model_server}/metrics").text)
+    sentence = "a cat sits on the mat"  # alone in its batch: its tokens are the batch's
+    for _ in range(5):
+        assert httpx.post(f"{model_server}/embed", json={"inputs": sentence}).status_code == 200
+    httpx.get(f"{model_server}/nowhere/else")
+    after = metric_values(httpx.get(f"{model_server}/metrics").text)
+    grew = {name: after[name] - before.get(name, 0.0) for name in after}
+    tokens = model.tokenizer.lengths([sentence])[0][0]
+    assert grew['sbert_requests_total{route="/embed",status="200"}'] == 5
+    assert grew['sbert_request_seconds_count{route="/embed"}'] == 5
+    assert 0 < grew['sbert_request_seconds_sum{route="/embed"}'] < 5 * 2.0  # seconds, not ms
+    assert (grew["sbert_batch_sentences_sum"], grew["sbert_batch_tokens_sum"]) == (5, 5 * tokens)
+    assert grew['sbert_requests_total{route="other",status="404"}'] == 1  # no label per path
+    assert "sbert_queue_depth" in after
     paths = httpx.get(f"{model_server}/openapi.json").json()["paths"]
     assert {"/v1/embeddings", "/embeddings"} <= set(paths)  # the alias is documented too
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """Prometheus text's samples by name and labels."""
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
 
 
 async def flood(url: str, bodies: list[dict], route: str = "/embed") -> list[httpx.Response]:
@@ -330,9 +373,14 @@ def test_the_api_key_is_required_and_never_printed(folders, tmp_path):
     (tmp_path / "key").write_text(key + "\n")
     args = ["--model", str(folders["fp32"]), "--api-key-file", str(tmp_path / "key")]
     with server(*args) as (url, process):
-        assert httpx.post(f"{url}/embed", json={"inputs": "a"}).status_code == 401
-        wrong = {"authorization": "Bearer " + key[:-1] + "y"}
-        assert httpx.post(f"{url}/embed", json={"inputs": "a"}, headers=wrong).status_code == 401
+        missing = httpx.post(f"{url}/embed", json={"inputs": "a"})
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert missing.json()["error_type"] == "unauthorized"
+        for wrong in ("Bearer " + key[:-1] + "y", f"Basic {key}", key):  # the key, not as Bearer
+            answer = httpx.post(
+                f"{url}/embed", json={"inputs": "a"}, headers={"authorization": wrong}
+            )
+            assert answer.status_code == 401, wrong
         right = {"authorization": f"Bearer {key}"}
         assert httpx.post(f"{url}/embed", json={"inputs": "a"}, headers=right).status_code == 200
         assert httpx.get(f"{url}/health").status_code == 200  # a load balancer's probe
