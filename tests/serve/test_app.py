@@ -93,6 +93,31 @@ def test_a_body_without_a_length_is_counted_as_it_arrives(client):
     refused(client.post("/embed", content=chunks()), 413, "payload_too_large", "over 2,000")
 
 
+@pytest.mark.parametrize("streamed", [False, True])  # with a content-length, and without
+def test_the_body_limit_is_its_byte_count(client, streamed):
+    def body(size: int) -> bytes:
+        text = b'{"inputs": "' + b"a " * size
+        return text[: size - 2] + b'"}'
+
+    for size, status in ((2000, 200), (2001, 413)):
+        sent = body(size)
+        assert len(sent) == size
+        content = (part for part in (sent[:1000], sent[1000:])) if streamed else sent
+        assert client.post("/embed", content=content).status_code == status, size
+
+
+def test_the_limit_of_requests_in_flight_is_its_count(tiny):
+    state = build_state(ServeConfig(model="tiny", quiet=True, max_concurrent_requests=2), tiny)
+    with TestClient(create_app(state), raise_server_exceptions=False) as client:
+        state.in_flight = 1  # one request already in: a second is let in
+        assert client.post("/embed", json={"inputs": "a cat"}).status_code == 200
+        state.in_flight = 2  # two: the limit is full
+        answer = client.post("/embed", json={"inputs": "a cat"})
+        refused(answer, 429, "overloaded", "more than 2 requests waiting")
+        assert answer.headers["retry-after"] == "1"
+        assert state.in_flight == 2  # a refused request takes no place
+
+
 def test_route_specific_refusals(client, tiny):
     refused(client.post("/search", json={"queries": "a", "k": 0}), 422, "validation", "k:")
     refused(client.post("/search", json={"queries": "a"}), 404, "no_index", "--index")
