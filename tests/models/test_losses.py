@@ -108,21 +108,22 @@ def test_mnrl_hard_negatives_equals_sentence_transformers():
 
 def test_mnrl_masks_duplicates():
     """Hand computation. Pairs: (a0, h0) (a1, h1) (a0, h2) (a3, h0') entailment, where h0' is
-    the same sentence as h0, and (a1, c) contradiction. Premise a0 entails h0 = h0' and h2, so
-    anchors 0 and 2 keep none of them but their own positive; anchor 3 must not see h0;
-    anchor 1 sees everything, including its hard negative c."""
+    the same sentence as h0, and (a1, c) contradiction, where c is the same sentence as a3.
+    Premise a0 entails h0 = h0' and h2, so anchors 0 and 2 keep none of them but their own
+    positive; anchor 3 must not see h0, nor c, which is itself; anchor 1 sees everything,
+    including its hard negative c."""
     a, h, _ = embeddings(5)
     u = torch.stack([a[0], a[1], a[0], a[3], a[1]])
     v = torch.stack([h[0], h[1], h[2], h[0] + 0.1, h[4]])  # h0' embeds differently (dropout)
     labels = torch.tensor([ENT, ENT, ENT, ENT, CON])
-    ids = torch.tensor([0, 1, 0, 3, 1, 10, 11, 12, 10, 14])
+    ids = torch.tensor([0, 1, 0, 3, 1, 10, 11, 12, 10, 3])
     s = [[20 * F.cosine_similarity(u[i], v[j], dim=0).item() for j in range(5)] for i in range(5)]
 
     def term(i, columns):  # -log softmax of anchor i's own positive over the columns it keeps
         return math.log(sum(math.exp(s[i][j]) for j in columns)) - s[i][i]
 
     expected = (
-        term(0, [0, 1, 4]) + term(1, [0, 1, 2, 3, 4]) + term(2, [1, 2, 4]) + term(3, [1, 2, 3, 4])
+        term(0, [0, 1, 4]) + term(1, [0, 1, 2, 3, 4]) + term(2, [1, 2, 4]) + term(3, [1, 2, 3])
     ) / 4
     close(multiple_negatives_ranking_loss(u, v, labels, ENT, CON, ids=ids), expected)
     unmasked = sum(term(i, range(5)) for i in range(4)) / 4
@@ -145,6 +146,8 @@ def test_a_pair_without_a_score_takes_no_part_even_with_a_nan_vector(loss):
     u, v, _ = embeddings(6)
     scores = torch.tensor([0.1, 0.9, math.nan, 0.4, 0.7, math.nan], dtype=torch.float64)
     clean = loss(u, v, scores)
+    scored = ~scores.isnan()
+    close(clean, loss(u[scored], v[scored], scores[scored]))  # the scored pairs' loss alone
     u = u.clone().requires_grad_(True)
     with torch.no_grad():
         u[2] = math.nan
