@@ -139,6 +139,9 @@ def _start(
     if progress.stage >= stages:
         raise CheckpointError(path, f"is from stage {progress.stage}, and this run has "
                                     f"{stages} stage(s)")  # fmt: skip
+    if procs.is_main:
+        print(f"resuming from {path} (stage {progress.stage}, step {progress.step})",
+              file=sys.stderr)  # fmt: skip
     return progress, (path, state)
 
 

@@ -542,3 +542,11 @@ def test_out_of_memory_names_the_batch_size_and_length_to_lower(tmp_path, monkey
         the_error(stderr),
     )
     assert found and int(found[1]) <= 12, stderr
+
+
+@pytest.mark.parametrize(("keep", "steps"), [(1, [4]), (3, [4, 3, 2])])
+def test_keep_checkpoints_keeps_that_many_newest(tmp_path, capsys, keep, steps):
+    out = tmp_path / "out"  # 4 steps, a checkpoint after each
+    code, _, err = run_here(train_args(out, "--keep-checkpoints", str(keep)), capsys)
+    assert code == 0, err
+    assert assert_whole(out) == steps

@@ -167,7 +167,9 @@ def test_each_stage_trains_with_its_own_settings(tmp_path, one_thread):
             assert r["loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_a_two_stage_run_killed_in_stage_1_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def test_a_two_stage_run_killed_in_stage_1_resumes_to_the_same_weights(
+    tmp_path, monkeypatch, capsys
+):
     common = [*layouts(tmp_path)["two stages"], *COMMON, "--save-every", "2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert cli.main(["train", *common, "--out", str(straight)]) == 0
@@ -183,7 +185,10 @@ def test_a_two_stage_run_killed_in_stage_1_resumes_to_the_same_weights(tmp_path,
     assert cli.main(["train", *common, "--out", str(resumed)]) == 130
     monkeypatch.setattr(Trainer, "save_checkpoint", original)
     assert not (resumed / "final").exists()
+    capsys.readouterr()
     assert cli.main(["train", *common, "--out", str(resumed), "--resume"]) == 0
+    newest = resumed / "checkpoints" / "stage1-step000002"  # stage 1's, not stage 0's last
+    assert f"resuming from {newest} (stage 1, step 2)" in capsys.readouterr().err
 
     a = MultiTaskModel.from_pretrained(straight / "final").state_dict()
     b = MultiTaskModel.from_pretrained(resumed / "final").state_dict()
