@@ -12,6 +12,7 @@ from torch import nn
 
 from sbert.errors import ConfigError
 from sbert.training.balance import (
+    GradNorm,
     PCGrad,
     UncertaintyWeighting,
     make_balancer,
@@ -91,6 +92,25 @@ def test_gradnorm_weight_gradient_by_hand():
     torch.testing.assert_close(balancer.task_weights.grad, torch.tensor([-1.0, math.sqrt(2)]))
     torch.testing.assert_close(theta.grad, G1 + G2)
     torch.testing.assert_close(balancer.initial, torch.tensor([1.0, 1.0]))
+
+
+@pytest.mark.parametrize(("alpha", "signs"), [(1.0, [1, -1]), (0.5, [-1, 1])])
+def test_gradnorm_second_step_by_hand_in_two_micro_batches(alpha, signs):
+    """Losses 0.75 and 1.25 after first losses of 1: relative inverse training rates r = 0.75
+    and 1.25; norms G = 1 and sqrt 2, Gbar = (1 + sqrt 2) / 2 = 1.207; targets Gbar r^alpha,
+    and each weight's gradient sign(G - target) G (Chen et al. eq. 2). alpha 1: targets 0.905
+    and 1.509, G - target +0.095 and -0.095; alpha 0.5: targets 1.045 and 1.350, -0.045 and
+    +0.064. The step comes in two micro-batches of scale 1/2, which must add up to one."""
+    theta = torch.zeros(2, requires_grad=True)
+    balancer = GradNorm(["a", "b"], alpha=alpha)
+    balancer.backward({"a": 1 + G1 @ theta, "b": 1 + G2 @ theta}, [theta])  # L(0) = 1, 1
+    balancer.task_weights.grad, theta.grad = None, None
+    for _ in range(2):  # two micro-batches of half the batch each
+        losses = {"a": 0.75 + G1 @ theta, "b": 1.25 + G2 @ theta}
+        balancer.backward(losses, [theta], scale=0.5)
+    norms = torch.tensor([1.0, math.sqrt(2)])
+    torch.testing.assert_close(balancer.task_weights.grad, torch.tensor(signs) * norms)
+    torch.testing.assert_close(theta.grad, G1 + G2)
 
 
 def test_unknown_method_or_objective():
