@@ -336,23 +336,40 @@ def admitted(metrics: str) -> float:
     return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(wanted))
 
 
+def terminated_with_requests_in_flight(url: str, process) -> list[httpx.Response]:
+    """12 requests of 32 texts each taken in, then SIGTERM: their answers."""
+
+    async def in_flight() -> list[httpx.Response]:
+        bodies = [{"inputs": [text(i * 32 + j) for j in range(32)]} for i in range(12)]
+        sent = asyncio.ensure_future(flood(url, bodies))
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(3000):  # until all 12 are queued, running or answered (30 s)
+                if admitted((await client.get("/metrics")).text) == 12:
+                    break
+                await asyncio.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        return await sent
+
+    return asyncio.run(in_flight())
+
+
 def test_sigterm_answers_what_is_in_flight_then_exits_0(folders):
     with server("--model", str(folders["model"])) as (url, process):
-
-        async def in_flight() -> list[httpx.Response]:
-            bodies = [{"inputs": [text(i * 32 + j) for j in range(32)]} for i in range(12)]
-            sent = asyncio.ensure_future(flood(url, bodies))
-            async with httpx.AsyncClient(base_url=url) as client:
-                for _ in range(3000):  # until all 12 are queued, running or answered (30 s)
-                    if admitted((await client.get("/metrics")).text) == 12:
-                        break
-                    await asyncio.sleep(0.01)
-            process.send_signal(signal.SIGTERM)
-            return await sent
-
-        answers = asyncio.run(in_flight())
+        answers = terminated_with_requests_in_flight(url, process)
         assert [a.status_code for a in answers] == [200] * 12
         assert process.wait(timeout=60) == 0
+
+
+def test_what_the_grace_time_leaves_is_answered_503(folders):
+    # One sentence a model call: the 384 queued texts outlast a grace time of 0.
+    args = ["--model", str(folders["model"]), "--grace-seconds", "0", "--max-batch-size", "1"]
+    with server(*args) as (url, process):
+        answers = terminated_with_requests_in_flight(url, process)
+        assert process.wait(timeout=60) == 0
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    refused = next(a for a in answers if a.status_code == 503).json()
+    assert "shut down before this request was embedded" in refused["error"], refused
 
 
 def test_the_export_is_served_without_torch(folders):
