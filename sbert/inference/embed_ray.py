@@ -97,8 +97,10 @@ class Embedder:
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         self.model = load(model)
         self.batch_size, self.device = batch_size, None  # None: an export, on its runtime
-        if hasattr(self.model, "parameters"):  # a PyTorch model: on the GPU Ray gave the actor
-            import torch  # (the only one it sees, as cuda:0), else on the CPU
+        # A PyTorch model runs on the GPU Ray gave the actor (the only one it sees: cuda:0),
+        # else on the CPU.
+        if hasattr(self.model, "parameters"):
+            import torch
 
             if gpus and not torch.cuda.is_available():
                 raise SbertError(
