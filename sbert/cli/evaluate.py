@@ -12,8 +12,9 @@ from sbert.options import option
 class Options:
     model: str | None = option("model folder (with its classifier, if any)", required=True)
     data: str | None = option(
-        "data file, PATH[@SPLIT][[FROM:TO]][:COLUMNS]: STS-B, SICK, NLI JSON lines, or a "
-        "CSV/TSV, JSON lines or Parquet table", required=True
+        "data file, PATH[@SPLIT][[FROM:TO]][:COLUMNS][:OBJECTIVE]: STS-B, SICK, NLI JSON lines, "
+        "or a CSV/TSV, JSON lines or Parquet table; OBJECTIVE regression or classification "
+        "scores only that", required=True
     )  # fmt: skip
     format: str | None = option("sts, sick, nli, csv, jsonl or parquet (default: detected)")
     columns: dict[str, str] | None = option(
@@ -30,13 +31,13 @@ def run(o: Options) -> None:
     import sys
 
     from sbert.data import batching
-    from sbert.data.specs import read_spec
+    from sbert.data.specs import read_scored_spec
     from sbert.errors import SbertError
     from sbert.models.device import pick_device
     from sbert.models.multitask import MultiTaskModel
     from sbert.training.evaluate import evaluate
 
-    data = read_spec(o.data, format=o.format, columns=o.columns)
+    data = read_scored_spec(o.data, format=o.format, columns=o.columns)
     if not (data.has_labels or data.has_scores):  # a pair count alone is no evaluation
         raise SbertError(f"{o.data}: no labels and no scores to evaluate against (a column "
                          f"mapping names them: label=COL, score=COL)")  # fmt: skip

@@ -113,6 +113,26 @@ def read_spec(
     return dataclasses.replace(data, pairs=spec_rows(spec, data.pairs)[:limit])
 
 
+def read_scored_spec(
+    spec: str, format: str | None = None, columns: dict[str, str] | None = None
+) -> PairSet:
+    """The pairs of a dev or evaluation spec with the targets its OBJECTIVE scores: `:regression`
+    (or a regression loss's name) keeps the scores alone, `:classification` the labels alone."""
+    parsed = parse_spec(spec)
+    data = read_spec(parsed, format=format, columns=columns)
+    if parsed.objective == "both":
+        return data
+    keep, drop = ("label", "score") if parsed.objective == "classification" else ("score", "label")
+    if not (data.has_labels if keep == "label" else data.has_scores):
+        raise DataError(
+            data.path, None, f"{spec} asks for {parsed.objective}: its pairs have no {keep}s"
+        )
+    pairs = [dataclasses.replace(p, **{drop: None}) for p in data.pairs]
+    return dataclasses.replace(
+        data, pairs=pairs, score_range=data.score_range if keep == "score" else None
+    )
+
+
 def spec_rows(spec: DataSpec, pairs: list[T]) -> list[T]:
     """The pairs FROM:TO of `pairs` (all where the spec names no range), refused where the
     range reaches past them or holds none."""

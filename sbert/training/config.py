@@ -36,8 +36,8 @@ class TrainConfig:
         default_factory=list,
     )
     dev: list[str] = option(
-        "dev data PATH[@SPLIT][[FROM:TO]], repeatable (default with the demo: SICK TRIAL and "
-        "STS-B dev)",
+        "dev data PATH[@SPLIT][[FROM:TO]][:COLUMNS][:OBJECTIVE], repeatable (default with the "
+        "demo: SICK TRIAL and STS-B dev)",
         default_factory=list,
     )
     out: str = option(

@@ -16,7 +16,7 @@ import torch
 
 from sbert.choices import REGRESSION_LOSSES
 from sbert.data.readers import PairSet, shared_score_range
-from sbert.data.specs import parse_spec, read_spec
+from sbert.data.specs import parse_spec, read_scored_spec, read_spec
 from sbert.errors import ConfigError
 from sbert.models.bert import PRESETS
 from sbert.models.multitask import MultiTaskModel
@@ -90,7 +90,7 @@ def read_dev_sets(specs: list[str]) -> dict[str, PairSet]:
                 f"--dev {spec}: its metrics would be named {name}/..., as another dev set's: "
                 f"give one of them a different file name"
             )
-        dev[name] = read_spec(spec)
+        dev[name] = read_scored_spec(spec)
     return dev
 
 

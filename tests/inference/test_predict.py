@@ -27,6 +27,7 @@ from sbert.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 SICK = ROOT / "data" / "sick" / "SICK_train_trial.txt"
+STS_DEV = ROOT / "data" / "stsbenchmark" / "sts-dev.csv"
 STS_TRAIN = ROOT / "data" / "stsbenchmark" / "sts-train.csv"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 LABELS = ["contradiction", "entailment", "neutral"]
@@ -182,3 +183,21 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, tiny_dir):
     assert len(lines) == 1 and "pairs.tsv:2" in lines[0], result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.tsv"]
     assert main(["predict", "--model", str(tiny_dir), "only one sentence"]) == 2
+
+
+def test_evaluate_scores_only_the_objective_a_spec_names(tiny_dir, capsys):
+    def evaluated(spec: str) -> dict:
+        assert main(["evaluate", "--model", str(tiny_dir), "--data", spec]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    both = evaluated(f"{SICK}@TRIAL")
+    regression, classification = (
+        evaluated(f"{SICK}@TRIAL:regression"),
+        evaluated(f"{SICK}@TRIAL:classification"),
+    )
+    assert {"accuracy", "spearman"} <= both.keys()
+    assert regression == {k: v for k, v in both.items() if k != "accuracy"}
+    assert classification["accuracy"] == both["accuracy"]
+    assert not {"spearman", "pearson"} & classification.keys()
+    assert main(["evaluate", "--model", str(tiny_dir), "--data", f"{STS_DEV}:classification"]) == 2
+    assert "asks for classification: its pairs have no labels" in capsys.readouterr().err

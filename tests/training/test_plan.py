@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sbert.data.readers import read_pairs
 from sbert.errors import ConfigError, DataError
 from sbert.models.objectives import OBJECTIVES
 from sbert.training.config import make_config
@@ -83,3 +84,19 @@ def test_a_resumed_stage_builds_the_same_model_from_the_plans():
     assert replayed.state_dict().keys() == fresh.state_dict().keys()
     for key, tensor in fresh.state_dict().items():
         assert torch.equal(tensor, replayed.state_dict()[key]), key
+
+
+def test_a_dev_sets_objective_keeps_only_its_targets():
+    dev = [f"{SICK}@TRIAL[:40]", f"{SICK}@TRIAL[40:80]:regression",
+           f"{SICK}@TRIAL[80:120]:classification", f"{SICK}@TRIAL[120:160]:angle"]  # fmt: skip
+    sets = list(plan_stage(0, config(dev=dev), 1).dev.values())
+    assert [(s.has_labels, s.has_scores) for s in sets] == [
+        (True, True), (False, True), (True, False), (False, True)
+    ]  # fmt: skip
+    whole = read_pairs(SICK, split="TRIAL", limit=160).pairs
+    assert [(p.a, p.score) for p in sets[1].pairs] == [(p.a, p.score) for p in whole[40:80]]
+    assert [(p.a, p.label) for p in sets[2].pairs] == [(p.a, p.label) for p in whole[80:120]]
+    assert sets[1].score_range == sets[3].score_range == (1.0, 5.0)
+    assert sets[2].score_range is None
+    with pytest.raises(DataError, match="asks for classification: its pairs have no labels"):
+        plan_stage(0, config(dev=[f"{STS_DEV}:classification"]), 1)
