@@ -4,6 +4,7 @@ body naming the problem, and a property-based fuzz of every route finds no 5xx."
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -116,6 +117,38 @@ def test_the_limit_of_requests_in_flight_is_its_count(tiny):
         refused(answer, 429, "overloaded", "more than 2 requests waiting")
         assert answer.headers["retry-after"] == "1"
         assert state.in_flight == 2  # a refused request takes no place
+
+
+def test_a_declared_length_over_the_limit_is_413_before_the_body_is_read(tiny):
+    """A client that announces a body over --max-body-bytes is answered at once: the server
+    neither reads nor waits for what it would refuse."""
+    app = create_app(build_state(ServeConfig(model="tiny", quiet=True, max_body_bytes=2000), tiny))
+    sent = []
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    async def send(message):
+        sent.append(message)
+
+    for length in (b"2001", b"12x"):
+        scope = {"type": "http", "method": "POST", "path": "/embed", "query_string": b"",
+                 "headers": [(b"content-length", length)]}  # fmt: skip
+        asyncio.run(app(scope, receive, send))
+        assert sent[0]["status"] == 413, length
+        assert b"over 2,000 bytes" in sent[1]["body"]
+        sent.clear()
+
+
+def test_a_draining_server_answers_503_to_new_requests(tiny):
+    """After SIGTERM (state.draining) a new request, /health included, is 503: a load
+    balancer stops sending here while what was queued is finished."""
+    state = build_state(ServeConfig(model="tiny", quiet=True), tiny)
+    with TestClient(create_app(state), raise_server_exceptions=False) as client:
+        assert client.get("/health").status_code == 200
+        state.draining = True
+        refused(client.post("/embed", json={"inputs": "a"}), 503, "unavailable", "shutting down")
+        refused(client.get("/health"), 503, "unavailable", "shutting down")
 
 
 def test_route_specific_refusals(client, tiny):
