@@ -37,6 +37,23 @@ def test_pcgrad_projection_by_hand():
     torch.testing.assert_close(pcgrad_project([G1, agree], [[1], [0]])[0], G1)
 
 
+def test_pcgrad_projection_with_three_tasks_by_hand():
+    """Each task's gradient is projected in turn, the running g_i^PC against each ORIGINAL
+    g_j: with two projections a task, using g_i instead of g_i^PC, or a projected g_j, gives
+    other numbers."""
+    g1, g2, g3 = torch.tensor([1.0, 0, 0]), torch.tensor([-1.0, 1, 0]), torch.tensor([-1.0, -2, 1])
+    p1, p2, p3 = pcgrad_project([g1, g2, g3], [[1, 2], [0, 2], [0, 1]])
+    # g1 + 1/2 g2 = [.5, .5, 0]; its dot with g3 is -1.5: + 1.5/6 g3
+    torch.testing.assert_close(p1, torch.tensor([0.25, 0.0, 0.25]))
+    # g2 + g1 = [0, 1, 0]; dot with g3 -2: + 2/6 g3
+    torch.testing.assert_close(p2, torch.tensor([-1 / 3, 1 / 3, 1 / 3]))
+    # g3 + g1 = [0, -2, 1]; dot with g2 -2: + 2/2 g2
+    torch.testing.assert_close(p3, torch.tensor([-1.0, -1.0, 1.0]))
+    # the order matters: g1 + 1/6 g3 = [5/6, -1/3, 1/6], its dot with g2 -7/6: + 7/12 g2
+    torch.testing.assert_close(pcgrad_project([g1, g2, g3], [[2, 1], [0, 2], [0, 1]])[0],
+                               torch.tensor([0.25, 0.25, 1 / 6]))  # fmt: skip
+
+
 def test_pcgrad_backward_sums_projections_and_keeps_head_gradients():
     theta, head = torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True)
     logs = PCGrad({"b": 2.0}).backward(linear_losses(theta, head), [theta], [head], report=True)
