@@ -214,11 +214,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
         return
     remove_stale_tmp(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp"
-    )
+    try:  # a file replaced keeps its mode (a private one stays private); a new one: the umask's
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()  # mkstemp's 0600 would hide the file from others
+    with naming(path):
+        fd, tmp = _temporary(path)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -231,6 +234,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
     fsync_dir(path.parent)
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path`, for `atomic_write_bytes` to rename over it."""
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-",
+                                suffix=".tmp")  # fmt: skip
+    except OSError as e:  # named after the output, not after a temporary name it never saw
+        raise OSError(e.errno, f"cannot write in {path.parent} ({e.strerror})", str(path)) from None
 
 
 def sync_tree(folder: Path) -> None:
@@ -362,6 +374,10 @@ def check_output_file(output: str | Path, inputs: Sequence[str | Path] = ()) -> 
     target, stream = output_target(output)
     if not stream and not target.parent.is_dir():
         raise ConfigError(f"{output}: output folder {target.parent} not found")
+    if not stream:  # a folder we may not write in is found now, not after the work
+        fd, tmp = _temporary(target)
+        os.close(fd)
+        os.unlink(tmp)
     where = Path(os.path.realpath(output))
     for source in (Path(s) for s in inputs if s is not None):
         if not source.exists():

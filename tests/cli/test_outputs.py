@@ -194,3 +194,33 @@ def test_weight_files_follow_the_umask(tmp_path):
         assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o640, name
     assert stat.S_IMODE((tmp_path / "m" / "1_Pooling").stat().st_mode) == 0o750
     shutil.rmtree(tmp_path / "m")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_replaced_output_keeps_its_mode(tiny, inputs, tmp_path, command):
+    """A private file written again stays private: the new file takes the old one's mode,
+    not the umask's (a new file: the umask's, as every file)."""
+    private = tmp_path / "private"
+    private.write_text("old")
+    private.chmod(0o600)
+    assert cli.main([str(a) for a in writes(command, tiny, inputs, private)]) == 0
+    check_written(command, private.read_bytes())
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    old = os.umask(0o027)
+    try:
+        assert cli.main([str(a) for a in writes(command, tiny, inputs, tmp_path / "new")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_folder_not_writable_is_refused_before_any_work(tiny, inputs, capsys, monkeypatch,
+                                                         command):  # fmt: skip
+    """/sys takes no new files, even from root: said before the model is loaded, naming the
+    output, not the temporary file it would have been written through."""
+    args = writes(command, tiny, inputs, Path("/sys/out"))  # search's index is built first
+    monkeypatch.setattr(SentenceBert, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(MultiTaskModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    line = error_of(capsys, *args)
+    assert "cannot write in /sys" in line and "'/sys/out'" in line and ".tmp" not in line, line
