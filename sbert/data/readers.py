@@ -47,6 +47,9 @@ TABLES = ("csv", "jsonl", "parquet")  # formats whose columns are found by name
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 SICK_SPLITS = ("TRAIN", "TRIAL", "TEST")
 SICK_COLUMNS = ("pair_id", "sentence_a", "sentence_b", "entailment_label", "relatedness_score")
+# SemEval-2014 Task 1's release of SICK (SICK_train.txt, SICK_trial.txt, SICK_test_annotated.txt)
+# names the label column entailment_judgment.
+SICK_ALIASES = {"entailment_judgment": "entailment_label"}
 # The column names of a table, matched case-insensitively, first wins: the two sentences
 # (sentence-transformers' and the Hugging Face datasets' conventions), then the targets.
 CSV_SENTENCE_COLUMNS = (
@@ -66,7 +69,6 @@ MAPPING_KEYS = ("a", "b", "negative", "label", "score")
 # annotators did not agree (dropped, as SNLI's gold_label "-" is).
 HF_NLI_LABELS = {"0": "entailment", "1": "neutral", "2": "contradiction"}
 _WHOLE_NUMBER = re.compile(r"-?\d+(\.0*)?")
-_NUMBER = re.compile(r"-?\d*\.?\d+|-?\d+\.")
 # The accepted table layouts, as error messages and docs/training.md state them.
 LAYOUTS = (
     "columns sentence1,sentence2 | sentence_a,sentence_b | premise,hypothesis | text_a,text_b "
@@ -138,6 +140,8 @@ class _Ctx:
 
 
 def _check_path(path: str | os.PathLike[str]) -> None:
+    if not os.fspath(path):  # Path("") is the current folder
+        raise ConfigError("a data file path is empty")
     try:
         p = Path(path)
         is_dir, exists = p.is_dir(), p.exists()
@@ -192,11 +196,19 @@ def _short(text: str, width: int = 30) -> str:
     return repr(text if len(text) <= width else text[:width] + "...")
 
 
-def _score(ctx: _Ctx, n: int, text: str, name: str, lo: float, hi: float) -> float:
+def _number(text: str) -> float | None:
+    """`text` as a number, or None: what float() reads, but for its digit separators ("0_5"
+    is no score of 0.5 or 5)."""
     try:
-        x = float(text)
+        return None if "_" in text else float(text)
     except ValueError:
-        raise ctx.error(n, f"{name} {_short(text)} is not a number") from None
+        return None
+
+
+def _score(ctx: _Ctx, n: int, text: str, name: str, lo: float, hi: float) -> float:
+    x = _number(text)
+    if x is None:
+        raise ctx.error(n, f"{name} {_short(text)} is not a number")
     if not math.isfinite(x):  # float() accepts "nan", "inf" and overflows "1e309" to inf
         raise ctx.error(n, f"{name} {_short(text)} is not a finite number")
     if not lo <= x <= hi:
@@ -265,7 +277,7 @@ def _read_sick(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pa
         return
     hn, header = first
     ctx.header = True
-    names = [h.strip().lower() for h in header.split("\t")]
+    names = _sick_names(header.split("\t"))
     missing = [c for c in SICK_COLUMNS if c not in names]
     if missing:
         raise ctx.error(hn, f"SICK header lacks column(s): {', '.join(missing)}")
@@ -289,6 +301,11 @@ def _read_sick(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pa
             if split is not None and part != split:
                 continue  # validated all the same: a broken row is an error in any split
         yield pair
+
+
+def _sick_names(fields: Iterable[str]) -> list[str]:
+    """A SICK header's column names, lower case, SemEval's spelling of a column as SICK's."""
+    return [SICK_ALIASES.get(name, name) for name in (f.strip().lower() for f in fields)]
 
 
 def _read_nli(ctx: _Ctx, lines: _Lines, split: str | None) -> Iterator[tuple[Pair, bool]]:
@@ -355,13 +372,21 @@ def _columns(
         if pair == ("anchor", "positive") and NEGATIVE_COLUMN in lower:
             chosen["negative"] = lower[NEGATIVE_COLUMN]
     label, score = chosen.get("label"), chosen.get("score")
+    if "negative" in chosen and (label or score):
+        raise ctx.error(line, f"a hard negative column ({chosen['negative']}) is read with "
+                              f"anchor, positive alone, not beside a label or a score: map the "
+                              f"columns to read (PATH:a=COL,b=COL,label=COL)")  # fmt: skip
     triplet = (pair == ("anchor", "positive") and not mapping) or "negative" in chosen
     if label is None and score is None and not triplet and not mapping and ctx.targets:
         raise ctx.error(
             line, f"header needs a 'label' or a 'score' column: expected {LAYOUTS} (the header: "
                   f"{found})"
         )  # fmt: skip
-    hf_nli = not mapping and pair == ("premise", "hypothesis")
+    # The Hugging Face NLI layout, whether found by name or mapped to its own names.
+    sentences = (chosen["a"].strip().lower(), chosen["b"].strip().lower())
+    hf_nli = sentences == ("premise", "hypothesis") and (
+        not mapping or (label or "").strip().lower() == "label"
+    )
     # A mapping of only a= and b= reads pairs without targets (to predict on, for example), as
     # does a known header without them where the caller asks for none (`read_pairs(targets=)`).
     implied = label is None and score is None and triplet
@@ -386,12 +411,20 @@ def _table_pairs(
         if (cols.hf_nli and label == "-1") or (label == "-" and cols.label.lower() == "gold_label"):
             ctx.skipped += 1  # no annotator majority: by convention not used
             return
+        number = _number(label)
         if cols.hf_nli and label in HF_NLI_LABELS:
             label = HF_NLI_LABELS[label]
-        elif cols.hf_nli and _NUMBER.fullmatch(label):
+        elif cols.hf_nli and number is not None:
             raise ctx.error(
                 n, f"label {_short(label)}: premise/hypothesis files label 0 entailment, 1 "
                    f"neutral, 2 contradiction (-1: no gold label, skipped)"
+            )  # fmt: skip
+        elif number is not None and math.isfinite(number) and number != int(number):
+            # GLUE's STS-B on the hub keeps its similarity scores in a column named label.
+            raise ctx.error(
+                n, f"label {_short(label)} is a fraction: a label names a class; if "
+                   f"{cols.label} holds similarity scores, map it as the score "
+                   f"(PATH:a={cols.a},b={cols.b},score={cols.label})"
             )  # fmt: skip
         if label.lower() in NLI_LABELS:
             label = label.lower()
@@ -467,14 +500,21 @@ def _csv_records(ctx: _Ctx, first: tuple[int, str], lines: _Lines) -> _Lines:
 def _read_jsonl(
     ctx: _Ctx, lines: _Lines, split: str | None, mapping: dict[str, str] | None = None
 ) -> Iterator[tuple[Pair, bool]]:
-    """JSON lines of objects whose keys are the columns (the first object's keys)."""
-    cols = None
+    """JSON lines of objects whose keys are the columns (the first object's keys): a label or
+    score key that only a later object has is an error, not a column left unread."""
+    cols, unread = None, set()
     for n, text in _nonblank(lines):
         ctx.rows += 1
         row = _json_object(ctx, n, text)
         if cols is None:
             ctx.header = True
             cols = _columns(ctx, n, list(row), mapping)
+            for role, names in (("label", LABEL_COLUMNS), ("score", SCORE_COLUMNS)):
+                unread |= set() if mapping or getattr(cols, role) else set(names)
+        late = next((key for key in row if key.strip().lower() in unread), None)
+        if late is not None:
+            raise ctx.error(n, f"key {late!r} is not in the first object, whose keys are the "
+                               f"columns: give every object the same keys")  # fmt: skip
         get = functools.partial(_field, ctx, n, row, cols=cols)
         yield from _table_pairs(ctx, n, get, cols)
 
@@ -491,11 +531,26 @@ def _field(ctx: _Ctx, n: int, row: dict, key: str, *, cols: _Columns) -> str | N
     raise ctx.error(n, f"{key} is not a string" + (" or a number" if target else ""))
 
 
+class _KeyTwice(ValueError):
+    """A JSON object naming a key twice (json.loads would keep the last silently)."""
+
+
+def _unique_keys(items: list[tuple[str, object]]) -> dict:
+    row: dict = {}
+    for key, value in items:
+        if key in row:
+            raise _KeyTwice(key)
+        row[key] = value
+    return row
+
+
 def _json_object(ctx: _Ctx, n: int, text: str) -> dict:
     try:
-        row = json.loads(text)
+        row = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise ctx.error(n, f"invalid JSON: {e.msg} at column {e.colno}") from None
+    except _KeyTwice as e:
+        raise ctx.error(n, f"key {_short(str(e.args[0]))} given twice: which is meant?") from None
     except (ValueError, RecursionError):  # "[[[[..." nested deep, an int of 5000 digits
         raise ctx.error(n, "invalid JSON: nested too deeply or a number too long") from None
     if not isinstance(row, dict):
@@ -537,6 +592,10 @@ def _read_parquet(
     names, rows = _parquet_rows(path)
     ctx.header = True
     cols = _columns(ctx, None, names, mapping)
+    used = (cols.a, cols.b, cols.negative, cols.label, cols.score)
+    twice = next((c for c in used if c is not None and names.count(c) > 1), None)
+    if twice is not None:  # a row as a dict keeps one of them, silently
+        raise ctx.error(None, f"column {_short(twice)} appears twice: which is meant?")
     for n, row in rows:
         ctx.rows += 1
         get = functools.partial(_field, ctx, n, row, cols=cols)
@@ -579,14 +638,15 @@ def detect_format(path: str | os.PathLike[str], columns: dict[str, str] | None =
             row = json.loads(first)
         except (ValueError, RecursionError):
             row = None  # the NLI reader names what is wrong with the line
-        if isinstance(row, dict) and (columns or "gold_label" not in row):
-            return "jsonl"
+        scored = isinstance(row, dict) and any(k.strip().lower() in SCORE_COLUMNS for k in row)
+        if isinstance(row, dict) and (columns or scored or "gold_label" not in row):
+            return "jsonl"  # a table: the NLI reader would leave a score unread
         if row is not None or "\t" not in first:  # else a TSV whose first text starts with {
             return "nli"
     if columns:
         return "csv"
     fields = first.split("\t")
-    if all(c in [f.strip().lower() for f in fields] for c in SICK_COLUMNS):
+    if all(c in _sick_names(fields) for c in SICK_COLUMNS):
         return "sick"
     if len(fields) in (7, 9):
         try:

@@ -39,7 +39,10 @@ class DataSpec:
     @property
     def name(self) -> str:
         """How logs and metrics name this data: file stem, split and rows."""
-        rows = "" if self.rows is None else f"[{self.rows.start or ''}:{self.rows.stop or ''}]"
+        rows = ""
+        if self.rows is not None:  # [0:N] is named [:N], as before; [:0] stays [:0]
+            stop = "" if self.rows.stop is None else self.rows.stop
+            rows = f"[{self.rows.start or ''}:{stop}]"
         return Path(self.path).stem + (f"-{self.split}" if self.split else "") + rows
 
 
@@ -105,10 +108,15 @@ def read_spec(
     `columns` (a command's --columns) applies where the spec names none; `targets` as
     `read_pairs` takes it."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.columns and columns:
+        raise ConfigError(f"{spec.path}: its columns are named twice, in the data spec and by "
+                          f"--columns: name them once")  # fmt: skip
     read = functools.partial(read_pairs, spec.path, format=format, split=spec.split,
                              columns=spec.columns or columns, targets=targets)  # fmt: skip
     if spec.rows is None:
         return read(limit=limit)
+    if spec.rows.stop == 0:
+        raise DataError(spec.path, None, f"no pairs in {spec.name}")
     data = read(limit=spec.rows.stop)
     return dataclasses.replace(data, pairs=spec_rows(spec, data.pairs)[:limit])
 

@@ -276,3 +276,75 @@ def test_parquet_without_pyarrow_is_one_line_naming_it(tmp_path, monkeypatch, ca
     assert (
         err.count("\n") == 1 and f"{fake}: a Parquet file" in err and "pip install pyarrow" in err
     )
+
+
+def test_what_the_ecosystems_files_hold_is_read_not_dropped(tmp_path):
+    """NLI JSON lines that also carry a score read as a table (both targets); SemEval-2014's
+    SICK files (entailment_judgment) as SICK, on its 1-5 scale; a Hugging Face NLI file mapped
+    to its own names reads as unmapped."""
+    rows = [{"sentence1": "a", "sentence2": "b", "gold_label": label, "score": score}
+            for label, score in (("entailment", 4.5), ("neutral", 1.0))]  # fmt: skip
+    scored = read_pairs(write(tmp_path, "n.jsonl", "\n".join(map(json.dumps, rows)) + "\n"))
+    assert scored.format == "jsonl" and [(p.label, p.score) for p in scored.pairs] == [
+        ("entailment", 4.5), ("neutral", 1.0)
+    ]  # fmt: skip
+    semeval = write(tmp_path, "SICK_test_annotated.txt",
+                    "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n"
+                    "1\tA man sings.\tA person sings.\t1.0\tENTAILMENT\n"
+                    "2\tA dog runs.\tA cat sleeps.\t4.5\tNEUTRAL\n")  # fmt: skip
+    sick = read_pairs(semeval)
+    assert (sick.format, sick.score_range) == ("sick", (1.0, 5.0))
+    assert [(p.label, p.score) for p in sick.pairs] == [("entailment", 1.0), ("neutral", 4.5)]
+    hf = write(tmp_path, "nli.csv", HF_NLI)
+    mapped = read_pairs(hf, columns={"a": "premise", "b": "hypothesis", "label": "label"})
+    assert (mapped.pairs, mapped.skipped) == (HF_PAIRS, 1)
+
+
+@pytest.mark.parametrize(
+    "name, text, line, words",
+    [
+        # GLUE's STS-B keeps its scores in `label`: not one class per score
+        ("glue.csv", "sentence1,sentence2,label\na,b,5.0\nc,d,3.8\n", 3,
+         "label '3.8' is a fraction: a label names a class; if label holds similarity scores, "
+         "map it as the score (PATH:a=sentence1,b=sentence2,score=label)"),
+        ("plus.csv", "premise,hypothesis,label\na,b,+1\n", 2, "premise/hypothesis files label 0"),
+        ("exp.csv", "premise,hypothesis,label\na,b,1e0\n", 2, "premise/hypothesis files label 0"),
+        ("sep.csv", "sentence1,sentence2,score\na,b,0_5\n", 2, "score '0_5' is not a number"),
+        ("ctl.csv", "sentence1,sentence2,label\na,b,x\x07y\n", 2, "contains a control character"),
+        ("neg.csv", "anchor,positive,negative,label\na,b,c,x\n", 1,
+         "a hard negative column (negative) is read with anchor, positive alone"),
+        ("twice.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 4, "score": 0.5}\n', 1,
+         "key 'score' given twice"),
+        ("late.jsonl", '{"sentence1": "a", "sentence2": "b", "label": "x"}\n'
+         '{"sentence1": "c", "sentence2": "d", "label": "y", "score": 3}\n', 2,
+         "key 'score' is not in the first object"),
+        ("bool.jsonl", '{"sentence1": "a", "sentence2": "b", "label": true}\n', 1,
+         "label is not a string or a number"),
+    ],
+)  # fmt: skip
+def test_rows_that_would_be_read_wrongly_are_refused(tmp_path, name, text, line, words):
+    with pytest.raises(DataError) as info:
+        read_pairs(write(tmp_path, name, text))
+    assert (info.value.line, words in info.value.problem) == (line, True), info.value.problem
+
+
+def test_a_parquet_column_named_twice_is_refused(tmp_path):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    columns = [pa.array(["a"]), pa.array(["b"]), pa.array([4.0]), pa.array([0.5])]
+    table = pa.Table.from_arrays(columns, names=["sentence1", "sentence2", "score", "score"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    with pytest.raises(DataError, match="column 'score' appears twice"):
+        read_pairs(tmp_path / "twice.parquet")
+
+
+def test_specs_that_name_nothing_or_name_columns_twice(tmp_path):
+    csv = write(tmp_path, "ok.csv", "sentence1,sentence2,score\na,b,1\nc,d,2\n")
+    with pytest.raises(DataError, match=r"no pairs in ok\[:0\]") as info:
+        read_spec(f"{csv}[:0]")
+    assert info.value.path == str(csv)
+    with pytest.raises(ConfigError, match="a data file path is empty"):
+        read_spec("")
+    with pytest.raises(ConfigError, match="named twice, in the data spec and by --columns"):
+        read_spec(f"{csv}:a=sentence1,b=sentence2", columns={"a": "sentence2", "b": "sentence1"})
+    gold = write(tmp_path, "g.jsonl", '{"s": "a", "t": "b", "gold_label": "x"}\n')
+    assert read_pairs(gold, columns={"a": "s", "b": "t", "label": "gold_label"}).format == "jsonl"

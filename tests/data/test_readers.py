@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from sbert.data.readers import FORMATS, Pair, PairSet, detect_format, read_pairs
+from sbert.data.readers import (
+    FORMATS,
+    Pair,
+    PairSet,
+    detect_format,
+    read_pairs,
+    read_sentences,
+    read_tsv_pairs,
+)
 from sbert.data.specs import read_spec
 from sbert.errors import ConfigError, DataError
 
@@ -489,3 +500,31 @@ def test_only_a_gold_label_column_skips_the_label_dash(tmp_path):
     assert ([p.label for p in read_pairs(gold).pairs], read_pairs(gold).skipped) == (["x", "y"], 1)
     plain = write(tmp_path, "sentence1,sentence2,label\na,b,-\nc,d,x\n", "plain.csv")
     assert [p.label for p in read_pairs(plain).pairs] == ["-", "x"]  # a label like any other
+
+
+def test_a_fifo_is_no_data_file(tmp_path):
+    """Reading a FIFO would wait for a writer forever (and /dev/zero never end): refused."""
+    fifo = tmp_path / "pairs.csv"
+    os.mkfifo(fifo)
+
+    def writer() -> None:  # a reader that opened the FIFO gets a file, and the test fails
+        for _ in range(50):
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: nobody reading (yet)
+                time.sleep(0.1)
+                continue
+            os.write(fd, b"a\tb\n")
+            os.close(fd)
+
+    for read in (read_pairs, read_sentences, read_tsv_pairs):
+        threading.Thread(target=writer, daemon=True).start()
+        with pytest.raises(DataError, match="not a regular file"):
+            read(fifo)
+
+
+def test_a_pair_to_predict_is_two_sentences_exactly(tmp_path):
+    three = write(tmp_path, "a\tb\nc\td\te\n", "p.tsv")
+    with pytest.raises(DataError, match="expected 2 tab-separated sentences, found 3") as info:
+        read_tsv_pairs(three)
+    assert info.value.line == 2
