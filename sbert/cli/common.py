@@ -20,9 +20,13 @@ def device_for(encoder, requested: str | None):
 
     if isinstance(encoder, OnnxEncoder):
         if requested not in (None, "cpu"):
+            from sbert.inference.openvino_runner import OpenVinoEncoder  # imports no OpenVINO
+
+            openvino = isinstance(encoder, OpenVinoEncoder)
+            runtime = "OpenVINO's CPU plugin" if openvino else "ONNX Runtime's CPU provider"
             raise SbertError(
-                f"an ONNX export runs on ONNX Runtime's CPU provider; --device {requested} "
-                f"does not apply (leave it out, or use the model folder it was exported from)"
+                f"an export runs on {runtime}; --device {requested} does not apply (leave it "
+                f"out, or use the model folder it was exported from)"
             )
         return None
     from sbert.models.device import pick_device

@@ -28,7 +28,9 @@ class Options:
         "with --input: which of its columns hold what, a=COL,b=COL (for names the readers do "
         "not know)"
     )
-    batch_size: int = option("pairs per batch", 32, minimum=1)
+    batch_size: int = option(
+        "sentences per batch (each distinct sentence is encoded once)", 32, minimum=1
+    )
     device: str | None = option(DEVICE_HELP)
 
 

@@ -37,7 +37,9 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> Encoder:
             raise CheckpointError(folder, "an index, not a model: open it with sbert.Index.load")
         from sbert.models.multitask import MultiTaskModel  # torch: only for a PyTorch model
 
-        encoder = MultiTaskModel.from_pretrained(name_or_path)
+        # In eval mode: a forward pass of its own (model.encoder(...)) has no dropout, and
+        # encode need not switch modes, which threads encoding at once would race on.
+        encoder = MultiTaskModel.from_pretrained(name_or_path).eval()
     # Where it came from: what an index built with it records (Index.build's name=).
     encoder.source = str(name_or_path)
     return encoder

@@ -10,11 +10,13 @@ graphs with this class's tokenising, batching and heads.
 Set for the machine: intra-op threads = the CPUs this process may use (sbert/hardware.py:
 affinity and cgroup quota, not the host's core count), one session reused for every call,
 length-sorted batches (little padding), and the padded inputs written into buffers allocated
-once and grown only when a longer batch comes.
+once (one per calling thread: ONNX Runtime's session may be run from several threads at once)
+and grown only when a longer batch comes.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
@@ -59,7 +61,7 @@ class OnnxEncoder:
     ):
         self.session, self.tokenizer, self.record = session, tokenizer, record
         self.folder, self.graph, self.heads = Path(folder), graph, heads or Heads()
-        self._inputs = np.zeros(0, dtype=np.int64)  # input_ids and mask, reused (see _pad)
+        self._buffers = threading.local()  # each thread's input_ids and mask, reused (_pad)
 
     @property
     def dim(self) -> int:
@@ -113,6 +115,12 @@ class OnnxEncoder:
                 "running an exported ONNX model needs onnxruntime: pip install onnxruntime"
             ) from None
         folder, tokenizer, record, heads = read_export(folder)
+        if graph is None and record.get("runtime") == "openvino":  # its graph is an IR
+            onnx = record.get("graphs", {}).get("fp32")
+            raise ConfigError(
+                f"{folder}: an OpenVINO export: load it with sbert.load (or "
+                f"OpenVinoEncoder.load), or run its ONNX graph: graph={onnx!r}"
+            )
         graph = graph or str(record["graph"])
         path = inside(folder, graph, folder / EXPORT_RECORD)  # never a graph outside the export
         if not path.is_file():
@@ -176,14 +184,16 @@ class OnnxEncoder:
 
     def _pad(self, ids: list[list[int]], length: int | None = None) -> dict[str, np.ndarray]:
         """input_ids and attention_mask (B, T) int64, padded to the batch's longest (or to
-        `length`), written into one buffer kept between calls (contiguous views: no copy on the
-        runtime's side)."""
+        `length`), written into the calling thread's buffer, kept between its calls (contiguous
+        views: no copy on the runtime's side; a buffer shared by threads would mix up their
+        sentences)."""
         batch, length = len(ids), length or max(map(len, ids))
         size = batch * length
-        if self._inputs.size < 2 * size:
-            self._inputs = np.empty(2 * size, dtype=np.int64)
-        input_ids = self._inputs[:size].reshape(batch, length)
-        mask = self._inputs[size : 2 * size].reshape(batch, length)
+        inputs = getattr(self._buffers, "inputs", None)
+        if inputs is None or inputs.size < 2 * size:
+            inputs = self._buffers.inputs = np.empty(2 * size, dtype=np.int64)
+        input_ids = inputs[:size].reshape(batch, length)
+        mask = inputs[size : 2 * size].reshape(batch, length)
         input_ids.fill(self.tokenizer.pad_id)
         mask.fill(0)
         for row, x in enumerate(ids):

@@ -24,12 +24,15 @@ sentences this ran the int8 graph 1.15-1.22x faster, and a sentence's vector is 
 way (2-core AMD EPYC, 2026-12-02, docs/performance.md). The second compilation is made at the
 first call with several batches: it holds its own weights and requests (132 MiB more resident
 memory for the int8 graph here, on top of 151 MiB), which a server, running one batch at a
-time, never needs.
+time, never needs. An infer request runs one batch at a time: calls from several threads take
+turns (a lock), where two at once had OpenVINO refuse ("Infer Request is busy") or hand one
+thread's vectors to the other.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,7 @@ class OpenVinoEncoder(OnnxEncoder):
         super().__init__(None, tokenizer, record, folder, graph, heads)
         self.request, self.compile_config = request, compile_config
         self.precision, self.float_precision = precision, float_precision
+        self._turn = threading.Lock()  # one call at a time on the requests (module docstring)
 
     @functools.cached_property
     def streams(self):
@@ -161,9 +165,13 @@ class OpenVinoEncoder(OnnxEncoder):
 
     def _run_batches(self, ids, batches, out, finished=lambda count: None) -> None:
         """One batch on the latency request; more, side by side on the streams."""
-        if len(batches) < 2 or self.streams is None:  # (compiled at the first call with two)
-            return super()._run_batches(ids, batches, out, finished)
+        with self._turn:
+            if len(batches) < 2 or self.streams is None:  # (compiled at the first call with two)
+                return super()._run_batches(ids, batches, out, finished)
+            self._run_side_by_side(ids, batches, out, finished)
 
+    def _run_side_by_side(self, ids, batches, out, finished) -> None:
+        """The batches on the streams, each batch's vectors written into its rows of `out`."""
         written, failed = [], []
 
         def done(request, index: list[int]) -> None:  # in OpenVINO's thread, on rows of its own

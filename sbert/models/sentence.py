@@ -114,11 +114,13 @@ class SentenceBert(nn.Module):
         sentences: str | Sequence[str],
         batch_size: int = 32,
         normalize: bool = False,
-        convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
         show_progress_bar: bool = False,
+        *,
+        convert_to_tensor: bool = False,
     ) -> np.ndarray | torch.Tensor:
-        """Embed sentences, in input order.
+        """Embed sentences, in input order; the arguments in the `Encoder` protocol's order
+        (sbert/inference/encoder.py), so that any encoder takes the same positional call.
 
         Returns:
             float32 array (N, H), or a tensor on `device` if `convert_to_tensor`; a single

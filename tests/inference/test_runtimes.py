@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,49 @@ def test_a_short_calibration_file_is_said(tmp_path, capsys):
     path.write_text("a man is eating\n" * CALIBRATION_SIZE)
     assert len(calibration_sentences(path)) == CALIBRATION_SIZE
     assert capsys.readouterr().err == ""
+
+
+def encoded_from_threads(encoder, threads: int = 4, calls: int = 25) -> float:
+    """Threads encoding at once on one encoder, each a sentence beside a longer one (batches
+    of 2, so that every call pads): the min cosine of each answer to the sentence alone."""
+    alone = {s: encoder.encode(s) for s in SENTENCES[:threads]}
+    answers: list[tuple[str, np.ndarray]] = []
+
+    def work(sentence: str) -> None:
+        for _ in range(calls):
+            vectors = encoder.encode([sentence, sentence + " and then some more words"], 2)
+            answers.append((sentence, vectors[0]))
+
+    pool = [threading.Thread(target=work, args=(s,)) for s in SENTENCES[:threads]]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    assert len(answers) == threads * calls  # no thread died of an error
+    return float(min(cosines(alone[s][None], v[None])[0] for s, v in answers))
+
+
+@pytest.mark.parametrize("name", ["onnxruntime fp32", "openvino int8", "pytorch"])
+def test_threads_encoding_at_once_each_get_their_own_vectors(name, onnx_export, request):
+    """ONNX Runtime's session may be run from several threads: each pads into its own buffer
+    (one shared buffer gave threads each other's sentences); an OpenVINO request runs one batch
+    at a time, so calls take turns (OpenVINO refused with "Infer Request is busy"); a PyTorch
+    model from `sbert.load` is in eval mode (encode switched a training-mode model to eval and
+    back, and another thread's forward pass ran with dropout)."""
+    if name == "pytorch":
+        encoder = load("all-MiniLM-L6-v2")
+        assert not encoder.training
+    elif name.startswith("openvino"):
+        encoder = runners(onnx_export, request.getfixturevalue("openvino_export"))[name]
+    else:
+        encoder = runners(onnx_export, None)[name]
+    assert encoded_from_threads(encoder) >= 0.9999
+
+
+def test_an_openvino_export_on_the_wrong_runner_or_device_says_so(openvino_export, capsys):
+    with pytest.raises(SbertError, match="an OpenVINO export: load it with sbert.load"):
+        OnnxEncoder.load(openvino_export)
+    assert OnnxEncoder.load(openvino_export, graph=GRAPH).encode("a cat").shape == (384,)
+    args = ["similarity", "--model", str(openvino_export), "a", "b", "--device", "cuda"]
+    assert cli.main(args) == 2
+    assert "an export runs on OpenVINO's CPU plugin; --device cuda" in capsys.readouterr().err

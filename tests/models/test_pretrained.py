@@ -489,3 +489,11 @@ def test_evaluate_scores_as_sentence_transformers_evaluator_does(st, capsys):
     assert ours["pairs"] == 400
     assert ours["spearman"] == pytest.approx(100 * reference["dev_spearman_cosine"], abs=1e-3)
     assert ours["pearson"] == pytest.approx(100 * reference["dev_pearson_cosine"], abs=1e-3)
+
+
+def test_encode_takes_the_encoder_protocols_positional_order(model, few):
+    """encode(sentences, batch_size, normalize, device, show_progress_bar), as an export's
+    `encode` and the `Encoder` protocol: a device given fourth is a device, not
+    convert_to_tensor (which returned a tensor where an array was asked for)."""
+    out = model.encode(few, 2, True, "cpu", False)
+    assert isinstance(out, np.ndarray) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
