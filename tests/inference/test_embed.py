@@ -127,6 +127,29 @@ def test_a_killed_embed_redoes_only_its_unfinished_shards(model_dir, corpus, tmp
     assert table.equals(rows(fresh))
 
 
+def test_a_work_folder_of_other_texts_or_with_a_swapped_shard_is_not_reused(
+    model_dir, corpus, tmp_path
+):
+    """What a killed run left is reused only for the same corpus, model and shard size, and
+    only shards whose sha256 it recorded: another corpus's work, or a shard swapped for
+    another (valid, but not the one recorded), is refused, not mixed into the output."""
+    out, work = tmp_path / "emb", tmp_path / ".emb.partial"
+    args = embed_args(model_dir, corpus, out)
+    killed = sbert(*args, trap=("sbert.inference.embed:atomic_write_bytes", "1", "kill",
+                                "shard-000002"))  # fmt: skip
+    assert killed.returncode == -9
+    first, second = work / "shard-000000.parquet", work / "shard-000001.parquet"
+    original = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    line = one_line_error(sbert(*args))
+    assert "shard-000000.parquet: is not the shard this work folder recorded" in line, line
+    first.write_bytes(original)
+    corpus.write_text(corpus.read_text().replace("cats", "lions"))
+    line = one_line_error(sbert(*args))
+    assert "holds a partial embedding of another corpus, model or shard size" in line, line
+    assert not out.exists()
+
+
 def test_an_index_from_vectors_equals_the_index_from_texts(model_dir, corpus, tmp_path):
     emb = tmp_path / "emb"
     assert cli.main(embed_args(model_dir, corpus, emb)) == 0
