@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sbert.data.specs import DataSpec, parse_spec, read_spec
-from sbert.errors import DataError
+from sbert.errors import ConfigError, DataError
 from sbert.inference.encoder import Encoder, check_finite
 from sbert.inference.topk import chunked_topk
 
@@ -31,6 +31,22 @@ class RetrievalSet:
     queries: list[str]
     corpus: list[str]
     relevant: list[set[int]]
+
+    def __post_init__(self) -> None:
+        """Refuse a set the metrics cannot score: every query needs a relevant text (recall
+        divides by their count), and an id past the corpus could never be found."""
+        if not self.queries or not self.corpus:
+            raise ConfigError("a retrieval set needs at least one query and one corpus text")
+        if len(self.relevant) != len(self.queries):
+            raise ConfigError(f"relevant: {len(self.relevant)} sets for {len(self.queries)} "
+                              f"queries; one set of corpus ids a query")  # fmt: skip
+        for i, ids in enumerate(self.relevant):
+            if not ids:
+                raise ConfigError(f"relevant[{i}]: query {i} has no relevant text")
+            outside = [x for x in ids if not (isinstance(x, int) and 0 <= x < len(self.corpus))]
+            if outside:
+                raise ConfigError(f"relevant[{i}]: {outside[0]!r} is no corpus id (0 to "
+                                  f"{len(self.corpus) - 1})")  # fmt: skip
 
 
 def retrieval_set_from_pairs(

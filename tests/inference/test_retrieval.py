@@ -11,7 +11,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-from sbert import DataError, SentenceBert
+from sbert import ConfigError, DataError, SentenceBert
 from sbert.cli import main
 from sbert.data.readers import read_pairs
 from sbert.folders import resolve
@@ -88,6 +88,29 @@ def test_equal_scores_rank_by_corpus_id(tiny, one_thread):
     data = RetrievalSet(["a cat"], ["a dog", "a dog", "rain falls"], [{1}])
     metrics = evaluate_retrieval(SentenceBert.from_pretrained(tiny), data)
     assert (metrics["accuracy@1"], metrics["mrr@10"]) == (0.0, 0.5)
+    # Twelve equal texts after another: the lowest id of them first, whatever order the
+    # top-k selection left them in.
+    corpus = ["rain falls", *["a dog"] * 12]
+    for relevant in range(1, 13):
+        data = RetrievalSet(["a cat"], corpus, [{relevant}])
+        metrics = evaluate_retrieval(SentenceBert.from_pretrained(tiny), data)
+        assert metrics["mrr@10"] == pytest.approx(1 / relevant if relevant <= 10 else 0.0)
+
+
+@pytest.mark.parametrize(
+    "queries, corpus, relevant, words",
+    [
+        ([], ["a"], [], "at least one query and one corpus text"),
+        (["q"], [], [{0}], "at least one query and one corpus text"),
+        (["q", "r"], ["a"], [{0}], "1 sets for 2 queries"),
+        (["q"], ["a", "b"], [set()], "relevant[0]: query 0 has no relevant text"),
+        (["q"], ["a", "b"], [{0, 2}], "relevant[0]: 2 is no corpus id (0 to 1)"),
+    ],
+)
+def test_a_retrieval_set_that_cannot_be_scored_is_refused(queries, corpus, relevant, words):
+    with pytest.raises(ConfigError) as info:
+        RetrievalSet(queries, corpus, relevant)
+    assert words in str(info.value)
 
 
 def test_the_ranking_is_by_cosine_for_a_model_whose_vectors_are_not_unit_length(tiny, one_thread):
