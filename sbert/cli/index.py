@@ -52,7 +52,7 @@ def run(o: Options) -> None:
     from sbert.errors import ConfigError
     from sbert.fileio import check_output_dir
     from sbert.folders import is_index
-    from sbert.inference.index import Index, work_folder
+    from sbert.inference.index import Index, faiss_module, work_folder
     from sbert.inference.load import load
 
     out = Path(o.out)
@@ -66,6 +66,8 @@ def run(o: Options) -> None:
         raise ConfigError("--store lancedb makes its own IVF-PQ index: drop --precision and "
                           "--approximate")  # fmt: skip
     check_output_dir(out, is_index, "an index")
+    if o.approximate:  # one line naming the install, before the corpus is read or embedded
+        faiss_module()
     if o.store == "lancedb":
         store = _store_from_vectors(o, out)
         kind = "IVF-PQ index" if store.approximate else "too small for an ANN index: exact"

@@ -18,7 +18,8 @@ class Options:
     k: int = option("hits per query", 10, minimum=1)
     ef_search: int | None = option(
         "approximate index only: the HNSW search beam (default 128); wider finds more of the "
-        "true neighbours, slower"
+        "true neighbours, slower",
+        minimum=1,
     )
     exact: bool = option(
         "LanceDB store: scan every vector (bypass its IVF-PQ index): the exact top-k", False

@@ -140,11 +140,19 @@ def binary_codes(vectors: np.ndarray) -> np.ndarray:
     return np.packbits(vectors > 0, axis=1)
 
 
-def _hnsw(vectors: np.ndarray, show_progress_bar: bool = False):
+def faiss_module(why: str = "approximate search needs FAISS"):
+    """faiss, or one line naming the install. `sbert index --approximate` and
+    `Index.build(..., approximate=True)` ask before embedding: failing after an hour of
+    encoding would waste it and leave a work folder behind."""
     try:
         import faiss
     except ImportError:
-        raise ConfigError("approximate search needs FAISS: pip install faiss-cpu") from None
+        raise ConfigError(f"{why}: pip install faiss-cpu") from None
+    return faiss
+
+
+def _hnsw(vectors: np.ndarray, show_progress_bar: bool = False):
+    faiss = faiss_module()
     graph = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     if show_progress_bar:
@@ -158,6 +166,14 @@ def _hnsw(vectors: np.ndarray, show_progress_bar: bool = False):
         )
     graph.add(vectors)
     return graph
+
+
+def ties_by_id(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of hits by score descending, equal scores lowest id first (as
+    sbert/inference/retrieval.py ranks them): the top-k's partition leaves ties in any order,
+    and duplicate texts in a corpus tie exactly."""
+    order = np.lexsort((ids, -scores), axis=-1)
+    return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +265,8 @@ class Index:
                 the chunks found there: a killed build resumes where it stopped. A folder from
                 `work_folder`, locked for this build.
         """
+        if approximate:
+            faiss_module()  # before the corpus is embedded, not after
         if name is None:
             name = getattr(model, "source", None)
         index = cls(
@@ -355,21 +373,14 @@ class Index:
                     "ef_search (--ef-search) applies to an approximate index "
                     "(sbert index --approximate); this one is exact"
                 )
-            ef_search = whole_number(ef_search, "ef_search")
+            ef_search = whole_number(ef_search, "ef_search (--ef-search)")
         k = min(k, len(self))  # more hits than texts: all of them (no (Q, 2**31) arrays)
         if len(queries) == 0 or k == 0:  # no queries, or an empty index
             return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
-        if self.graph is not None:  # a beam wider than the corpus finds nothing more
-            self.graph.hnsw.efSearch = min(max(ef_search or HNSW_EF_SEARCH, k), len(self))
-            scores, ids = self.graph.search(queries, k)
-            # The graph keeps its own copy of the vectors, not scanned at load: a damaged one
-            # shows as a cosine beyond [-1, 1].
-            if not (np.abs(scores[ids >= 0]) <= 1 + NORM_TOLERANCE).all():
-                raise CheckpointError(self._file(GRAPH), "damaged: gives cosines beyond [-1, 1]")
-            return scores, ids
+        if self.graph is not None:
+            return ties_by_id(*self._graph_search(queries, k, ef_search))
         if self.precision == "fp32":
-            vectors = np.asarray(self.vectors)
-            return chunked_topk(queries, len(self), lambda a, b: vectors[a:b], k)
+            return ties_by_id(*self._exact(queries, k))
 
         def block(a: int, b: int) -> np.ndarray:
             if self.precision == "int8":
@@ -386,7 +397,33 @@ class Index:
         check_rows(rows, wanted, self._file(VECTORS))  # memory-mapped: not checked at load
         gathered = rows[np.searchsorted(wanted, candidates)]  # (Q, C, H)
         exact = (gathered @ queries[:, :, None])[:, :, 0]  # (Q, C)
-        return best_k(exact, candidates, min(k, exact.shape[1]))
+        return ties_by_id(*best_k(exact, candidates, min(k, exact.shape[1])))
+
+    def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-k over the fp32 vectors, scanned in chunks."""
+        vectors = np.asarray(self.vectors)
+        return chunked_topk(queries, len(self), lambda a, b: vectors[a:b], k)
+
+    def _graph_search(
+        self, queries: np.ndarray, k: int, ef_search: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The HNSW graph's top-k (k at most the corpus size); a query it answers with fewer
+        than k rows is answered by the exact scan instead."""
+        # A beam wider than the corpus finds nothing more.
+        self.graph.hnsw.efSearch = min(max(ef_search or HNSW_EF_SEARCH, k), len(self))
+        scores, ids = self.graph.search(queries, k)
+        # The graph keeps its own copy of the vectors, not scanned at load: a damaged one
+        # shows as a cosine beyond [-1, 1]. Unfilled slots (id -1) hold -3.4e38: not a cosine.
+        if not (np.abs(scores[ids >= 0]) <= 1 + NORM_TOLERANCE).all():
+            raise CheckpointError(self._file(GRAPH), "damaged: gives cosines beyond [-1, 1]")
+        # FAISS pads the slots its beam could not fill (many equal vectors, a k near the corpus
+        # size) with id -1, which would read as the last text. The user asked for k hits and
+        # the corpus has them: the exact scan of those queries finds them (what an exact index
+        # costs, for the few queries that need it), rather than quietly fewer hits.
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if short.size:
+            scores[short], ids[short] = self._exact(queries[short], k)
+        return scores, ids
 
     # -- on disk --------------------------------------------------------------------------
 
@@ -543,10 +580,7 @@ def _read_texts(path: Path, count: int) -> list[str]:
 
 def _read_graph(path: Path, count: int, dim: int):
     """The FAISS HNSW graph of an approximate index, over `count` vectors of `dim`."""
-    try:
-        import faiss
-    except ImportError:
-        raise ConfigError("this index is approximate: pip install faiss-cpu") from None
+    faiss = faiss_module("this index is approximate")
     regular_file(path)
     try:
         graph = faiss.read_index(str(path))

@@ -4,6 +4,7 @@ a real SIGKILL, and `sbert index` / `sbert search` as a user runs them."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -149,6 +150,35 @@ def test_an_int8_index_codes_added_texts_on_its_own_scales(model_dir):
     np.testing.assert_array_equal(index.codes[100:], int8_codes(index.vectors[100:], scales)[0])
 
 
+def test_int8_codes_round_to_the_nearest_step():
+    """Codes are round(x / scale), scale = max |x| / 127 per dimension: truncating toward zero
+    would shift every score by up to a whole step."""
+    vectors = np.array([[1.0, -0.5], [0.25, 0.2], [-0.1, -0.33]], np.float32)
+    codes, scales = int8_codes(vectors)
+    np.testing.assert_allclose(scales, [1 / 127, 0.5 / 127], rtol=1e-6)
+    # 31.75 -> 32, 50.8 -> 51, -12.7 -> -13, -83.82 -> -84 (truncated: 31, 50, -12, -83)
+    assert codes.tolist() == [[127, -127], [32, 51], [-13, -84]]
+    assert codes.dtype == np.int8
+
+
+def test_equal_scores_rank_lowest_id_first(one_thread):
+    """Twenty copies of one vector tie exactly: every kind of index ranks them by id, as
+    sbert/inference/retrieval.py does (a top-k's partition leaves them in any order)."""
+    corpus = clustered(300, 16, 7)
+    copies = np.arange(5, 300, 15)
+    corpus[copies] = corpus[5]
+    kinds = [("fp32", False), ("int8", False), ("binary", False)]
+    if importlib.util.find_spec("faiss") is not None:
+        kinds.append(("fp32", True))
+    for precision, approximate in kinds:
+        index = Index(corpus, ["t"] * len(corpus), {"fingerprint": "-"}, precision=precision,
+                      approximate=approximate)  # fmt: skip
+        index._derive()
+        scores, ids = index.search_vectors(corpus[[5, 5]], len(copies))
+        assert np.unique(scores).size == 1, (precision, approximate)  # the copies tie
+        assert ids.tolist() == [copies.tolist()] * 2, (precision, approximate)
+
+
 def test_build_save_load_add_and_search(tmp_path, model_dir):
     model = SentenceBert.from_pretrained(model_dir)
     beside = shutil.copytree(model_dir, tmp_path / "model")  # in the folder holding the index
@@ -210,8 +240,41 @@ def test_a_wider_search_beam_finds_more_of_the_true_neighbours(one_thread):
     assert recall(len(corpus)) == 1.0  # a beam as wide as the corpus misses none
     with pytest.raises(ConfigError, match="at least 1"):
         approx.search_vectors(queries, 10, 0)
+    with pytest.raises(ConfigError, match="--ef-search"):  # the flag, for sbert serve too
+        approx.search_vectors(queries, 10, -5)
     with pytest.raises(ConfigError, match="approximate index"):
         exact.search_vectors(queries, 10, 64)
+
+
+def test_a_query_the_graph_answers_short_is_answered_by_the_exact_scan(one_thread):
+    """FAISS fills the slots its HNSW beam cannot reach with id -1 and score -3.4e38, which
+    read as the last text: 150 copies of one vector among 200 leave queries short of k = 100.
+    Those queries are answered by the exact scan: k real hits, the exact index's."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((200, 8)).astype(np.float32)
+    corpus[50:] = corpus[0]
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    queries = rng.standard_normal((10, 8)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    texts = [f"t{i}" for i in range(len(corpus))]
+    approx = Index(corpus, texts, {"fingerprint": "-"}, approximate=True)
+    approx._derive()
+    approx.graph.hnsw.efSearch = 128  # the default search beam, as search_vectors sets it
+    short = (approx.graph.search(queries, 100)[1] < 0).any(axis=1)
+    assert short.any()  # the graph alone pads these queries' hits with -1
+    want_scores, want_ids = Index(corpus, texts, {"fingerprint": "-"}).search_vectors(queries, 100)
+    scores, ids = approx.search_vectors(queries, 100)
+    assert ids.shape == (10, 100) and (ids >= 0).all()
+    np.testing.assert_array_equal(ids[short], want_ids[short])
+    np.testing.assert_allclose(scores[short], want_scores[short], atol=1e-6)
+    # Every row: a hit's score is its text's cosine, and no text comes twice.
+    np.testing.assert_allclose(scores, np.einsum("qh,qkh->qk", queries, corpus[ids]), atol=1e-6)
+    assert all(len(set(row)) == 100 for row in ids.tolist())
+    hits = approx.hits(queries, 100)
+    assert [[(h.id, h.text) for h in row] for row in hits] == [
+        [(i, f"t{i}") for i in row] for row in ids.tolist()
+    ]
 
 
 def test_building_the_graph_says_so_first(model_dir, capsys):
@@ -350,4 +413,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, model_dir):
         sbert("search", "--index", tmp_path / "idx", "--model", model_dir, "q", "--ef-search", 64)
     )
     assert "--ef-search" in line and "exact" in line
+    line = one_line_error(
+        sbert("search", "--index", tmp_path / "idx", "--model", model_dir, "q", "--ef-search", -5)
+    )
+    assert "--ef-search must be at least 1" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "idx"]

@@ -4,7 +4,9 @@
   holds files no build writes; its chunks are reused only when they are the ones it recorded
   (sha256), float32 of the chunk's shape, finite and unit length;
 - two builds of one index cannot run at once: the second is one line naming the first;
-- an index without a manifest is still checked: a row that is not unit length is refused;
+- an index without a manifest is still checked: a row that is not unit length is refused, in
+  vectors.npy or in the HNSW graph's copy;
+- `--approximate` without FAISS is refused before anything is embedded;
 - index.json keeps no absolute path of the machine that built it, and follows its recorded
   model only inside the folder that holds the index;
 - a write that fails names its file.
@@ -212,6 +214,50 @@ def test_a_row_that_is_not_unit_length_is_refused(model_dir, corpus, tmp_path, c
     flip_four_bytes(out / "vectors.npy", 17)
     line = error_of(capsys, "search", "--index", out, "--model", model_dir, TEXTS[17])
     assert str(out / "vectors.npy") in line and "row 17 has norm" in line, line
+
+
+def test_a_damaged_vector_in_the_hnsw_graph_is_refused(model_dir, corpus, tmp_path, capsys):
+    """The graph keeps its own copy of the vectors, not scanned at load: one float of row 17
+    made huge (with the sign that makes it top its own text's query) is one line naming the
+    graph, not a hit scoring 1e21."""
+    pytest.importorskip("faiss")
+    out = tmp_path / "ix"
+    assert cli.main(index_args(model_dir, corpus, out, "--approximate")) == 0
+    (out / MANIFEST).unlink()  # nothing to check the bytes against
+    row = np.load(out / "vectors.npy")[17]
+    graph = (out / "hnsw.faiss").read_bytes()
+    at = graph.find(row.tobytes())
+    assert at >= 0 and graph.count(row.tobytes()) == 1  # the graph's copy of row 17
+    huge = np.float32(np.sign(row[5]) * 8.6e21).tobytes()
+    (out / "hnsw.faiss").write_bytes(graph[: at + 20] + huge + graph[at + 24 :])
+    line = error_of(capsys, "search", "--index", out, "--model", model_dir, TEXTS[17])
+    assert str(out / "hnsw.faiss") in line and "cosines beyond [-1, 1]" in line, line
+
+
+def test_approximate_without_faiss_is_refused_before_embedding(
+    model_dir, corpus, tmp_path, capsys, monkeypatch
+):
+    """Without FAISS, `sbert index --approximate` and `Index.build(approximate=True)` stop
+    before the model encodes a text: no hour of encoding thrown away, no work folder left."""
+    encoded = []
+    encode = SentenceBert.encode
+
+    def counted(self, *args, **kwargs):
+        encoded.append(1)
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceBert, "encode", counted)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    line = error_of(capsys, *index_args(model_dir, corpus, tmp_path / "ix", "--approximate"))
+    assert "pip install faiss-cpu" in line, line
+    assert not encoded and listing(tmp_path) == ["corpus.txt"]
+    # From `sbert embed` vectors too: said before the (here missing) folder is read.
+    line = error_of(capsys, "index", "--model", model_dir, "--vectors", tmp_path / "emb",
+                    "--out", tmp_path / "ix", "--approximate")  # fmt: skip
+    assert "pip install faiss-cpu" in line, line
+    with pytest.raises(sbert.ConfigError, match="pip install faiss-cpu"):
+        Index.build(SentenceBert.from_pretrained(model_dir), TEXTS, approximate=True)
+    assert not encoded
 
 
 def test_index_json_keeps_no_absolute_path_and_follows_its_model_only_nearby(

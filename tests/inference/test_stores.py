@@ -102,6 +102,21 @@ def test_exact_mode_equals_the_numpy_index_and_approximate_finds_most(tmp_path):
     assert recalls[0] < 0.9 and recalls[1] >= 0.98, recalls
 
 
+def test_more_hits_than_the_store_holds_gives_every_row_once(tmp_path):
+    """k past the store's size: each of its rows once, best first, as the numpy index answers;
+    never slots padded with id -1 (the last text, to a caller indexing texts) and -inf."""
+    model = tiny(0)
+    vectors, queries = clustered(40, 32, 1), clustered(3, 32, 2)
+    texts = [f"t{i}" for i in range(len(vectors))]
+    store = LanceStore.build(tmp_path / "st", model, [(0, texts, vectors)], len(vectors), 32)
+    scores, ids = store.search_vectors(queries, 500)
+    assert ids.shape == scores.shape == (3, 40)
+    assert all(sorted(row) == list(range(40)) for row in ids.tolist())
+    np.testing.assert_allclose(scores, np.einsum("qh,qkh->qk", queries, vectors[ids]), atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    assert [len(row) for row in store.hits(queries, 500)] == [40, 40, 40]
+
+
 def test_store_command_lines_answer_as_the_numpy_index(model_dir, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(TEXTS) + "\n")
