@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
-from tokenizers.normalizers import BertNormalizer
+from tokenizers.normalizers import BertNormalizer, Lowercase
+from tokenizers.normalizers import Sequence as NormalizerSequence
 
 from sbert.errors import CheckpointError, whole_number
 from sbert.fileio import json_field, read_bounded, read_json, write_error
@@ -45,8 +46,10 @@ class WordPiece:
     Args:
         tokenizer: a `tokenizers.Tokenizer` holding the vocabulary and normaliser.
         max_length: the most tokens per sentence, special tokens included.
-        lowercase: lower-case the text before tokenizing, on top of what the tokenizer does
-            (sentence-transformers' `do_lower_case`).
+        lowercase: lower-case the text, on top of what the tokenizer does
+            (sentence-transformers' `do_lower_case`): as sentence-transformers 6 does it, a
+            Lowercase step put first in the normaliser unless one is there already, so that
+            special tokens written in a text ("[SEP]") are found before it is lower-cased.
     """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, lowercase: bool = False):
@@ -54,6 +57,11 @@ class WordPiece:
         # [CLS], [SEP] and room for one word; below that `tokenizers` stops truncating at all.
         self.max_length = whole_number(max_length, "max_seq_length", least=3)
         self.lowercase = lowercase
+        if lowercase and not _has_lowercase(tokenizer.normalizer):
+            steps = list(tokenizer.normalizer) if isinstance(
+                tokenizer.normalizer, NormalizerSequence
+            ) else [n for n in (tokenizer.normalizer,) if n is not None]  # fmt: skip
+            tokenizer.normalizer = NormalizerSequence([Lowercase(), *steps])
         tokenizer.no_padding()  # we pad per batch, to the batch's longest sentence only
         tokenizer.enable_truncation(max_length)
         pad_id = tokenizer.token_to_id("[PAD]")
@@ -72,6 +80,11 @@ class WordPiece:
         path, config_path = folder / "tokenizer.json", folder / "tokenizer_config.json"
         config = read_json(config_path) if os.path.lexists(config_path) else {}
         settings = normalizer_settings(config_path, config)
+        if config.get("truncation_side", "right") != "right":  # we keep a text's first tokens
+            raise CheckpointError(
+                config_path, f"truncation_side {config['truncation_side']!r}: only 'right' (a "
+                             f"long text's first tokens kept) is supported"
+            )  # fmt: skip
         if os.path.lexists(path):
             text = _text(path)
             tok = _read(path, lambda: Tokenizer.from_str(text))
@@ -130,7 +143,7 @@ class WordPiece:
     def _encode(self, sentences: Sequence[str]) -> list:
         sentences = text_list(sentences, "sentences")
         # sentence-transformers strips surrounding whitespace before tokenizing; so do we.
-        texts = [s.strip().lower() if self.lowercase else s.strip() for s in sentences]
+        texts = [s.strip() for s in sentences]
         # A lone surrogate (e.g. from os.fsdecode) cannot cross into `tokenizers`, which raises
         # an obscure TypeError: replace it with U+FFFD, as a UTF-8 decoder replaces a bad byte.
         texts = [_SURROGATE.sub("\ufffd", t) for t in texts]
@@ -170,6 +183,13 @@ class WordPiece:
         special = {k: config[k] for k in ("unk_token", "sep_token", "pad_token", "cls_token")}
         special["mask_token"] = "[MASK]"
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def _has_lowercase(normalizer) -> bool:
+    """Whether a normaliser is, or holds, a Lowercase step (sentence-transformers' test)."""
+    if isinstance(normalizer, NormalizerSequence):
+        return any(isinstance(n, Lowercase) for n in normalizer)
+    return isinstance(normalizer, Lowercase)
 
 
 def normalizer_settings(path: Path, config: dict) -> dict:

@@ -81,6 +81,7 @@ def read_layout(folder: Path) -> Layout:
         length = _default_length(folder, _positions(folder / "config.json"))
         return Layout(folder, length, False, "mean", False)
     by_type = _modules(folder)
+    _check_no_default_prompt(folder / "config_sentence_transformers.json")
     transformer = by_type["Transformer"]
     st_config = transformer / "sentence_bert_config.json"
     st = read_json(st_config) if os.path.lexists(st_config) else {}
@@ -124,6 +125,22 @@ def _modules(folder: Path) -> dict[str, Path]:
     if missing:  # sentence-transformers itself gives no sentence vector without a Pooling
         raise CheckpointError(path, f"no {' and no '.join(missing)} module")
     return by_type
+
+
+def _check_no_default_prompt(path: Path) -> None:
+    """Refuse a model that sentence-transformers runs with a default prompt ("query: " put
+    before every text): without it, its vectors would differ, silently."""
+    if not os.path.lexists(path):
+        return
+    config = read_json(path)
+    name, prompts = config.get("default_prompt_name"), config.get("prompts")
+    prompt = prompts.get(name) if isinstance(prompts, dict) else None
+    if name is not None and prompt != "":  # an empty prompt changes nothing
+        raise CheckpointError(
+            path, f"default_prompt_name {name!r}: sentence-transformers puts the prompt "
+                  f"{prompt!r} before every text; prompts are not supported, and without it "
+                  f"the vectors differ"
+        )  # fmt: skip
 
 
 def _pooling(path: Path) -> PoolingMode:

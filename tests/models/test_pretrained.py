@@ -226,6 +226,9 @@ def test_pytorch_model_bin_folder(tmp_path, weights, few, sentences, vectors, pr
     if prefixed:  # as saved from BertForPreTraining: "bert." names and heads we drop on purpose
         state = {f"bert.{k}": v for k, v in state.items()}
         state["cls.predictions.bias"] = torch.zeros(30522)
+        # and LayerNorm's parameters under the names of old TensorFlow-converted checkpoints
+        state = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
+                 "LayerNorm.beta"): v for k, v in state.items()}  # fmt: skip
     torch.save(state, folder / "pytorch_model.bin")
     check_plain(SentenceBert.from_pretrained(folder), vectors[few_rows(sentences, few)], few)
 
@@ -497,3 +500,64 @@ def test_encode_takes_the_encoder_protocols_positional_order(model, few):
     convert_to_tensor (which returned a tensor where an array was asked for)."""
     out = model.encode(few, 2, True, "cpu", False)
     assert isinstance(out, np.ndarray) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "max"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_pooling_and_normalize_as_sentence_transformers_saves_them(tmp_path, pooling, normalize):
+    """A folder sentence-transformers writes with another pooling, with and without its
+    Normalize module, loads to the same vectors."""
+    from sentence_transformers import models
+
+    modules = [models.Transformer(str(PATH)), models.Pooling(384, pooling_mode=pooling)]
+    reference = SentenceTransformer(
+        modules=modules + [models.Normalize()] * normalize, device="cpu"
+    )
+    reference.save(str(tmp_path / "st"))
+    ours = SentenceBert.from_pretrained(tmp_path / "st")
+    assert (ours.pooling, ours.normalize) == (pooling, normalize)
+    texts = ["A man is playing a guitar.", "Nobody is running, but the dog sleeps."]
+    np.testing.assert_allclose(ours.encode(texts), reference.encode(texts), atol=1e-5)
+
+
+def test_do_lower_case_lowercases_as_sentence_transformers_does(tmp_path):
+    """sentence-transformers 6 lower-cases inside the tokenizer, after the special tokens are
+    found: "[SEP]" written in a text stays [SEP], and a final sigma is lower-cased as one
+    letter (Python's str.lower() broke [SEP] into [ sep ] and wrote the sigma as ς)."""
+    import json
+
+    folder = tmp_path / "lower"
+    shutil.copytree(PATH, folder)
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 128, "do_lower_case": True})
+    )
+    reference = SentenceTransformer(str(folder), device="cpu")
+    texts = ["question [SEP] answer", "ΟΔΟΣ ΣΟΦΟΣ", "A Mixed CASE [MASK] text"]
+    ours = SentenceBert.from_pretrained(folder)
+    np.testing.assert_allclose(ours.encode(texts), reference.encode(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "file, content, words",
+    [
+        ("config_sentence_transformers.json",
+         {"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"},
+         "default_prompt_name 'query': sentence-transformers puts the prompt 'query: ' before"),
+        ("tokenizer_config.json", {"truncation_side": "left"}, "truncation_side 'left'"),
+    ],
+)  # fmt: skip
+def test_settings_that_would_change_the_vectors_are_refused(tmp_path, file, content, words):
+    """A default prompt, or truncation that keeps a long text's last tokens: loading the
+    folder without them would give other vectors than sentence-transformers', silently."""
+    import json
+
+    folder = tmp_path / "m"
+    shutil.copytree(PATH, folder)
+    config = json.loads((folder / file).read_text()) if (folder / file).exists() else {}
+    (folder / file).write_text(json.dumps({**config, **content}))
+    with pytest.raises(CheckpointError, match=words.replace("(", r"\(")):
+        SentenceBert.from_pretrained(folder)
+    empty = {"prompts": {"query": ""}, "default_prompt_name": "query"}  # changes nothing
+    if file == "config_sentence_transformers.json":
+        (folder / file).write_text(json.dumps({**config, **empty}))
+        assert SentenceBert.from_pretrained(folder).dim == 384
