@@ -101,9 +101,9 @@ def predictions(u: np.ndarray, v: np.ndarray, heads: Heads) -> list[Prediction]:
 
 
 def read_input(path: str | Path, columns: dict[str, str] | None = None) -> list[Pair]:
-    """Pairs from any data spec `sbert train` reads (PATH[@SPLIT][[FROM:TO]][:COLUMNS]; a
+    """Pairs from any data spec `sbert train` reads (`PATH[@SPLIT][[FROM:TO]][:COLUMNS]`; a
     table's columns as `columns` names them, its label and score columns not needed), or else
-    from a plain two-column TSV (PATH[[FROM:TO]])."""
+    from a plain two-column TSV (`PATH[[FROM:TO]]`)."""
     spec = parse_spec(str(path))
     if spec.objective != "both":
         raise ConfigError(f"{path}: :{spec.objective} names a training objective; predicting "

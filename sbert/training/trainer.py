@@ -321,6 +321,9 @@ class Trainer:
             unit="step",
             disable=not self.procs.is_main,
             dynamic_ncols=True,
+            # Where stderr is a log file, a line every 30 s shows how far a run is, rather than
+            # ten a second (tqdm's pace on a terminal).
+            mininterval=0.1 if sys.stderr.isatty() else 30,
         )
         with bar:  # closed on an error too, so that the error message starts its own line
             while p.step < self.total_steps:
