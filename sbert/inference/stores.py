@@ -285,15 +285,32 @@ class LanceStore:
         q = len(queries)
         if q == 0 or k == 0:
             return np.empty((q, k), np.float32), np.empty((q, k), np.int64), [[]] * q
+        approximate = self.approximate and not self.exact
+        scores, ids, texts = self._search(queries, k, approximate, with_text)
+        # The partitions an IVF-PQ search probes may hold fewer than k rows: such a query is
+        # answered by the exact scan (k real hits), not padded with id -1 or cut short.
+        short = np.flatnonzero((ids < 0).any(axis=1)) if approximate else []
+        if len(short):
+            scores[short], ids[short], exact_texts = self._search(
+                queries[short], k, False, with_text
+            )
+            for j, row in zip(short, exact_texts, strict=True):
+                texts[j] = row
+        return scores, ids, texts
+
+    def _search(self, queries: np.ndarray, k: int, approximate: bool, with_text: bool):
+        """One LanceDB query of every row of `queries`: (scores, ids) (Q, k), best first, -inf
+        and -1 where fewer than k came back, and each query's texts (with `with_text`)."""
+        q = len(queries)
         search = self.table.search(
             list(queries) if q > 1 else queries[0], vector_column_name="vector"
         )
         search = search.distance_type("dot").limit(k)
         search = search.select(["id", "text", "_distance"] if with_text else ["id", "_distance"])
-        if self.exact or not self.approximate:
-            search = search.bypass_vector_index()
-        else:
+        if approximate:
             search = search.nprobes(self.nprobes).refine_factor(self.refine_factor)
+        else:
+            search = search.bypass_vector_index()
         found = search.to_arrow()
         which = found.column("query_index").to_numpy() if q > 1 else np.zeros(found.num_rows, int)
         distance = found.column("_distance").to_numpy()

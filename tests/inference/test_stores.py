@@ -100,6 +100,11 @@ def test_exact_mode_equals_the_numpy_index_and_approximate_finds_most(tmp_path):
         approximate = open_index(tmp_path / "st", model, nprobes=nprobes, refine_factor=refine)
         recalls.append(recall_at_10(approximate.search_vectors(queries, 10)[1], truth))
     assert recalls[0] < 0.9 and recalls[1] >= 0.98, recalls
+    # One probed partition holds some 260 rows: asked for 1,000, the exact scan answers
+    narrow = open_index(tmp_path / "st", model, nprobes=1, refine_factor=1)
+    assert np.array_equal(narrow.search_vectors(queries[:3], 1000)[1],
+                          exact.search_vectors(queries[:3], 1000)[1])  # fmt: skip
+    assert all(len(row) == 1000 for row in narrow.hits(queries[:3], 1000))
 
 
 def test_more_hits_than_the_store_holds_gives_every_row_once(tmp_path):
