@@ -176,6 +176,18 @@ def ties_by_id(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
 
 
+def savable_texts(texts: list[str]) -> list[str]:
+    """`texts`, refused before they are embedded if one cannot be saved (texts.jsonl is UTF-8,
+    which has no unpaired surrogate, as from os.fsdecode of a bad file name)."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"texts[{i}] holds an unpaired surrogate: not UTF-8, so it "
+                              f"could not be saved with the index") from None  # fmt: skip
+    return texts
+
+
 # ---------------------------------------------------------------------------------------------
 # The index
 
@@ -278,7 +290,7 @@ class Index:
             approximate,
             corpus,
         )
-        texts = text_list(texts, "texts")
+        texts = savable_texts(text_list(texts, "texts"))
         index.vectors = embed_in_chunks(
             model,
             texts,
@@ -317,7 +329,7 @@ class Index:
 
     def add(self, texts: Sequence[str], batch_size: int = 64) -> None:
         """Embed more texts with the index's model and append them (ids continue)."""
-        texts = text_list(texts, "texts")
+        texts = savable_texts(text_list(texts, "texts"))
         vectors = self._encode(texts, batch_size)
         self.vectors = np.concatenate([np.asarray(self.vectors), vectors])
         self.texts = self.texts + texts

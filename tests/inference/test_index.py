@@ -199,6 +199,17 @@ def test_build_save_load_add_and_search(tmp_path, model_dir):
         Index.load(tmp_path / "idx")
 
 
+def test_a_text_that_cannot_be_saved_is_refused_before_it_is_embedded(model_dir, monkeypatch):
+    """An unpaired surrogate (os.fsdecode of a bad name) is no UTF-8: save would fail after
+    the whole corpus was embedded, with a bare UnicodeEncodeError."""
+    model = SentenceBert.from_pretrained(model_dir)
+    index = Index.build(model, TEXTS[:4])
+    monkeypatch.setattr(SentenceBert, "encode", lambda *a, **k: pytest.fail("embedded"))
+    for call in (lambda t: Index.build(model, t), index.add):
+        with pytest.raises(ConfigError, match=r"texts\[1\] holds an unpaired surrogate"):
+            call(["fine", "bad \udcff name"])
+
+
 def test_an_index_refuses_another_model(tmp_path, model_dir, other_dir):
     model = SentenceBert.from_pretrained(model_dir)
     assert model_identity(model) == model_identity(SentenceBert.from_pretrained(model_dir))
