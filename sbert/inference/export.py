@@ -36,7 +36,9 @@ import json
 import logging
 import platform
 import shutil
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -193,7 +195,7 @@ def export_graph(model: SentenceBert, path: Path) -> None:
         0: torch.export.Dim("batch"),
         1: torch.export.Dim("sequence", max=model.bert.config.max_position_embeddings),
     }
-    with _quiet():
+    with _exporter_call():
         torch.onnx.export(
             _Graph(model),
             args,
@@ -241,7 +243,7 @@ def quantize_int8(source: Path, target: Path, model: SentenceBert, sentences: li
         def get_next(self):
             return next(self.batches, None)
 
-    with _quiet():  # it logs advice to pre-process, meant for CNNs
+    with _exporter_call():  # it logs advice to pre-process, meant for CNNs
         quantize_static(
             source,
             target,
@@ -276,7 +278,7 @@ def convert_openvino(source: Path, target: Path) -> None:
     """The ONNX graph in OpenVINO's IR (target .xml and its .bin), weights kept in fp32."""
     import openvino
 
-    with _quiet():
+    with _exporter_call():
         model = openvino.convert_model(str(source))
         openvino.save_model(model, str(target), compress_to_fp16=False)
 
@@ -301,7 +303,7 @@ def quantize_openvino(
 
     tokenizer = model.tokenizer
     inputs = [tokenizer.pad_arrays([ids]) for ids in tokenizer.ids(sentences)]
-    with _quiet():
+    with _exporter_call():
         quantized = nncf.quantize(
             openvino.Core().read_model(str(source)),
             nncf.Dataset(inputs),
@@ -339,16 +341,38 @@ def calibration_sentences(path: str | Path | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the warnings and log lines the exporters print about their own internals
-    (pytree API, axis renaming, torchvision ops not installed), none about our graph."""
+def _exporter_call() -> Iterator[None]:
+    """Around a call into an exporter (torch.onnx, ONNX Runtime's quantiser, OpenVINO, NNCF):
+    silence the warnings and log lines they print about their own internals (pytree API, axis
+    renaming, torchvision ops not installed), none about our graph; and keep Ctrl-C an
+    interrupt. Landing inside an import of theirs, it came out as their own error (torch.onnx's
+    TorchExportError after `module 'torch._dynamo' has no attribute 'exc'`), a traceback
+    instead of "interrupted" and exit code 130."""
+    interrupted = False
+
+    def interrupt(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    # Only in the main thread (where Python runs signal handlers), over Python's own handler.
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)  # fmt: skip
+    if ours:
+        signal.signal(signal.SIGINT, interrupt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)
         try:
             yield
+        except Exception:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
         finally:
             logging.disable(logging.NOTSET)
+            if ours:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _versions(names: list[str], command: str) -> dict[str, str]:

@@ -303,3 +303,27 @@ def test_cli_export_bad_input(case, tiny, tmp_path, capsys):
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "a_file").read_text() == "keep me"
     assert (tmp_path / "a_folder" / "notes.txt").read_text() == "keep me"
+
+
+def test_an_interrupt_inside_an_exporter_stays_an_interrupt():
+    """Ctrl-C landing inside an exporter's import came out as the exporter's own error (torch.onnx:
+    "module 'torch._dynamo' has no attribute 'exc'", then TorchExportError): a traceback, where
+    the command says "interrupted" and exits 130."""
+    import signal
+    import time
+
+    from sbert.inference.export import _exporter_call
+
+    def exporter_that_swallows_the_interrupt():
+        try:  # as an import that fails half-way, caught inside the library
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        raise AttributeError("module 'torch._dynamo' has no attribute 'exc'")
+
+    with pytest.raises(KeyboardInterrupt), _exporter_call():
+        exporter_that_swallows_the_interrupt()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    with pytest.raises(AttributeError), _exporter_call():  # no interrupt: its own error
+        raise AttributeError("a real failure")
