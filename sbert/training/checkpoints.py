@@ -7,6 +7,8 @@ intact one, falling back past a damaged one with a warning.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +19,8 @@ from sbert.errors import CheckpointError
 from sbert.fileio import atomic_dir, remove_dir, verify_manifest
 
 CHECKPOINTS = "checkpoints"
+# What every checkpoint's state holds besides the trainer's progress (Trainer.state).
+STATE_KEYS = ("model", "labels", "optimizer", "scheduler", "balancer", "rng", "cuda_rng")
 _NAME = re.compile(r"stage(\d+)-step(\d+)")
 
 
@@ -36,8 +40,10 @@ def list_checkpoints(out: Path) -> list[Path]:
 
 def write_checkpoint(path: Path, state: dict) -> None:
     with atomic_dir(path) as tmp, open(tmp / "state.pt", "wb") as f:
-        # Through a Python file: a full disk then raises OSError (ENOSPC), not a RuntimeError.
-        torch.save(state, f)
+        try:  # through a Python file, a full disk is mostly an OSError (ENOSPC), but torch's
+            torch.save(state, f)  # zip writer may also fail with its own RuntimeError
+        except RuntimeError as e:  # "[enforce fail at inline_container.cc:672] unexpected pos"
+            raise OSError(errno.EIO, " ".join(str(e).split())[:200], str(tmp)) from None
 
 
 def prune_checkpoints(out: Path, newest: Path, keep: int) -> None:
@@ -53,11 +59,23 @@ def read_checkpoint(path: Path) -> dict:
     """The training state in a checkpoint folder, checked against its manifest first."""
     verify_manifest(path)
     try:
-        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(path / "state.pt", "file not found") from None
     except Exception as e:  # a damaged zip/pickle raises many types
         raise CheckpointError(path / "state.pt", f"damaged checkpoint ({e})") from None
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        raise CheckpointError(path / "state.pt", "holds no training state of sbert's")
+    return state
+
+
+def cut_log(path: Path, size: int | None) -> None:
+    """Cut the append-only log back to its first `size` bytes (None: a checkpoint older than
+    this record; a log shorter than `size`, e.g. deleted by hand, is left as it is): a resumed
+    run trains the steps after its checkpoint again, and logging them twice would draw every
+    curve back over itself."""
+    if size is not None and (path.stat().st_size if path.exists() else 0) > size:
+        os.truncate(path, size)
 
 
 def resume_point(out: Path, warn: bool = True) -> tuple[Path, dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sbert.errors import CheckpointError, TrainingError
+from sbert.errors import CheckpointError, ConfigError, TrainingError
 from sbert.fileio import check_output_dir, remove_dir, remove_litter
 from sbert.folders import is_model_folder
 from sbert.models.device import pick_device
@@ -50,14 +50,25 @@ def run(config: TrainConfig) -> dict:
 
 
 def is_run_folder(folder: Path) -> bool:
-    """True when `folder` holds an earlier run's output (or a run holds it now): its lock, its
-    log (a first record with the run's settings), a checkpoint, or a model it saved."""
+    """True when `folder` holds an earlier run's output (or a run holds it now): its lock (a
+    process id), its log (a first record with the run's settings), a checkpoint, or a model it
+    saved."""
     return (
-        (folder / LOCK).is_file()
+        is_lock(folder / LOCK)
         or is_run_log(folder / METRICS_LOG)
         or bool(list_checkpoints(folder))
         or any(is_model_folder(folder / name) for name in MODELS)
     )
+
+
+def is_lock(path: Path) -> bool:
+    """Whether `path` is a run's lock file: a small file holding a process id (an empty .lock
+    of the user's does not make a folder a run whose files may go)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return path.is_file() and f.read(32).strip().isdigit()
+    except (OSError, ValueError):
+        return False
 
 
 def is_run_log(path: Path) -> bool:
@@ -84,7 +95,7 @@ def clear_earlier_run(out: Path) -> None:
 
 def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Processes) -> dict:
     plans = plan_stages(config, procs.world)  # every stage's data, read and checked first
-    progress, resumed = _start(config, out, procs, len(plans))
+    progress, resumed = _start(config, out, procs, [p.config.model for p in plans])
     model = None
     for plan in plans[: progress.stage + 1]:  # a resumed stage's model as it had it; weights
         model = stage_model(plan, model)  # follow from the checkpoint
@@ -97,7 +108,8 @@ def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Pro
         if trainer is not None:  # each later stage starts from the previous stage's model
             progress, last = trainer.progress.next_stage(), trainer.last_checkpoint
             model, trainer = stage_model(plan, trainer.model), None  # DDP's wrapper lets go
-        trainer = Trainer(plan, model, out, device, procs, progress, last)
+        trainer = Trainer(plan, model, out, device, procs, progress, last,
+                          announce=resumed is None)  # fmt: skip
         if resumed is not None:
             trainer.restore(*resumed)
             resumed = None
@@ -114,42 +126,46 @@ def _run_stages(config: TrainConfig, out: Path, device: torch.device, procs: Pro
 
 
 def _start(
-    config: TrainConfig, out: Path, procs: Processes, stages: int
+    config: TrainConfig, out: Path, procs: Processes, models: list[str | None]
 ) -> tuple[Progress, tuple[Path, dict] | None]:
-    """Where the run starts: a fresh log at stage 0, or the newest intact checkpoint."""
+    """Where the run starts: a fresh log at stage 0, or the newest intact checkpoint (whose log
+    `Trainer.restore` cuts back once it has checked the checkpoint fits)."""
     if procs.is_main:  # what a killed run left half-written; we hold the lock, so it is stale
         for folder in (out, out / CHECKPOINTS):
             remove_litter(folder)
-    if not config.resume:
+    fresh = not config.resume or not list_checkpoints(out)
+    if fresh and config.resume and procs.is_main:  # stopped before its first checkpoint
+        print(f"note: {out}: no checkpoint to resume from yet: starting from the beginning",
+              file=sys.stderr)  # fmt: skip
+    if fresh:
         if procs.is_main:
-            clear_earlier_run(out)
-        return Progress(best_metric=config.best_metric), None
-    if not list_checkpoints(out):  # stopped before its first checkpoint: nothing to lose
-        if procs.is_main:
-            print(f"note: {out}: no checkpoint to resume from yet: starting from the beginning",
-                  file=sys.stderr)  # fmt: skip
+            check_models_outside(out, models)
             clear_earlier_run(out)
         return Progress(best_metric=config.best_metric), None
     path, state = resume_point(out, warn=procs.is_main)
-    if procs.is_main:
-        # The log goes back to where the checkpoint was taken: the steps after it are trained
-        # again, and logging them twice would draw every curve back over itself.
-        cut_log(out / METRICS_LOG, state.get("log_size"))
     progress = Progress.from_state(state, path)
-    if progress.stage >= stages:
+    if progress.stage >= len(models):
         raise CheckpointError(path, f"is from stage {progress.stage}, and this run has "
-                                    f"{stages} stage(s)")  # fmt: skip
+                                    f"{len(models)} stage(s)")  # fmt: skip
     if procs.is_main:
         print(f"resuming from {path} (stage {progress.stage}, step {progress.step})",
               file=sys.stderr)  # fmt: skip
     return progress, (path, state)
 
 
-def cut_log(path: Path, size: int | None) -> None:
-    """Cut the append-only log back to its first `size` bytes (None: a checkpoint older than
-    this record; a log shorter than `size`, e.g. deleted by hand, is left as it is)."""
-    if size is not None and (path.stat().st_size if path.exists() else 0) > size:
-        os.truncate(path, size)
+def check_models_outside(out: Path, models: list[str | None]) -> None:
+    """Refuse a fresh run whose starting model lies in what it clears first (`--model
+    R/best --out R`): the model would be deleted before it is loaded."""
+    cleared = [out / "best", out / CHECKPOINTS]
+    for model in models:
+        if model is None or not os.path.lexists(model):
+            continue
+        where = Path(os.path.realpath(model))
+        if any(where.is_relative_to(os.path.realpath(c)) for c in cleared):
+            raise ConfigError(
+                f"--model {model} is inside {out}, whose best/ and checkpoints a fresh run "
+                f"clears first: copy it elsewhere, or train into another --out"
+            )
 
 
 @contextlib.contextmanager

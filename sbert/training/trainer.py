@@ -36,7 +36,12 @@ from sbert.models.device import native_bf16, to_device
 from sbert.models.multitask import MultiTaskModel
 from sbert.models.objectives import DEV_METRICS, objectives_fed
 from sbert.training.balance import Balancer, make_balancer
-from sbert.training.checkpoints import checkpoint_path, prune_checkpoints, write_checkpoint
+from sbert.training.checkpoints import (
+    checkpoint_path,
+    cut_log,
+    prune_checkpoints,
+    write_checkpoint,
+)
 from sbert.training.config import TrainConfig
 from sbert.training.distributed import Processes
 from sbert.training.evaluate import evaluate
@@ -75,7 +80,16 @@ class Progress:
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in state]
         if missing or "balancer" not in state:
             raise CheckpointError(path, "written by an older sbert; start a new run")
-        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+        progress = cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+        counts = (progress.stage, progress.step, progress.epoch, progress.position,
+                  progress.skipped)  # fmt: skip
+        if (
+            not all(type(x) is int and x >= 0 for x in counts)
+            or not isinstance(progress.best, float)
+            or not isinstance(progress.best_metric, (str, type(None)))
+        ):
+            raise CheckpointError(path, "its progress is not a run's (counts, best value)")
+        return progress
 
     def next_stage(self) -> Progress:
         return Progress(self.stage + 1, best=self.best, best_metric=self.best_metric)
@@ -188,6 +202,7 @@ class Trainer:
         procs: Processes,
         progress: Progress | None = None,
         last_checkpoint: Path | None = None,
+        announce: bool = True,
     ):
         self.plan, self.config = plan, plan.config
         self.out, self.device, self.procs = out, device, procs
@@ -213,7 +228,9 @@ class Trainer:
         self.read_at = time.monotonic()
         self.nonfinite_in_a_row = 0
         self.weight_limit = WEIGHT_GROWTH * max(1.0, self._largest_weight())
-        self._announce(sum(p.numel() for g in groups for p in g["params"]))
+        self.trainable = sum(p.numel() for g in groups for p in g["params"])
+        if announce:  # a resumed stage announces once `restore` has taken its checkpoint
+            self._announce()
 
     @classmethod
     def from_config(
@@ -246,6 +263,9 @@ class Trainer:
         }
         if self.progress.best_metric is None:
             self.progress.best_metric = default_best_metric(self.dev_sets)
+        elif self.progress.stage == 0 and not self.dev_sets and self.config.best_metric:
+            raise ConfigError(f"--best-metric {self.config.best_metric}: this run evaluates no "
+                              f"dev data (--no-eval, or no --dev)")  # fmt: skip
         elif self.progress.stage == 0 and self.dev_sets:
             given = [f"{name}/{m}" for name in self.dev_sets for m in DEV_METRICS]
             if self.progress.best_metric not in given:
@@ -257,8 +277,9 @@ class Trainer:
         total = len(first) * self.config.epochs
         self.total_steps = min(total, self.config.max_steps or total)
 
-    def _announce(self, trainable_count: int) -> None:
+    def _announce(self) -> None:
         """Say what this stage trains: a line on the console, its settings in the log."""
+        trainable_count = self.trainable
         pairs = sum(map(len, self.train_sets))
         if self.procs.is_main:
             print(
@@ -663,10 +684,16 @@ class Trainer:
         self.procs.barrier()
 
     def restore(self, path: Path, state: dict) -> None:
-        """Continue from a checkpoint's state (see `state`), written by a run like this one."""
+        """Continue from a checkpoint's state (see `state`), written by a run like this one;
+        only then is the log cut back to the checkpoint and the stage announced, so that a
+        refused resume leaves the log as it was."""
         self._check_same_run(path, state)
         if state["labels"] != self.model.labels:
             raise CheckpointError(path, "labels differ from this run's data")
+        given, kept = self.config.best_metric, state["best_metric"]
+        if given is not None and given != kept:  # best/ would be picked by two measures
+            raise CheckpointError(path, f"its run picks best/ by {kept}; a resumed run keeps "
+                                        f"that (leave --best-metric out)")  # fmt: skip
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:  # another --model or preset than the checkpoint's
@@ -679,6 +706,9 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.procs.is_main:
+            cut_log(self.out / METRICS_LOG, state.get("log_size"))
+        self._announce()
         if self.procs.is_main:
             p = self.progress
             print(f"resumed stage {p.stage} at step {p.step} (epoch {p.epoch}) from {path}")

@@ -214,6 +214,7 @@ def test_resume_before_the_first_checkpoint_starts_from_the_beginning(tmp_path, 
         ("--balance uncertainty", "balance 'fixed', now 'uncertainty'"),
         ("--lr 5e-4", "lr 0.001, now 0.0005"),  # was ignored, while the log said 5e-4
         ("--limit 8", "limit 16, now 8"),
+        ("--seed 9", "seed 3, now 9"),  # another shuffle, dropout and head: another run
     ],
 )
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, reference, capsys, flags, changed):
@@ -488,16 +489,25 @@ def test_a_model_with_nonfinite_vectors_is_never_saved(tmp_path, monkeypatch, ca
 # --- resource faults ------------------------------------------------------------------------
 
 
+FULL_DISK = {  # what torch.save raised on a full disk: through a Python file, or its zip writer
+    "OSError": (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "No space left on device"),
+    "RuntimeError": (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos "
+                                  "64 vs 0"), "[enforce fail at inline_container.cc:672]"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(FULL_DISK))
 def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_litter(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, kind
 ):
     save, calls = torch.save, []
+    raised, said = FULL_DISK[kind]
 
     def fill_the_disk(obj, file):
         calls.append(1)
         if len(calls) == 3:  # the third checkpoint runs out of space halfway
             file.write(b"\0" * 1000)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise raised
         save(obj, file)
 
     monkeypatch.setattr(torch, "save", fill_the_disk)
@@ -505,7 +515,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_litter(
     code, _, stderr = run_here(train_args(out), capsys)
     assert code == 2
     error = the_error(stderr)
-    assert "stage0-step000003: cannot write the checkpoint (No space left on device)" in error
+    assert f"stage0-step000003: cannot write the checkpoint ({said}" in error
     assert f"the last good checkpoint is kept: {out / 'checkpoints' / 'stage0-step000002'}" in error
     assert assert_whole(out) == [2, 1]
     assert hidden(out) == {".lock"} and hidden(out / "checkpoints") == set()
@@ -550,3 +560,107 @@ def test_keep_checkpoints_keeps_that_many_newest(tmp_path, capsys, keep, steps):
     code, _, err = run_here(train_args(out, "--keep-checkpoints", str(keep)), capsys)
     assert code == 0, err
     assert assert_whole(out) == steps
+
+
+# --- runs that must not lose what is there -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    """A finished run with a dev set: best/, its log of evaluations, curves."""
+    out = tmp_path_factory.mktemp("evaluated") / "out"
+    args = [a for a in train_args(out) if a != "--no-eval"]
+    assert cli.main([*args, "--dev", f"{SICK}@TRIAL[:16]"]) == 0
+    return out
+
+
+def test_a_fresh_run_from_its_own_best_model_is_refused_before_anything_goes(
+    tmp_path, evaluated, capsys
+):
+    """`--model R/best --out R`: a fresh run clears R's best/ first, and so deleted the model
+    it was about to start from (with the log and curves), then failed on the missing folder."""
+    out = shutil.copytree(evaluated, tmp_path / "out")
+    kept = sorted(p.name for p in out.iterdir())
+    code, _, stderr = run_here(train_args(out, "--model", str(out / "best")), capsys)
+    assert code == 2
+    assert f"--model {out / 'best'} is inside {out}, whose best/ and checkpoints" in the_error(
+        stderr
+    )
+    assert sorted(p.name for p in out.iterdir()) == kept and "best" in kept
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        ("--lr 5e-4", "written by a run with other settings"),
+        ("--best-metric SICK_train_trial-TRIAL[:16]/accuracy", "its run picks best/ by "
+         "SICK_train_trial-TRIAL[:16]/spearman; a resumed run keeps that"),
+    ],
+)  # fmt: skip
+def test_a_refused_resume_leaves_the_log_as_it_was(tmp_path, evaluated, capsys, flags, words):
+    """The log was cut back to the checkpoint, and the refused run's settings appended to it,
+    before the checkpoint was found not to fit: the finished run's evaluations were lost."""
+    out = shutil.copytree(evaluated, tmp_path / "out")
+    log = (out / "metrics.jsonl").read_bytes()
+    args = [a for a in train_args(out, "--resume", *flags.split()) if a != "--no-eval"]
+    code, _, stderr = run_here([*args, "--dev", f"{SICK}@TRIAL[:16]"], capsys)
+    assert code == 2 and words in the_error(stderr)
+    assert (out / "metrics.jsonl").read_bytes() == log
+
+
+def test_a_best_metric_without_dev_data_is_refused(tmp_path, capsys):
+    code, _, stderr = run_here(train_args(tmp_path / "out", "--best-metric", "x/spearman"), capsys)
+    assert code == 2 and "this run evaluates no dev data" in the_error(stderr)
+
+
+@pytest.mark.parametrize(
+    "state, words",
+    [
+        ([1, 2, 3], "holds no training state of sbert's"),
+        ({"step": 4}, "holds no training state of sbert's"),
+    ],
+)
+def test_a_checkpoint_that_is_no_training_state_is_passed_over(
+    tmp_path, reference, capsys, state, words
+):
+    """A state.pt of something else, with a manifest that matches it, was read into the run:
+    an AttributeError or KeyError, with a traceback. It is damaged: the older one resumes."""
+    from sbert.fileio import write_manifest
+
+    out = shutil.copytree(reference, tmp_path / "out")
+    newest = list_checkpoints(out)[0]
+    torch.save(state, newest / "state.pt")
+    write_manifest(newest)
+    code, _, stderr = run_here(train_args(out, "--resume"), capsys)
+    assert (
+        code == 0
+        and "resuming from the older stage0-step000003: newer checkpoint damaged" in stderr
+    )
+    assert words in stderr
+
+
+def test_a_checkpoint_whose_progress_is_no_runs_is_one_line(tmp_path, reference, capsys):
+    from sbert.fileio import write_manifest
+
+    out = shutil.copytree(reference, tmp_path / "out")
+    for path in list_checkpoints(out):
+        state = read_checkpoint(path)
+        state["step"] = "abc"
+        torch.save(state, path / "state.pt")
+        write_manifest(path)
+    code, _, stderr = run_here(train_args(out, "--resume"), capsys)
+    assert code == 2 and "its progress is not a run's" in the_error(stderr)
+
+
+def test_an_empty_lock_file_does_not_make_a_folder_a_run(tmp_path, capsys):
+    """A user's folder with an empty .lock was taken for a run's, and its metrics.jsonl and
+    curves.png deleted by a fresh run."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in (".lock", "metrics.jsonl", "curves.png"):
+        (out / name).write_text("" if name == ".lock" else "the user's own")
+    code, _, stderr = run_here(train_args(out), capsys)
+    assert code == 2 and str(out) in the_error(stderr)
+    assert (
+        (out / "metrics.jsonl").read_text() == (out / "curves.png").read_text() == "the user's own"
+    )
