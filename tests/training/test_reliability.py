@@ -664,3 +664,13 @@ def test_an_empty_lock_file_does_not_make_a_folder_a_run(tmp_path, capsys):
     assert (
         (out / "metrics.jsonl").read_text() == (out / "curves.png").read_text() == "the user's own"
     )
+
+
+def test_progress_comes_back_whole_from_a_checkpoint(tmp_path):
+    """Every field of the progress is restored: a resumed run that forgot `best` would let a
+    worse model replace best/, one that forgot `skipped` would undercount skipped batches."""
+    from sbert.training.trainer import Progress
+
+    saved = Progress(stage=1, step=7, epoch=2, position=3, skipped=4, best=0.75, best_metric="m")
+    state = {**dataclasses.asdict(saved), "balancer": {}}
+    assert Progress.from_state(state, tmp_path) == saved
