@@ -201,3 +201,17 @@ def test_evaluate_scores_only_the_objective_a_spec_names(tiny_dir, capsys):
     assert not {"spearman", "pearson"} & classification.keys()
     assert main(["evaluate", "--model", str(tiny_dir), "--data", f"{STS_DEV}:classification"]) == 2
     assert "asks for classification: its pairs have no labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "scale", [{"lo": 5, "hi": 1}, {"lo": 1, "hi": 1}, {"lo": 0, "hi": "5"}, {"lo": 0, "hi": 1e999}]
+)
+def test_a_score_scale_that_maps_nothing_is_refused(tmp_path, scale):
+    """lo + cos * (hi - lo) needs finite numbers lo < hi: a reversed scale answered scores
+    upside down."""
+    from sbert.errors import CheckpointError
+    from sbert.heads import SCORE_SCALE, read_score_scale
+
+    (tmp_path / SCORE_SCALE).write_text(json.dumps(scale).replace("Infinity", "1e999"))
+    with pytest.raises(CheckpointError, match="expected finite numbers 'lo' < 'hi'"):
+        read_score_scale(tmp_path)

@@ -242,3 +242,62 @@ def test_an_api_key_file_must_be_a_small_regular_file(tiny, tmp_path):
         config = ServeConfig(model="tiny", api_key_file=str(tmp_path / name))
         with pytest.raises(SbertError, match=words):
             build_state(config, tiny)
+
+
+def test_predict_answers_the_librarys_probabilities_whatever_the_label_order(tiny):
+    """/predict equals `sbert.predict` (u the first sentence, v the second), for a classifier
+    whose labels are not in sorted order ("yes" is row 0): probabilities by the right name."""
+    from sbert.inference.predict import predict
+
+    torch.manual_seed(1)
+    model = MultiTaskModel(tiny.encoder, ["yes", "no"], (0.0, 5.0)).eval()
+    pairs = [["a cat sits on the mat", "rain"], ["rain", "a cat sits on the mat"]]
+    want = predict(model, [tuple(p) for p in pairs])
+    with app_for(model) as c:
+        got = c.post("/predict", json={"inputs": pairs}).json()
+    for answer, expected in zip(got, want, strict=True):
+        assert answer["label"] == expected.label
+        assert answer["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+        assert answer["similarity"] == pytest.approx(expected.similarity, abs=1e-6)
+    assert got[0]["probabilities"] != pytest.approx(got[1]["probabilities"], abs=1e-4)  # u, v
+    with torch.no_grad():  # the classifier itself: row 0 of its output is "yes"
+        u, v = (model.encoder.encode([p[i] for p in pairs], convert_to_tensor=True) for i in (0, 1))
+        rows = torch.softmax(model.classifier(torch.cat([u, v, (u - v).abs()], 1)), 1)
+    assert [a["probabilities"]["yes"] for a in got] == pytest.approx(rows[:, 0].tolist(), abs=1e-5)
+
+
+def test_fields_limits_headers_and_metrics_the_fuzz_cannot_see(client):
+    long = "word " * 300
+    refused(client.post("/predict", json={"inputs": [["c", long], ["a", "b"]], "truncate": False}),
+            413, "payload_too_large", "inputs[0][1] is longer")  # fmt: skip
+    refused(client.post("/rerank", json={"query": "a", "texts": []}), 422, "validation",
+            "at least 1 item")  # fmt: skip
+    similar = {"inputs": {"source_sentence": "a", "sentences": [long]}}
+    assert client.post("/similarity", json=similar).status_code == 200  # truncated by default
+    answer = client.post("/embed", json={"inputs": "a cat"})
+    assert float(answer.headers["x-queue-time"]) >= 0
+    assert float(answer.headers["x-inference-time"]) > 0
+    client.get("/info")
+    assert 'sbert_requests_total{route="/info",status="200"}' in client.get("/metrics").text
+
+
+def test_health_is_503_while_the_batcher_does_not_run(tiny):
+    """Without its lifespan (the batcher never started), the server is not healthy: a load
+    balancer must not send it work that would wait for ever."""
+    client = TestClient(create_app(build_state(ServeConfig(model="tiny", quiet=True), tiny)),
+                        raise_server_exceptions=False)  # fmt: skip
+    answer = client.get("/health")
+    assert answer.status_code == 503 and answer.json()["error_type"] == "unhealthy", answer.text
+
+
+def test_the_api_key_file_wins_over_the_environment(tmp_path, monkeypatch, tiny):
+    """--api-key-file is what the command line names: it beats $SBERT_API_KEY, as
+    docs/serving.md says."""
+    key_file = tmp_path / "key"
+    key_file.write_text("from-the-file\n")
+    monkeypatch.setenv("SBERT_API_KEY", "from-the-environment")
+    config = ServeConfig(model="tiny", quiet=True, api_key_file=str(key_file))
+    assert build_state(config, tiny).api_key == "from-the-file"
+    assert (
+        build_state(ServeConfig(model="tiny", quiet=True), tiny).api_key == "from-the-environment"
+    )
