@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -82,3 +83,34 @@ def test_a_model_error_reaches_the_requests_of_its_batch_and_no_other():
     assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
     assert third[:, 0].tolist() == [4]
     assert recorder.calls == [["ok 1", "boom"], ["ok 2"]]  # the failed request's rest not run
+
+
+def test_a_request_over_two_batches_is_timed_over_both_and_counted_padded():
+    """A request whose texts run in two model calls: its inference time is both calls', its
+    queue time ends at the first; each batch's tokens are as the model saw them, padded to its
+    longest text (the metrics' tokens a batch)."""
+
+    called_at = []
+
+    class Slow(Recorder):
+        def encode(self, texts, *args, **kwargs):
+            called_at.append(time.perf_counter())
+            time.sleep(0.05)
+            return super().encode(texts, *args, **kwargs)
+
+    recorder, stats = Slow(), []
+    batcher = Batcher(recorder, max_batch_tokens=1000, max_batch_size=2, on_batch=stats.append)
+
+    async def one_request():
+        job = batcher.submit(["a" * 9, "b" * 2, "c" * 4], [9, 2, 4])
+        batcher.start()
+        recorder.go.set()
+        await asyncio.wait_for(job.future, 10)
+        return job
+
+    job = asyncio.run(one_request())
+    batcher.stop()
+    assert [(s.sentences, s.tokens) for s in stats] == [(2, 18), (1, 4)]
+    assert job.inference_seconds == pytest.approx(sum(s.seconds for s in stats))
+    assert job.inference_seconds >= 0.1  # both calls, not the last one alone
+    assert job.queued_at <= job.started_at <= called_at[0] < called_at[1]  # the first call's
