@@ -218,8 +218,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         mode = 0o666 & ~_umask()  # mkstemp's 0600 would hide the file from others
-    with naming(path):
-        fd, tmp = _temporary(path)
+    fd, tmp = _temporary(path)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:

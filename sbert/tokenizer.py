@@ -57,11 +57,10 @@ class WordPiece:
         # [CLS], [SEP] and room for one word; below that `tokenizers` stops truncating at all.
         self.max_length = whole_number(max_length, "max_seq_length", least=3)
         self.lowercase = lowercase
-        if lowercase and not _has_lowercase(tokenizer.normalizer):
-            steps = list(tokenizer.normalizer) if isinstance(
-                tokenizer.normalizer, NormalizerSequence
-            ) else [n for n in (tokenizer.normalizer,) if n is not None]  # fmt: skip
-            tokenizer.normalizer = NormalizerSequence([Lowercase(), *steps])
+        normalizer = tokenizer.normalizer
+        if lowercase and not _has_lowercase(normalizer):
+            steps = list(normalizer) if isinstance(normalizer, NormalizerSequence) else [normalizer]
+            tokenizer.normalizer = NormalizerSequence([Lowercase(), *filter(None, steps)])
         tokenizer.no_padding()  # we pad per batch, to the batch's longest sentence only
         tokenizer.enable_truncation(max_length)
         pad_id = tokenizer.token_to_id("[PAD]")

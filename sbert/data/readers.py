@@ -509,9 +509,10 @@ def _read_jsonl(
         if cols is None:
             ctx.header = True
             cols = _columns(ctx, n, list(row), mapping)
-            for role, names in (("label", LABEL_COLUMNS), ("score", SCORE_COLUMNS)):
-                unread |= set() if mapping or getattr(cols, role) else set(names)
-        late = next((key for key in row if key.strip().lower() in unread), None)
+            if not mapping:  # the target names the reader knows, where none was found
+                unread = {*(LABEL_COLUMNS if cols.label is None else ()),
+                          *(SCORE_COLUMNS if cols.score is None else ())}  # fmt: skip
+        late = next((k for k in row if k.strip().lower() in unread), None) if unread else None
         if late is not None:
             raise ctx.error(n, f"key {late!r} is not in the first object, whose keys are the "
                                f"columns: give every object the same keys")  # fmt: skip

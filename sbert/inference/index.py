@@ -52,7 +52,7 @@ from sbert.fileio import (
 from sbert.folders import INDEX_RECORD, PACKAGED, is_index
 from sbert.inference.encoder import Encoder
 from sbert.inference.load import load
-from sbert.inference.topk import best_k, chunked_topk
+from sbert.inference.topk import best_k, chunked_topk, ties_by_id
 from sbert.tokenizer import text_list
 
 INDEX, VECTORS, TEXTS, CODES, SCALES, GRAPH = (
@@ -166,14 +166,6 @@ def _hnsw(vectors: np.ndarray, show_progress_bar: bool = False):
         )
     graph.add(vectors)
     return graph
-
-
-def ties_by_id(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row of hits by score descending, equal scores lowest id first (as
-    sbert/inference/retrieval.py ranks them): the top-k's partition leaves ties in any order,
-    and duplicate texts in a corpus tie exactly."""
-    order = np.lexsort((ids, -scores), axis=-1)
-    return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
 
 
 def savable_texts(texts: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sbert.data.specs import DataSpec, parse_spec, read_spec
 from sbert.errors import ConfigError, DataError
 from sbert.inference.encoder import Encoder, check_finite
-from sbert.inference.topk import chunked_topk
+from sbert.inference.topk import chunked_topk, ties_by_id
 
 ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT = (1, 3, 5, 10), 10, 10, 100
 
@@ -122,14 +122,10 @@ def evaluate_retrieval(
     check_finite(q, model, "query")
     check_finite(c, model, "corpus text")
     k = max(*ACCURACY_AT, MRR_AT, NDCG_AT, MAP_AT)
-    scores, ids = chunked_topk(q, len(c), lambda a, b: c[a:b], k)
     # Equal scores rank by corpus id, as sentence-transformers does: the order is deterministic.
-    ranked = [
-        [i for _, i in sorted(zip(s, i, strict=True), key=lambda x: (-x[0], x[1]))]
-        for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
-    ]
+    _, ranked = ties_by_id(*chunked_topk(q, len(c), lambda a, b: c[a:b], k))
     return {
         "queries": len(data.queries),
         "corpus": len(data.corpus),
-        **ranking_metrics(ranked, data.relevant),
+        **ranking_metrics(ranked.tolist(), data.relevant),
     }

@@ -76,3 +76,11 @@ def chunked_topk(
         scores_out.append(best_s)
         ids_out.append(best_i)
     return np.concatenate(scores_out), np.concatenate(ids_out)
+
+
+def ties_by_id(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of hits by score descending, equal scores lowest id first (as
+    sentence-transformers ranks them): the top-k's partition leaves ties in any order, and
+    duplicate texts in a corpus tie exactly."""
+    order = np.lexsort((ids, -scores), axis=-1)
+    return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)

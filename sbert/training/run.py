@@ -64,9 +64,11 @@ def is_run_folder(folder: Path) -> bool:
 def is_lock(path: Path) -> bool:
     """Whether `path` is a run's lock file: a small file holding a process id (an empty .lock
     of the user's does not make a folder a run whose files may go)."""
+    if not path.is_file():  # never opened otherwise: a FIFO would block the open
+        return False
     try:
         with open(path, encoding="utf-8") as f:
-            return path.is_file() and f.read(32).strip().isdigit()
+            return f.read(32).strip().isdigit()
     except (OSError, ValueError):
         return False
 
@@ -138,8 +140,8 @@ def _start(
         print(f"note: {out}: no checkpoint to resume from yet: starting from the beginning",
               file=sys.stderr)  # fmt: skip
     if fresh:
+        check_models_outside(out, models)  # every process: none goes on alone
         if procs.is_main:
-            check_models_outside(out, models)
             clear_earlier_run(out)
         return Progress(best_metric=config.best_metric), None
     path, state = resume_point(out, warn=procs.is_main)

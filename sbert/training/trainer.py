@@ -279,12 +279,11 @@ class Trainer:
 
     def _announce(self) -> None:
         """Say what this stage trains: a line on the console, its settings in the log."""
-        trainable_count = self.trainable
         pairs = sum(map(len, self.train_sets))
         if self.procs.is_main:
             print(
                 f"stage {self.progress.stage}: {pairs} training pairs, {self.total_steps} "
-                f"steps, {trainable_count:,} trainable parameters, strategy "
+                f"steps, {self.trainable:,} trainable parameters, strategy "
                 f"{self.config.strategy}, on {self.device}{' (bf16 autocast)' if self.bf16 else ''}"
             )
             self._say_best_metric()
@@ -294,7 +293,7 @@ class Trainer:
                 "settings": self.settings(),
                 "pairs": pairs,
                 "steps": self.total_steps,
-                "trainable": trainable_count,
+                "trainable": self.trainable,
             }
         )
 
