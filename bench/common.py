@@ -56,18 +56,25 @@ def matmul_peak(device, n: int = 4096, repeats: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers: a VM's "AMD EPYC" names no
+    generation, and a VM can move to another host between runs; "?" where unknown."""
+    fields = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name", platform.processor() or "?")
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
+
+
 def machine() -> str:
     """One line: CPU, threads, versions and load, to print above every table."""
     import torch
 
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
     for name in ("sentence_transformers", "transformers", "onnxruntime"):
         with contextlib.suppress(ImportError):

@@ -43,7 +43,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import SICK, STSB_DEV, matmul_peak, sts_sentences, sync
+
+# What a user's process gets: `tokenizers` tokenizes a call's sentences on every core. (common.py
+# turns that off for the benches that fork; this one does not fork.) Tokenizing one thread at a
+# time, the 3,000 sentences took 70 ms a pass where the OpenVINO int8 row took 0.99 s in all:
+# a fixed cost that every row paid alike and that shrank the ratios of the fast rows
+# (docs/performance.md). TOKENIZERS_PARALLELISM=false still measures that way.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+from common import SICK, STSB_DEV, cpu_name, matmul_peak, sts_sentences, sync
 
 from sbert.data.readers import read_pairs
 
@@ -217,9 +224,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print("# bench/encode.py: SentenceBert.encode vs SentenceTransformer.encode")
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"machine: {cpu_name()}, {os.cpu_count()} CPUs, "
         f"torch threads {torch.get_num_threads()}, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, device {device}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+        f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}, device {device}"
     )
     if device.type == "cuda":
         print(f"gpu: {torch.cuda.get_device_name(device)}")
