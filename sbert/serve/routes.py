@@ -97,16 +97,27 @@ async def result(job: Job, request: Request) -> np.ndarray | None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
+    def hang_up(watcher: asyncio.Task) -> None:  # the watcher ended: the client is gone
+        if watcher.cancelled() or job.future.done():
+            return
+        watcher.exception()  # (retrieved: a failed receive means the client is gone too)
+        job.cancelled = True  # the batcher drops its texts not yet taken
+        job.future.cancel()
+
+    # A callback on the watcher, not asyncio.wait over both (a waiter and two callbacks a
+    # request): one client's requests 16-34 us faster (medians, 1,200 requests each way,
+    # alternating, in process; 2-core AMD EPYC, 2026-12-04).
     watcher = asyncio.ensure_future(disconnected())
+    watcher.add_done_callback(hang_up)
     try:
-        await asyncio.wait({job.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await job.future
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if job.cancelled and not (hasattr(task, "cancelling") and task.cancelling()):
+            return None  # hang_up's cancellation, not the server's of this request (3.11+)
+        raise
     finally:
         watcher.cancel()
-    if not job.future.done():
-        job.cancelled = True
-        job.future.cancel()
-        return None
-    return job.future.result()
 
 
 def as_list(texts: str | list[str]) -> list[str]:

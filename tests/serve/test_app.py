@@ -140,6 +140,67 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body_is_read(tiny):
         sent.clear()
 
 
+async def queued(app, state, client) -> tuple[asyncio.Task, list]:
+    """One /embed request of one text sent into `app` as a task, returned once its text waits
+    in the batcher's queue (not started in these tests), with the messages sent back to it.
+    `client`: what it does after its body (awaited by the app's `receive`)."""
+    body, sent = [{"type": "http.request", "body": b'{"inputs": "text"}', "more_body": False}], []
+
+    async def receive():
+        return body.pop() if body else await client()
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/embed", "query_string": b"",
+             "headers": [(b"content-length", b"18")]}  # fmt: skip
+    request = asyncio.ensure_future(app(scope, receive, send))
+    while not state.batcher.depth:
+        await asyncio.sleep(0.001)
+    return request, sent
+
+
+def test_a_client_that_leaves_while_queued_is_499_and_its_texts_are_dropped(tiny):
+    """A client gone while its texts wait for a batch: its request ends as 499, and its texts
+    are marked so that no batch takes them."""
+    state = build_state(ServeConfig(model="tiny", quiet=True), tiny)
+
+    async def leave_while_queued():
+        gone = asyncio.Event()
+
+        async def client():
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        request, sent = await queued(create_app(state), state, client)
+        gone.set()
+        await asyncio.wait_for(request, 10)
+        return sent
+
+    assert asyncio.run(leave_while_queued())[0]["status"] == 499
+    assert [job.cancelled for job, _ in state.batcher._queue] == [True]
+    assert state.in_flight == 0
+
+
+def test_a_request_the_server_cancels_stays_cancelled(tiny):
+    """The server cancelling a waiting request (uvicorn at shutdown) is not a client that left:
+    the cancellation goes on up, and nothing is answered for it."""
+    state = build_state(ServeConfig(model="tiny", quiet=True), tiny)
+
+    async def cancel_while_queued():
+        async def client():  # stays
+            await asyncio.Event().wait()
+
+        request, sent = await queued(create_app(state), state, client)
+        request.cancel()
+        await asyncio.wait({request}, timeout=10)
+        return request, sent
+
+    request, sent = asyncio.run(cancel_while_queued())
+    assert request.cancelled() and sent == []
+    assert [job.cancelled for job, _ in state.batcher._queue] == [False]
+
+
 def test_a_draining_server_answers_503_to_new_requests(tiny):
     """After SIGTERM (state.draining) a new request, /health included, is 503: a load
     balancer stops sending here while what was queued is finished."""
