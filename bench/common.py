@@ -74,13 +74,12 @@ def machine() -> str:
     """One line: CPU, threads, versions and load, to print above every table."""
     import torch
 
-    cpu = cpu_name()
     versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
     for name in ("sentence_transformers", "transformers", "onnxruntime"):
         with contextlib.suppress(ImportError):
             versions.append(f"{name} {__import__(name).__version__}")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; "
+        f"{cpu_name()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; "
         f"{', '.join(versions)}; load average {load}"
     )
